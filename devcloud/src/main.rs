@@ -1,0 +1,3 @@
+//! `devcloud`: a development cloud for the agent.
+
+fn main() {}

@@ -1,0 +1,1 @@
+//! Minimal async client of the Docker Engine REST API over its Unix socket.

@@ -1,0 +1,1 @@
+//! rtnetlink snapshot and event stream, and the host interface model the netmon sidecar reports.

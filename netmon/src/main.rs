@@ -1,0 +1,3 @@
+//! `autonomy-netmon`: the host network monitor sidecar.
+
+fn main() {}

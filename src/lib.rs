@@ -1,0 +1,28 @@
+//! orchestrator-agent: the edge agent that keeps a mutual-TLS Socket.IO link to the cloud and runs
+//! OpenPLC runtime containers on the local Docker engine as the cloud commands.
+//!
+//! The binary (`src/main.rs`) only parses the command line and wires these modules together.
+//! One module per concern:
+//! - [`config`]: command line and environment (spec §3);
+//! - [`logging`]: tracing set-up, console and rotated log files;
+//! - [`cloud`]: Engine.IO v4 / Socket.IO v5 client over a mutual-TLS WebSocket, identity, reconnect;
+//! - [`contract`]: declarative message contracts and their error messages;
+//! - [`topics`]: one small type per cloud topic, the dispatch table and the heartbeat;
+//! - [`metrics`]: host CPU, memory, disk and static system info from /proc and statvfs;
+//! - [`usage`]: the 48 h usage ring buffers and the period syntax of `get_consumption_*`;
+//! - [`runtime`]: runtime (vPLC) orchestration on the Docker engine;
+//! - [`netevents`]: client of the `autonomy-netmon` socket and the host interface cache;
+//! - [`state`]: atomic, serialized persistence of the state files under the state dir;
+//! - [`timefmt`]: ISO 8601 / RFC 3339 parsing and formatting shared by the modules above.
+
+pub mod cloud;
+pub mod config;
+pub mod contract;
+pub mod logging;
+pub mod metrics;
+pub mod netevents;
+pub mod runtime;
+pub mod state;
+pub mod timefmt;
+pub mod topics;
+pub mod usage;
