@@ -1,1 +1,5 @@
-//! TODO(owner): runtime
+//! Runtime (vPLC) orchestration on the Docker engine.
+
+pub mod command;
+pub mod consumption;
+pub mod rehome;
