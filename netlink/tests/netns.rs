@@ -1,0 +1,309 @@
+//! Snapshot and event tests against the real kernel, inside network namespaces the tests create
+//! (veth pairs only; addresses from 10.202.0.0/16; nothing leaves the namespace).
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use netlink::{Event, EventStream, RouteSocket, Snapshot};
+use serde_json::Value;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace removed on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Self {
+        let name = format!(
+            "nlt-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        run(&["ip", "netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> args...`, asserting success.
+    fn ip(&self, args: &[&str]) {
+        let mut full = vec!["ip", "-n", &self.name];
+        full.extend_from_slice(args);
+        run(&full);
+    }
+
+    fn ip_json(&self, args: &[&str]) -> Value {
+        let out = Command::new("ip")
+            .args(["-n", &self.name, "-j"])
+            .args(args)
+            .output()
+            .expect("run ip");
+        assert!(out.status.success(), "ip {args:?}: {out:?}");
+        serde_json::from_slice(&out.stdout).expect("ip -j prints JSON")
+    }
+
+    /// Runs `f` on a thread that entered this namespace, with its own current-thread runtime.
+    fn run_in<F, Fut, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+        T: Send + 'static,
+    {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let fd = File::open(&path).expect("open netns");
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(f())
+        })
+        .join()
+        .expect("netns thread")
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(args: &[&str]) {
+    let status = Command::new(args[0])
+        .args(&args[1..])
+        .status()
+        .expect("spawn");
+    assert!(status.success(), "{args:?} failed");
+}
+
+/// Two veth pairs: nm0/nm1 up with addresses and a default route via nm0, nm2/nm3 down.
+fn fixture(ns: &Netns) {
+    ns.ip(&["link", "add", "nm0", "type", "veth", "peer", "name", "nm1"]);
+    ns.ip(&["link", "add", "nm2", "type", "veth", "peer", "name", "nm3"]);
+    ns.ip(&["addr", "add", "10.202.1.1/24", "dev", "nm0"]);
+    ns.ip(&["addr", "add", "10.202.1.77/28", "dev", "nm0"]);
+    ns.ip(&["addr", "add", "10.202.2.1/24", "dev", "nm1"]);
+    ns.ip(&["addr", "add", "10.202.3.1/24", "dev", "nm2"]);
+    ns.ip(&["link", "set", "nm0", "up"]);
+    ns.ip(&["link", "set", "nm1", "up"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.202.1.254",
+        "dev",
+        "nm0",
+    ]);
+}
+
+fn snapshot_in(ns: &Netns) -> Snapshot {
+    ns.run_in(|| async {
+        let mut sock = RouteSocket::new().expect("netlink socket");
+        sock.snapshot().await.expect("snapshot")
+    })
+}
+
+#[test]
+fn snapshot_matches_ip_json_output() {
+    let ns = Netns::new();
+    fixture(&ns);
+    let snap = snapshot_in(&ns);
+
+    let mut want_links = BTreeSet::new();
+    for l in ns.ip_json(&["link"]).as_array().expect("array") {
+        want_links.insert((
+            l["ifindex"].as_u64().expect("ifindex") as u32,
+            l["ifname"].as_str().expect("ifname").to_owned(),
+            l["operstate"].as_str().expect("operstate").to_owned(),
+            l["address"].as_str().map(str::to_owned),
+        ));
+    }
+    let got_links: BTreeSet<_> = snap
+        .links
+        .iter()
+        .map(|l| {
+            (
+                l.index,
+                l.name.clone(),
+                l.oper_state.as_str().to_owned(),
+                l.mac_string(),
+            )
+        })
+        .collect();
+    assert_eq!(got_links, want_links);
+    let nm0 = snap.link_by_name("nm0").expect("nm0");
+    assert_eq!(nm0.kind.as_deref(), Some("veth"));
+    assert!(nm0.is_operational());
+    assert!(!snap.link_by_name("nm2").expect("nm2").is_operational());
+
+    let mut want_addrs = BTreeSet::new();
+    for l in ns.ip_json(&["-4", "addr"]).as_array().expect("array") {
+        for a in l["addr_info"].as_array().expect("addr_info") {
+            want_addrs.insert((
+                l["ifindex"].as_u64().expect("ifindex") as u32,
+                a["local"]
+                    .as_str()
+                    .expect("local")
+                    .parse::<Ipv4Addr>()
+                    .expect("ip"),
+                a["prefixlen"].as_u64().expect("prefixlen") as u8,
+            ));
+        }
+    }
+    let got_addrs: BTreeSet<_> = snap
+        .addresses
+        .iter()
+        .map(|a| (a.index, a.address, a.prefix_len))
+        .collect();
+    assert_eq!(got_addrs, want_addrs);
+
+    let mut want_routes = BTreeSet::new();
+    for r in ns
+        .ip_json(&["-4", "route", "show", "table", "main"])
+        .as_array()
+        .expect("array")
+    {
+        let dst = r["dst"].as_str().expect("dst");
+        let (dst, len) = match dst {
+            "default" => (Ipv4Addr::UNSPECIFIED, 0),
+            d => match d.split_once('/') {
+                Some((a, l)) => (a.parse().expect("dst"), l.parse().expect("len")),
+                None => (d.parse().expect("dst"), 32),
+            },
+        };
+        let dev = r["dev"].as_str().expect("dev");
+        let oif = snap.link_by_name(dev).expect("route dev").index;
+        let gw = r["gateway"]
+            .as_str()
+            .map(|g| g.parse::<Ipv4Addr>().expect("gw"));
+        want_routes.insert((dst, len, Some(oif), gw));
+    }
+    let got_routes: BTreeSet<_> = snap
+        .routes
+        .iter()
+        .map(|r| (r.destination, r.prefix_len, r.oif, r.gateway))
+        .collect();
+    assert_eq!(got_routes, want_routes);
+    assert_eq!(
+        snap.gateway_of(nm0.index),
+        Some(Ipv4Addr::new(10, 202, 1, 254))
+    );
+}
+
+#[test]
+fn multipath_default_route_gives_each_interface_its_gateway() {
+    let ns = Netns::new();
+    ns.ip(&["link", "add", "nm0", "type", "veth", "peer", "name", "nm1"]);
+    ns.ip(&["addr", "add", "10.202.4.1/24", "dev", "nm0"]);
+    ns.ip(&["addr", "add", "10.202.5.1/24", "dev", "nm1"]);
+    ns.ip(&["link", "set", "nm0", "up"]);
+    ns.ip(&["link", "set", "nm1", "up"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "nexthop",
+        "via",
+        "10.202.4.254",
+        "dev",
+        "nm0",
+        "nexthop",
+        "via",
+        "10.202.5.254",
+        "dev",
+        "nm1",
+    ]);
+    let snap = snapshot_in(&ns);
+    let nm0 = snap.link_by_name("nm0").expect("nm0").index;
+    let nm1 = snap.link_by_name("nm1").expect("nm1").index;
+    assert_eq!(snap.gateway_of(nm0), Some(Ipv4Addr::new(10, 202, 4, 254)));
+    assert_eq!(snap.gateway_of(nm1), Some(Ipv4Addr::new(10, 202, 5, 254)));
+}
+
+/// Reads events until `pred` matches one (or fails after a generous timeout).
+async fn wait_for(stream: &mut EventStream, what: &str, pred: impl Fn(&Event) -> bool) -> Event {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let events = tokio::time::timeout_at(deadline, stream.next())
+            .await
+            .unwrap_or_else(|_| panic!("no {what} event within 10 s"))
+            .expect("event stream");
+        if let Some(e) = events.into_iter().find(|e| pred(e)) {
+            return e;
+        }
+    }
+}
+
+#[test]
+fn event_stream_reports_address_route_and_link_changes() {
+    let ns = Netns::new();
+    ns.ip(&["link", "add", "nm0", "type", "veth", "peer", "name", "nm1"]);
+    ns.ip(&["link", "set", "nm0", "up"]);
+    ns.ip(&["link", "set", "nm1", "up"]);
+    let name = ns.name.clone();
+    let ip = move |args: &[&str]| {
+        let mut full = vec!["ip", "-n", &name];
+        full.extend_from_slice(args);
+        run(&full);
+    };
+    ns.run_in(move || async move {
+        let mut stream = EventStream::subscribe().expect("subscribe");
+        ip(&["addr", "add", "10.202.6.1/24", "dev", "nm0"]);
+        let e = wait_for(
+            &mut stream,
+            "address added",
+            |e| matches!(e, Event::AddressAdded(a) if a.address == Ipv4Addr::new(10, 202, 6, 1)),
+        )
+        .await;
+        let Event::AddressAdded(a) = e else {
+            unreachable!()
+        };
+        assert_eq!(a.prefix_len, 24);
+        let index = a.index;
+
+        ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.202.6.254",
+            "dev",
+            "nm0",
+        ]);
+        let e = wait_for(
+            &mut stream,
+            "default route",
+            |e| matches!(e, Event::RouteAdded(r) if r.is_main_default()),
+        )
+        .await;
+        assert_eq!(e.interfaces(), vec![index]);
+
+        ip(&["addr", "del", "10.202.6.1/24", "dev", "nm0"]);
+        wait_for(
+            &mut stream,
+            "address removed",
+            |e| matches!(e, Event::AddressRemoved(a) if a.index == index),
+        )
+        .await;
+
+        ip(&["link", "del", "nm0"]);
+        wait_for(
+            &mut stream,
+            "link removed",
+            |e| matches!(e, Event::LinkRemoved(l) if l.index == index && l.name == "nm0"),
+        )
+        .await;
+    });
+}
