@@ -1,0 +1,121 @@
+//! The host topics answered by the agent itself: `get_consumption_orchestrator` (upstream §2.4,
+//! with the host's addresses from netmon) and `get_host_interfaces` (upstream §12 item 3).
+
+use std::time::Duration;
+
+use serde_json::{Map, Value, json};
+
+use super::heartbeat::HostState;
+use super::{Services, error_ack, wrap};
+use crate::contract::{ConsumptionRequest, HostInterfacesRequest};
+use crate::netevents::{self, InterfaceInfo};
+use crate::timefmt;
+use crate::usage::Period;
+
+/// How long a consumption query waits for a fresh disk figure.
+const DISK_WAIT: Duration = Duration::from_secs(2);
+
+pub(super) async fn consumption_orchestrator(
+    services: &Services,
+    host: &HostState,
+    req: ConsumptionRequest,
+) -> Value {
+    tracing::debug!(cpu_period = %req.cpu_period, memory_period = %req.memory_period, "consumption requested");
+    let now = timefmt::now_unix();
+    let cpu_period = Period::parse_or_last_hour(&req.cpu_period, now);
+    let memory_period = Period::parse_or_last_hour(&req.memory_period, now);
+    let info = host.static_info().await;
+    let disk = host.disk(DISK_WAIT).await.unwrap_or_default();
+    let (cpu_usage, memory_usage): (Vec<Value>, Vec<Value>) = {
+        let usage = host.usage.lock().unwrap_or_else(|e| e.into_inner());
+        (
+            usage
+                .window(cpu_period)
+                .map(|(ts, s)| json!({"timestamp": ts, "cpu": s.cpu}))
+                .collect(),
+            usage
+                .window(memory_period)
+                .map(|(ts, s)| json!({"timestamp": ts, "memory": s.memory}))
+                .collect(),
+        )
+    };
+    let mut body = Map::new();
+    body.insert(
+        "ip_addresses".to_owned(),
+        json!(services.interfaces.host_ipv4_addresses()),
+    );
+    body.insert("memory".to_owned(), json!(info.memory_mib));
+    body.insert("cpu".to_owned(), json!(info.cpu));
+    body.insert("os".to_owned(), json!(info.os));
+    body.insert("kernel".to_owned(), json!(info.kernel));
+    body.insert(
+        "disk".to_owned(),
+        json!((disk.total as f64 / crate::metrics::GIB) as u64),
+    );
+    body.insert("cpu_usage".to_owned(), Value::Array(cpu_usage));
+    body.insert("memory_usage".to_owned(), Value::Array(memory_usage));
+    wrap(
+        "get_consumption_orchestrator",
+        &req.base.correlation_id,
+        body,
+    )
+}
+
+pub(super) fn host_interfaces(services: &Services, req: HostInterfacesRequest) -> Value {
+    const ACTION: &str = "get_host_interfaces";
+    let cache = &services.interfaces;
+    let all = cache.list();
+    if all.is_empty() {
+        let why = if cache.is_connected() {
+            "No host interfaces known yet (the network monitor reported none)"
+        } else {
+            "No host interfaces known: the network monitor is not connected"
+        };
+        return error_ack(ACTION, &req.base.correlation_id, why);
+    }
+    let interfaces: Vec<Value> = all
+        .iter()
+        .filter(|i| req.include_virtual || !netevents::is_virtual(&i.interface))
+        .map(|i| describe(i, req.detailed))
+        .collect();
+    let mut body = Map::new();
+    body.insert("status".to_owned(), json!("success"));
+    body.insert("interfaces".to_owned(), Value::Array(interfaces));
+    wrap(ACTION, &req.base.correlation_id, body)
+}
+
+/// `{name, ip_address, ipv4_addresses, mac_address, subnet?, gateway?}`; with `detailed`, also
+/// `operstate`, `status` and the full address entries as netmon sent them.
+fn describe(info: &InterfaceInfo, detailed: bool) -> Value {
+    let mut out = Map::new();
+    out.insert("name".to_owned(), json!(info.interface));
+    out.insert(
+        "ip_address".to_owned(),
+        json!(info.ipv4_addresses.first().map(|a| &a.address)),
+    );
+    out.insert(
+        "ipv4_addresses".to_owned(),
+        json!(
+            info.ipv4_addresses
+                .iter()
+                .map(|a| &a.address)
+                .collect::<Vec<_>>()
+        ),
+    );
+    out.insert("mac_address".to_owned(), json!(info.mac_address));
+    if let Some(subnet) = info.subnet() {
+        out.insert("subnet".to_owned(), json!(subnet));
+    }
+    if let Some(gateway) = &info.gateway {
+        out.insert("gateway".to_owned(), json!(gateway));
+    }
+    if detailed {
+        out.insert("operstate".to_owned(), json!(info.operstate));
+        out.insert(
+            "status".to_owned(),
+            json!(info.status.as_deref().unwrap_or("up")),
+        );
+        out.insert("addresses".to_owned(), json!(info.ipv4_addresses));
+    }
+    Value::Object(out)
+}

@@ -1,0 +1,3 @@
+//! Dispatch tests: validation, ack shapes, emit+ack topics.
+
+use super::*;
