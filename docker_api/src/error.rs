@@ -119,6 +119,16 @@ pub enum Error {
     },
 }
 
+/// Message fragments with which pre-1.44 engines answer invalid IPAM input with HTTP 500.
+const INVALID_INPUT_500: &[&str] = &[
+    "invalid subnet",
+    "invalid cidr",
+    "invalid gateway",
+    "invalid ip range",
+    "invalid pool",
+    "requested address is out of range",
+];
+
 impl Error {
     /// The HTTP status of an engine error answer, if this is one.
     pub fn status(&self) -> Option<u16> {
@@ -153,10 +163,22 @@ impl Error {
         self.message_contains("overlaps")
     }
 
-    /// 400: the engine rejected the request as malformed (invalid IPAM, bad parameter, unsupported
-    /// API version).
+    /// The engine rejected the request as invalid: HTTP 400 (invalid IPAM, bad parameter,
+    /// unsupported API version), or — engines before API 1.44 answer invalid IPAM with 500 — a 500
+    /// whose message names an invalid subnet, gateway, range or address.
     pub fn is_bad_request(&self) -> bool {
-        self.status() == Some(400)
+        match self {
+            Error::Api { status: 400, .. } => true,
+            Error::Api {
+                status: 500,
+                message,
+                ..
+            } => {
+                let m = message.to_ascii_lowercase();
+                INVALID_INPUT_500.iter().any(|p| m.contains(p))
+            }
+            _ => false,
+        }
     }
 
     /// 304: the container already was in the requested state. `start_container`/`stop_container`
@@ -224,6 +246,8 @@ mod tests {
         assert!(api(500, "network with name n already exists").is_conflict());
         assert!(api(403, "Pool overlaps with other one on this address space").is_pool_overlap());
         assert!(api(400, "invalid pool request").is_bad_request());
+        assert!(api(500, "Invalid subnet x : invalid CIDR address: x").is_bad_request());
+        assert!(!api(500, "driver failed programming external connectivity").is_bad_request());
         assert!(api(304, "").is_not_modified());
         assert!(!api(500, "boom").is_transport());
         let e = Error::Unreachable {

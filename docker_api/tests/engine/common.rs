@@ -1,0 +1,192 @@
+//! Shared test plumbing: the engine handle, unique names and subnets, and drop guards for
+//! containers, networks and veth pairs.
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use docker_api::{
+    ContainerCreate, Docker, DockerConfig, Filters, HostConfig, RemoveContainerOptions,
+};
+
+/// Built by scripts/test-images.sh; its CMD sleeps for an hour.
+pub const TEST_IMAGE: &str = "orchestrator-test/busybox:latest";
+/// Label key every test object carries.
+pub const TEST_LABEL: &str = "orchestrator-test";
+/// Label naming the test process, so leftovers of killed runs can be swept.
+const OWNER_LABEL: &str = "orchestrator-test-owner";
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+
+fn next() -> u32 {
+    COUNTER.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A Docker client for the engine under test, with its version already negotiated. Panics with a
+/// clear message when the engine is unreachable: these tests need it.
+pub async fn engine() -> Docker {
+    let config = DockerConfig::from_env().expect("DOCKER_HOST must be a unix:// socket");
+    let socket = config.socket.clone();
+    let docker = Docker::new(config);
+    if let Err(e) = docker.negotiate().await {
+        panic!(
+            "the Docker engine at {} is required for docker_api tests (start dockerd, e.g. via \
+             scripts/test.sh): {e}",
+            socket.display()
+        );
+    }
+    SWEPT.get_or_init(|| sweep_dead_runs(&docker)).await;
+    docker
+}
+
+/// Removes containers and networks left behind by test processes that no longer exist (killed
+/// runs whose guards never ran), so their subnets cannot make this run fail.
+async fn sweep_dead_runs(docker: &Docker) {
+    let alive = |owner: &str| {
+        owner
+            .strip_prefix("docker_api-")
+            .and_then(|p| p.parse::<u32>().ok())
+            .is_some_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists())
+    };
+    let f = Filters::new().label(OWNER_LABEL);
+    for c in docker.list_containers(true, &f).await.unwrap_or_default() {
+        if !alive(c.labels.get(OWNER_LABEL).map_or("", String::as_str)) {
+            let opts = RemoveContainerOptions {
+                force: true,
+                volumes: true,
+            };
+            let _ = docker.remove_container(&c.id, opts).await;
+        }
+    }
+    for n in docker.list_networks(&f).await.unwrap_or_default() {
+        if !alive(n.labels.get(OWNER_LABEL).map_or("", String::as_str)) {
+            let _ = docker.remove_network(&n.id).await;
+        }
+    }
+}
+
+/// A name unique to this process and call: `dapi-<pid>-<n>-<tag>`.
+pub fn unique(tag: &str) -> String {
+    format!("dapi-{}-{}-{tag}", std::process::id(), next())
+}
+
+/// A /24 inside 10.201.0.0/16 unique within this run: returns the third octet.
+pub fn subnet_octet() -> u8 {
+    // Spread runs of different processes apart too (pid), keep 0 and 255 out.
+    ((std::process::id().wrapping_mul(37).wrapping_add(next())) % 254 + 1) as u8
+}
+
+/// The labels every test object carries.
+pub fn labels() -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (TEST_LABEL.to_string(), "1".to_string()),
+        (
+            OWNER_LABEL.to_string(),
+            format!("docker_api-{}", std::process::id()),
+        ),
+    ])
+}
+
+/// A container spec running the sleeping test image with the test labels.
+pub fn sleeper() -> ContainerCreate {
+    ContainerCreate {
+        image: TEST_IMAGE.into(),
+        labels: labels(),
+        host_config: HostConfig {
+            network_mode: Some("none".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+/// Runs a command synchronously (guards run in `Drop`, where nothing can be awaited) and returns
+/// its stdout; panics on failure unless `allow_fail`.
+pub fn run(cmd: &str, args: &[&str], allow_fail: bool) -> String {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    if !out.status.success() && !allow_fail {
+        panic!(
+            "{cmd} {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// `docker inspect` through the CLI: an oracle independent of the client under test.
+pub async fn cli_inspect(kind: &str, name: &str) -> serde_json::Value {
+    let out = tokio::process::Command::new("docker")
+        .args([kind, "inspect", name])
+        .output()
+        .await
+        .expect("docker CLI");
+    assert!(out.status.success(), "docker {kind} inspect {name} failed");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("inspect JSON");
+    v[0].clone()
+}
+
+/// Removes the container (force, with volumes) on drop.
+pub struct ContainerGuard(pub String);
+
+impl Drop for ContainerGuard {
+    fn drop(&mut self) {
+        run("docker", &["rm", "-f", "-v", &self.0], true);
+    }
+}
+
+/// Removes the network on drop (declare it before the containers that use it, so they go first).
+pub struct NetworkGuard(pub String);
+
+impl Drop for NetworkGuard {
+    fn drop(&mut self) {
+        run("docker", &["network", "rm", &self.0], true);
+    }
+}
+
+/// A veth pair in the root namespace, both ends up, deleted on drop.
+pub struct Veth {
+    /// One end (used as a MACVLAN parent).
+    pub a: String,
+    /// The peer.
+    pub b: String,
+}
+
+impl Veth {
+    pub async fn new() -> Veth {
+        // Names ≤ 15 chars: "dv" + pid (hex, ≤ 6) + counter (hex) + end.
+        let base = format!("dv{:x}x{:x}", std::process::id(), next());
+        let veth = Veth {
+            a: format!("{base}a"),
+            b: format!("{base}b"),
+        };
+        for args in [
+            vec![
+                "link", "add", &veth.a, "type", "veth", "peer", "name", &veth.b,
+            ],
+            vec!["link", "set", &veth.a, "up"],
+            vec!["link", "set", &veth.b, "up"],
+        ] {
+            let st = tokio::process::Command::new("ip")
+                .args(&args)
+                .status()
+                .await
+                .expect("ip");
+            assert!(st.success(), "ip {args:?} failed");
+        }
+        veth
+    }
+}
+
+impl Drop for Veth {
+    fn drop(&mut self) {
+        run("ip", &["link", "del", &self.a], true);
+    }
+}
+
+/// Generous limit for waiting on the engine in tests.
+pub const PATIENCE: Duration = Duration::from_secs(60);

@@ -1,0 +1,10 @@
+//! Integration tests of `docker_api` against the real Docker engine at /var/run/docker.sock (or
+//! `DOCKER_HOST`). They fail — never skip — when the engine is unreachable. Every object they make
+//! has a unique name, the `orchestrator-test=1` label and a guard that removes it on drop.
+
+mod common;
+mod containers;
+mod events;
+mod images;
+mod networks;
+mod system;
