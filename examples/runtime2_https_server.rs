@@ -47,7 +47,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let certified = rcgen::generate_simple_self_signed(vec!["openplc-runtime".to_string()])?;
     let cert: CertificateDer<'static> = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(certified.signing_key.serialize_der()));
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+        certified.signing_key.serialize_der(),
+    ));
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
@@ -131,14 +133,19 @@ async fn serve<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, tls: bool) {
             body.extend_from_slice(b"\"}");
             (200, "application/json", body, path == "/big-length")
         }
-        "/text" => (
-            200,
-            "text/plain",
-            b"hello from the runtime".to_vec(),
+        "/text" => (200, "text/plain", b"hello from the runtime".to_vec(), true),
+        "/fail" => (
+            500,
+            "application/json",
+            br#"{"error":"boom"}"#.to_vec(),
             true,
         ),
-        "/fail" => (500, "application/json", br#"{"error":"boom"}"#.to_vec(), true),
-        _ => (404, "application/json", br#"{"error":"not found"}"#.to_vec(), true),
+        _ => (
+            404,
+            "application/json",
+            br#"{"error":"not found"}"#.to_vec(),
+            true,
+        ),
     };
     let reason = match status {
         200 => "OK",

@@ -1,0 +1,351 @@
+//! `run_command`: the HTTP proxy from the cloud to a runtime's REST API (spec §2 "run_command",
+//! upstream §6 and §12 item 4).
+//!
+//! Owns: validating the command ([`HttpCommand`], pure, in `validate`), the HTTP/1.1 exchange with
+//! the runtime over its internal bridge address (`http`: HTTPS on 8443 by default with any
+//! certificate accepted, plain HTTP on another port; connect and total timeouts; response cap), and
+//! shaping the answers of both request forms ([`object_form_answer`], [`legacy_form_answer`]).
+//!
+//! Must never: resolve which runtime a device id names or decide ownership (the runtime service
+//! does that and passes an address of an OWNED runtime), talk to any address but the one given,
+//! follow redirects, block (every call is async with timeouts), or log header values or bodies
+//! (they may carry credentials).
+//!
+//! How the runtime service uses it:
+//! ```ignore
+//! let command = HttpCommand::from_json(command_object)?;          // both forms share the object
+//! let ip = /* internal IP of the OWNED runtime, else CommandError::DeviceNotFound */;
+//! let result = command::execute(ip, &command, &Limits::default()).await;
+//! let ack = command::object_form_answer(&correlation_id, &result); // or legacy_form_answer(&result)
+//! ```
+
+mod http;
+mod validate;
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde_json::{Map, Value, json};
+
+pub use validate::{
+    ALLOWED_METHODS, HTTPS_PORT, HttpCommand, MAX_API_LEN, validate_api, validate_method,
+};
+
+/// Limits on one exchange with a runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// TCP connect and, for HTTPS, the TLS handshake (each).
+    pub connect_timeout: Duration,
+    /// The whole exchange, from connect to the last body byte.
+    pub total_timeout: Duration,
+    /// Largest response body accepted; a larger one is an error, not a truncated answer (the cloud
+    /// link refuses messages over 1 MiB anyway).
+    pub max_response_bytes: usize,
+}
+
+impl Default for Limits {
+    /// 5 s connect, 30 s total, 1 MiB response.
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(5),
+            total_timeout: Duration::from_secs(30),
+            max_response_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// A complete answer from a runtime (any status code).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpReply {
+    /// HTTP status code.
+    pub status: u16,
+    /// Response headers in arrival order, names lower-case, repeated headers joined with `", "`.
+    pub headers: Vec<(String, String)>,
+    /// The `Content-Type` header, if any.
+    pub content_type: Option<String>,
+    /// The body (at most [`Limits::max_response_bytes`]).
+    pub body: Bytes,
+}
+
+impl HttpReply {
+    /// `true` for a status below 400 (the meaning of `ok` in Python `requests`, which the cloud knows).
+    pub fn ok(&self) -> bool {
+        self.status < 400
+    }
+
+    /// The body parsed as JSON, or `None` when it is not JSON.
+    pub fn body_json(&self) -> Option<Value> {
+        serde_json::from_slice(&self.body).ok()
+    }
+
+    /// The body as JSON when it parses, else as (lossy UTF-8) text.
+    pub fn body_value(&self) -> Value {
+        self.body_json()
+            .unwrap_or_else(|| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
+    }
+
+    /// The `http_response` object of the one-object form:
+    /// `{status_code, headers, body, ok, content_type}` (upstream §12 item 4).
+    pub fn to_json(&self) -> Value {
+        let headers: Map<String, Value> = self
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), Value::String(v.clone())))
+            .collect();
+        json!({
+            "status_code": self.status,
+            "headers": headers,
+            "body": self.body_value(),
+            "ok": self.ok(),
+            "content_type": self.content_type,
+        })
+    }
+}
+
+/// Why a `run_command` produced no answer from the runtime. The messages are sent to the cloud.
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A required field of the command is absent or null.
+    #[error("Missing required field: {0}")]
+    MissingField(&'static str),
+    /// A field has the wrong JSON type.
+    #[error("Invalid field type: {field} must be {expected}")]
+    InvalidType {
+        /// The field.
+        field: &'static str,
+        /// What it must be.
+        expected: &'static str,
+    },
+    /// A field has the right type but a refused value (e.g. an `api` that is not a relative path).
+    #[error("Invalid {field}: {reason}")]
+    InvalidValue {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The method is not in [`ALLOWED_METHODS`].
+    #[error("Method not allowed: {0:?} (allowed: GET, POST, PUT, DELETE, PATCH)")]
+    MethodNotAllowed(String),
+    /// No runtime of ours has this name (also for containers we do not own: we do not reveal them).
+    #[error("Device not found: {0}")]
+    DeviceNotFound(String),
+    /// The runtime is ours but has no address on its internal network (not running, or never
+    /// attached).
+    #[error("Device {0} has no internal IP address (is it running?)")]
+    NoInternalIp(String),
+    /// TCP connect failed (refused, unreachable...).
+    #[error("Cannot connect to the runtime at {addr}: {source}")]
+    Connect {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// TCP connect or TLS handshake took longer than [`Limits::connect_timeout`].
+    #[error("Connecting to the runtime at {addr} timed out after {} s", after.as_secs_f32())]
+    ConnectTimeout {
+        /// Where.
+        addr: SocketAddr,
+        /// The limit.
+        after: Duration,
+    },
+    /// The TLS handshake failed.
+    #[error("TLS handshake with the runtime failed: {0}")]
+    Tls(String),
+    /// The HTTP exchange failed (connection reset, malformed response...).
+    #[error("HTTP exchange with the runtime failed: {0}")]
+    Http(String),
+    /// The runtime did not answer completely within [`Limits::total_timeout`].
+    #[error("The runtime did not answer within {} s", after.as_secs_f32())]
+    Timeout {
+        /// The limit.
+        after: Duration,
+    },
+    /// The response body is larger than [`Limits::max_response_bytes`].
+    #[error("The runtime's response exceeds the limit of {limit} bytes")]
+    ResponseTooLarge {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl CommandError {
+    /// The request itself was refused (bad field, method or path) before anything was sent.
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(
+            self,
+            Self::MissingField(_)
+                | Self::InvalidType { .. }
+                | Self::InvalidValue { .. }
+                | Self::MethodNotAllowed(_)
+        )
+    }
+
+    /// The device is unknown or not ours.
+    pub fn is_device_not_found(&self) -> bool {
+        matches!(self, Self::DeviceNotFound(_))
+    }
+
+    /// A connect or total timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, Self::Timeout { .. } | Self::ConnectTimeout { .. })
+    }
+}
+
+/// Sends `command` to the runtime at `ip` (its address on its internal network) and returns its
+/// answer. The caller guarantees `ip` belongs to a runtime this agent owns.
+///
+/// Cancel-safe and bounded by `limits`: a hung runtime costs one task for at most
+/// `limits.total_timeout`, and nothing else waits on it.
+pub async fn execute(
+    ip: Ipv4Addr,
+    command: &HttpCommand,
+    limits: &Limits,
+) -> Result<HttpReply, CommandError> {
+    let path = command.path_and_query.split('?').next().unwrap_or_default();
+    let started = tokio::time::Instant::now();
+    let result = http::exchange(ip, command, limits).await;
+    let elapsed_ms = started.elapsed().as_millis();
+    match &result {
+        Ok(reply) => tracing::info!(
+            method = %command.method, port = command.port, path, status = reply.status,
+            bytes = reply.body.len(), elapsed_ms, "run_command answered"
+        ),
+        Err(e) => tracing::warn!(
+            method = %command.method, port = command.port, path, elapsed_ms, error = %e,
+            "run_command failed"
+        ),
+    }
+    result
+}
+
+/// Answer of the one-object form `{correlation_id, device_id, method, api, ...}`:
+/// `{action: "run_command", correlation_id, status, http_response}` when the runtime answered
+/// (`status` is `"success"` for HTTP < 400, else `"error"` with `error: "HTTP <code>"`), or
+/// `{action, correlation_id, status: "error", error}` when it did not.
+pub fn object_form_answer(
+    correlation_id: &Value,
+    result: &Result<HttpReply, CommandError>,
+) -> Value {
+    match result {
+        Ok(reply) if reply.ok() => json!({
+            "action": "run_command",
+            "correlation_id": correlation_id,
+            "status": "success",
+            "http_response": reply.to_json(),
+        }),
+        Ok(reply) => json!({
+            "action": "run_command",
+            "correlation_id": correlation_id,
+            "status": "error",
+            "error": format!("HTTP {}", reply.status),
+            "http_response": reply.to_json(),
+        }),
+        Err(e) => json!({
+            "action": "run_command",
+            "correlation_id": correlation_id,
+            "status": "error",
+            "error": e.to_string(),
+        }),
+    }
+}
+
+/// Answer of the original two-argument form `(instance_id, {method, api, headers, data})`: the
+/// runtime's JSON body itself when it answered HTTP < 400 with JSON (upstream §6.2), otherwise an
+/// explicit error object (the original answered an empty ack, which the cloud could not tell from
+/// success):
+/// - unknown or foreign device: `{"error": "Instance not found"}` (the original's text);
+/// - HTTP ≥ 400: `{"error": "HTTP <code>", "status_code", "body"}`;
+/// - a body that is not JSON: `{"error": "Response is not JSON", "status_code", "content_type", "body"}`;
+/// - anything else: `{"error": "<reason>"}`.
+pub fn legacy_form_answer(result: &Result<HttpReply, CommandError>) -> Value {
+    match result {
+        Ok(reply) if !reply.ok() => json!({
+            "error": format!("HTTP {}", reply.status),
+            "status_code": reply.status,
+            "body": reply.body_value(),
+        }),
+        Ok(reply) => match reply.body_json() {
+            Some(value) => value,
+            None => json!({
+                "error": "Response is not JSON",
+                "status_code": reply.status,
+                "content_type": reply.content_type,
+                "body": reply.body_value(),
+            }),
+        },
+        Err(CommandError::DeviceNotFound(_)) => json!({"error": "Instance not found"}),
+        Err(e) => json!({"error": e.to_string()}),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reply(status: u16, ct: &str, body: &str) -> HttpReply {
+        HttpReply {
+            status,
+            headers: vec![("content-type".into(), ct.into())],
+            content_type: Some(ct.into()),
+            body: Bytes::from(body.to_string()),
+        }
+    }
+
+    #[test]
+    fn object_form_wraps_the_runtime_answer() {
+        let answer =
+            object_form_answer(&json!(7), &Ok(reply(200, "application/json", r#"{"a":1}"#)));
+        assert_eq!(
+            answer,
+            json!({"action": "run_command", "correlation_id": 7, "status": "success",
+                "http_response": {"status_code": 200, "headers": {"content-type": "application/json"},
+                "body": {"a": 1}, "ok": true, "content_type": "application/json"}})
+        );
+        let answer = object_form_answer(&json!(7), &Ok(reply(500, "text/plain", "boom")));
+        assert_eq!(answer["status"], "error");
+        assert_eq!(answer["error"], "HTTP 500");
+        assert_eq!(answer["http_response"]["body"], "boom");
+        assert_eq!(answer["http_response"]["ok"], false);
+    }
+
+    #[test]
+    fn object_form_reports_local_errors() {
+        let answer =
+            object_form_answer(&json!(3), &Err(CommandError::DeviceNotFound("plc".into())));
+        assert_eq!(
+            answer,
+            json!({"action": "run_command", "correlation_id": 3, "status": "error",
+                "error": "Device not found: plc"})
+        );
+    }
+
+    #[test]
+    fn legacy_form_answers_the_json_body_or_an_explicit_error() {
+        assert_eq!(
+            legacy_form_answer(&Ok(reply(200, "application/json", r#"[1,2]"#))),
+            json!([1, 2])
+        );
+        assert_eq!(
+            legacy_form_answer(&Ok(reply(200, "text/plain", "hi")))["error"],
+            "Response is not JSON"
+        );
+        assert_eq!(
+            legacy_form_answer(&Ok(reply(404, "application/json", r#"{"e":1}"#))),
+            json!({"error": "HTTP 404", "status_code": 404, "body": {"e": 1}})
+        );
+        assert_eq!(
+            legacy_form_answer(&Err(CommandError::DeviceNotFound("x".into()))),
+            json!({"error": "Instance not found"})
+        );
+        assert_eq!(
+            legacy_form_answer(&Err(CommandError::Timeout {
+                after: Duration::from_secs(30)
+            })),
+            json!({"error": "The runtime did not answer within 30 s"})
+        );
+    }
+}
