@@ -1,0 +1,93 @@
+//! Command line of `autonomy-netmon` (spec §3) and parsing of its values. Pure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "autonomy-netmon",
+    version,
+    about = "Watches host interfaces over rtnetlink and serves JSON-lines events on a Unix socket"
+)]
+pub struct Args {
+    /// Unix socket to serve (also the one `health` probes).
+    #[arg(
+        long,
+        env = "NETMON_SOCKET",
+        default_value = "/var/orchestrator/netmon.sock",
+        global = true
+    )]
+    pub socket: PathBuf,
+
+    /// Quiet period per interface before a change is reported (e.g. 3s, 500ms, 1m).
+    #[arg(long, env = "NETMON_DEBOUNCE", default_value = "3s", value_parser = parse_duration)]
+    pub debounce: Duration,
+
+    /// Log filter: a level (info, debug, ...) or a RUST_LOG-style directive list.
+    #[arg(long, env = "RUST_LOG", default_value = "info", global = true)]
+    pub log_level: String,
+
+    /// Extra interface name pattern to ignore (`*` and `?` wildcards); repeatable. Always
+    /// ignored: lo, docker0, veth*, br-*.
+    #[arg(long = "ignore", value_name = "PATTERN")]
+    pub ignore: Vec<String>,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Exit 0 if the socket accepts a connection, 1 otherwise (for a container HEALTHCHECK).
+    Health,
+}
+
+/// `3s`, `300ms`, `1m`, `1.5s`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 3s, 500ms, 1m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        other => return Err(format!("unknown duration unit `{other}` (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("fast").is_err());
+        assert!(parse_duration("3h").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let a = Args::try_parse_from(["autonomy-netmon"]).unwrap();
+        assert_eq!(a.socket, PathBuf::from("/var/orchestrator/netmon.sock"));
+        assert_eq!(a.debounce, Duration::from_secs(3));
+        assert!(a.command.is_none());
+        let a =
+            Args::try_parse_from(["autonomy-netmon", "health", "--socket", "/tmp/x.sock"]).unwrap();
+        assert!(matches!(a.command, Some(Command::Health)));
+        assert_eq!(a.socket, PathBuf::from("/tmp/x.sock"));
+    }
+}

@@ -1,0 +1,182 @@
+//! The Unix socket side: binding (directory, stale file, mode 0660), per-client writer tasks
+//! with bounded queues, and removal of the socket file at shutdown. Knows nothing of netlink.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::io::AsyncWriteExt;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+use tokio::task::{AbortHandle, JoinSet};
+
+/// Lines a client may have queued before it counts as stuck and is dropped.
+const CLIENT_QUEUE: usize = 32;
+/// How long one line may take to write before the client counts as stuck.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long probing an existing socket file may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A bound listening socket that knows which file it created.
+pub struct Socket {
+    pub listener: UnixListener,
+    path: PathBuf,
+    inode: (u64, u64),
+}
+
+impl Socket {
+    /// Creates the parent directory, replaces a stale socket file (one nobody accepts on),
+    /// refuses to steal a live one or to delete a non-socket file, binds, sets mode 0660.
+    pub async fn bind(path: &Path) -> anyhow::Result<Socket> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(dir)
+                .await
+                .with_context(|| format!("creating {}", dir.display()))?;
+        }
+        match tokio::fs::symlink_metadata(path).await {
+            Ok(meta) if meta.file_type().is_socket() => {
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(PROBE_TIMEOUT, UnixStream::connect(path)).await
+                {
+                    bail!("{} is served by another running process", path.display());
+                }
+                tokio::fs::remove_file(path)
+                    .await
+                    .with_context(|| format!("removing stale socket {}", path.display()))?;
+                tracing::info!("replaced stale socket file {}", path.display());
+            }
+            Ok(_) => bail!(
+                "{} exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("inspecting {}", path.display())),
+        }
+        let listener =
+            UnixListener::bind(path).with_context(|| format!("binding {}", path.display()))?;
+        tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+            .await
+            .with_context(|| format!("chmod 0660 {}", path.display()))?;
+        let meta = tokio::fs::symlink_metadata(path).await?;
+        Ok(Socket {
+            listener,
+            path: path.to_owned(),
+            inode: (meta.dev(), meta.ino()),
+        })
+    }
+
+    /// Removes the socket file, unless someone else has replaced it meanwhile.
+    pub async fn remove(self) {
+        drop(self.listener);
+        match tokio::fs::symlink_metadata(&self.path).await {
+            Ok(meta) if (meta.dev(), meta.ino()) == self.inode => {
+                if let Err(e) = tokio::fs::remove_file(&self.path).await {
+                    tracing::warn!("cannot remove {}: {e}", self.path.display());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Connected clients, each with a writer task fed through a bounded queue, so a slow or stuck
+/// client never delays the others: when its queue is full it is dropped.
+pub struct Clients {
+    senders: HashMap<u64, (mpsc::Sender<Arc<str>>, AbortHandle)>,
+    tasks: JoinSet<u64>,
+    next_id: u64,
+}
+
+impl Clients {
+    pub fn new() -> Self {
+        Clients {
+            senders: HashMap::new(),
+            tasks: JoinSet::new(),
+            next_id: 0,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.senders.len()
+    }
+
+    /// Adds a client; `first` (the discovery line) is the first thing it receives.
+    pub fn add(&mut self, stream: UnixStream, first: Arc<str>) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
+        // Cannot fail: the channel is new, open and empty.
+        let _ = tx.try_send(first);
+        let abort = self.tasks.spawn(serve_client(id, stream, rx));
+        self.senders.insert(id, (tx, abort));
+        id
+    }
+
+    /// Queues `line` for every client; drops those whose queue is full or whose task ended.
+    pub fn broadcast(&mut self, line: &Arc<str>) {
+        self.senders
+            .retain(|id, (tx, abort)| match tx.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::warn!(client = id, "client does not keep up; dropping it");
+                    abort.abort();
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+    }
+
+    /// Waits until some client's task ends (it disconnected or failed) and forgets it. Pending
+    /// forever while there are no clients, so it is safe in a `select!` loop.
+    pub async fn reap(&mut self) {
+        match self.tasks.join_next().await {
+            Some(Ok(id)) => {
+                self.senders.remove(&id);
+                tracing::debug!(client = id, clients = self.senders.len(), "client gone");
+            }
+            // An aborted task: it was already removed from `senders`.
+            Some(Err(_)) => {}
+            None => std::future::pending().await,
+        }
+    }
+
+    pub async fn shutdown(mut self) {
+        self.senders.clear();
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Writes queued lines to one client until its queue closes or a write fails; also notices a
+/// client that hung up while nothing was being sent (health checks do that every few seconds).
+async fn serve_client(id: u64, stream: UnixStream, mut rx: mpsc::Receiver<Arc<str>>) -> u64 {
+    let (mut read, mut write) = stream.into_split();
+    let mut scratch = [0u8; 256];
+    loop {
+        tokio::select! {
+            line = rx.recv() => {
+                let Some(line) = line else { return id };
+                match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(line.as_bytes())).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => {
+                        tracing::debug!(client = id, "write failed: {e}");
+                        return id;
+                    }
+                    Err(_) => {
+                        tracing::warn!(client = id, "write timed out; dropping client");
+                        return id;
+                    }
+                }
+            }
+            // What a client writes is ignored (the protocol is one-way); EOF or an error ends it.
+            r = tokio::io::AsyncReadExt::read(&mut read, &mut scratch) => {
+                if matches!(r, Ok(0) | Err(_)) {
+                    return id;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,558 @@
+//! The `autonomy-netmon` binary against the real kernel, run inside network namespaces the
+//! tests create (veth pairs only, addresses in 10.202.0.0/16, no traffic leaves them). Its
+//! socket lives in a temp dir; tests talk to it as the agent would.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_autonomy-netmon");
+/// Debounce used by most tests; waits below are many times longer (2-core, loaded machine).
+const DEBOUNCE: &str = "300ms";
+const EVENT_WAIT: Duration = Duration::from_secs(10);
+/// No further event within this long counts as "no more events".
+const QUIET: Duration = Duration::from_secs(2);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A network namespace (lo up) removed on drop.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn new() -> Self {
+        let name = format!(
+            "nmt-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::SeqCst)
+        );
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run("ip", &full);
+    }
+
+    /// A veth pair `a`/`b`, both up.
+    fn veth(&self, a: &str, b: &str) {
+        self.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        self.ip(&["link", "set", a, "up"]);
+        self.ip(&["link", "set", b, "up"]);
+    }
+
+    /// Runs many `ip` commands in one process (`ip -batch`), i.e. within a few milliseconds.
+    fn ip_batch(&self, commands: &[String]) {
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("spawn ip -batch");
+        let mut stdin = child.stdin.take().expect("stdin");
+        stdin
+            .write_all(commands.join("\n").as_bytes())
+            .expect("write batch");
+        drop(stdin);
+        assert!(
+            child.wait().expect("ip -batch").success(),
+            "ip -batch failed"
+        );
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) {
+    let status = Command::new(cmd).args(args).status().expect("spawn");
+    assert!(status.success(), "{cmd} {args:?} failed");
+}
+
+/// The sidecar running in a namespace; killed on drop. Owns the temp dir of its socket.
+struct Daemon {
+    child: Option<Child>,
+    socket: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(ns: &Netns, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("run").join("netmon.sock");
+        Self::start_at(ns, dir, socket, extra)
+    }
+
+    fn start_at(ns: &Netns, dir: tempfile::TempDir, socket: PathBuf, extra: &[&str]) -> Self {
+        let log = std::fs::File::create(dir.path().join("netmon.log")).expect("log file");
+        let child = spawn(ns, &socket, extra, Stdio::from(log));
+        let mut d = Daemon {
+            child: Some(child),
+            socket,
+            dir,
+        };
+        d.wait_ready();
+        d
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + EVENT_WAIT;
+        while Instant::now() < deadline {
+            if UnixStream::connect(&self.socket).is_ok() {
+                return;
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("netmon exited early: {status}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("netmon did not serve {} in time", self.socket.display());
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.as_ref().expect("running").id() as i32)
+    }
+
+    fn connect(&self) -> Client {
+        let stream = UnixStream::connect(&self.socket).expect("connect");
+        Client {
+            reader: BufReader::new(stream),
+        }
+    }
+
+    /// Sends `sig` and waits for the exit.
+    fn stop(&mut self, sig: Signal) -> ExitStatus {
+        kill(self.pid(), sig).expect("kill");
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + EVENT_WAIT;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "netmon did not exit after {sig}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        // The daemon's log only matters when the test failed.
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(self.dir.path().join("netmon.log"))
+        {
+            eprintln!("--- netmon log ---\n{log}");
+        }
+    }
+}
+
+fn spawn(ns: &Netns, socket: &Path, extra: &[&str], stderr: Stdio) -> Child {
+    Command::new("ip")
+        .args(["netns", "exec", &ns.name, BIN, "--socket"])
+        .arg(socket)
+        .args(["--debounce", DEBOUNCE, "--log-level", "debug"])
+        .args(extra)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn netmon")
+}
+
+fn health(socket: &Path) -> bool {
+    Command::new(BIN)
+        .args(["health", "--socket"])
+        .arg(socket)
+        .stderr(Stdio::null())
+        .status()
+        .expect("run health")
+        .success()
+}
+
+struct Client {
+    reader: BufReader<UnixStream>,
+}
+
+impl Client {
+    /// The next line within `wait`, `None` on timeout.
+    fn next(&mut self, wait: Duration) -> Option<Value> {
+        self.reader
+            .get_ref()
+            .set_read_timeout(Some(wait))
+            .expect("set timeout");
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => panic!("netmon closed the connection"),
+            Ok(_) => Some(serde_json::from_str(&line).expect("each line is JSON")),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+
+    fn discovery(&mut self) -> Vec<Value> {
+        let msg = self.next(EVENT_WAIT).expect("discovery on connect");
+        assert_eq!(msg["type"], "network_discovery", "{msg}");
+        keys_are(&msg["data"], &["interfaces", "timestamp"]);
+        msg["data"]["interfaces"]
+            .as_array()
+            .expect("interfaces")
+            .clone()
+    }
+
+    /// Every `network_change` data until none arrives for [`QUIET`] (waiting up to
+    /// [`EVENT_WAIT`] for the first).
+    fn changes(&mut self) -> Vec<Value> {
+        let mut out = Vec::new();
+        let mut wait = EVENT_WAIT;
+        while let Some(msg) = self.next(wait) {
+            assert_eq!(msg["type"], "network_change", "{msg}");
+            out.push(msg["data"].clone());
+            wait = QUIET;
+        }
+        out
+    }
+}
+
+fn keys_are(v: &Value, keys: &[&str]) {
+    let got: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("object expected: {v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(got, keys, "{v}");
+}
+
+fn names(infos: &[Value]) -> BTreeSet<String> {
+    infos
+        .iter()
+        .map(|i| i["interface"].as_str().expect("interface").to_owned())
+        .collect()
+}
+
+fn subnets(info: &Value) -> Vec<String> {
+    info["ipv4_addresses"]
+        .as_array()
+        .expect("ipv4_addresses")
+        .iter()
+        .map(|a| a["subnet"].as_str().expect("subnet").to_owned())
+        .collect()
+}
+
+const INFO_KEYS: [&str; 6] = [
+    "interface",
+    "index",
+    "operstate",
+    "ipv4_addresses",
+    "gateway",
+    "timestamp",
+];
+const DOWN_KEYS: [&str; 7] = [
+    "interface",
+    "index",
+    "operstate",
+    "ipv4_addresses",
+    "gateway",
+    "timestamp",
+    "status",
+];
+
+#[test]
+fn discovery_on_connect_lists_usable_interfaces_in_upstream_shape_without_filtered_ones() {
+    let ns = Netns::new();
+    ns.veth("nm0", "nm1");
+    ns.ip(&["addr", "add", "10.202.10.5/24", "dev", "nm0"]);
+    ns.ip(&["addr", "add", "10.202.12.1/24", "dev", "nm1"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.202.10.254",
+        "dev",
+        "nm0",
+    ]);
+    // Filtered by name: upstream's rules, Docker bridges, and an --ignore pattern.
+    ns.veth("vethq0", "br-q0");
+    ns.ip(&["addr", "add", "10.202.11.1/24", "dev", "vethq0"]);
+    ns.ip(&["addr", "add", "10.202.11.2/24", "dev", "br-q0"]);
+    ns.veth("skip0", "nm3");
+    ns.ip(&["addr", "add", "10.202.13.1/24", "dev", "skip0"]);
+    let daemon = Daemon::start(&ns, &["--ignore", "skip*"]);
+
+    let mode = std::fs::metadata(&daemon.socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o660);
+
+    let interfaces = daemon.connect().discovery();
+    assert_eq!(
+        names(&interfaces),
+        BTreeSet::from(["nm0".into(), "nm1".into()])
+    );
+    let nm0 = interfaces
+        .iter()
+        .find(|i| i["interface"] == "nm0")
+        .expect("nm0");
+    keys_are(nm0, &INFO_KEYS);
+    assert_eq!(nm0["operstate"], "UP");
+    assert_eq!(nm0["gateway"], "10.202.10.254");
+    assert!(nm0["index"].as_u64().is_some());
+    let addr = &nm0["ipv4_addresses"][0];
+    keys_are(addr, &["address", "prefixlen", "subnet", "network_address"]);
+    assert_eq!(addr["address"], "10.202.10.5");
+    assert_eq!(addr["prefixlen"], 24);
+    assert_eq!(addr["subnet"], "10.202.10.0/24");
+    assert_eq!(addr["network_address"], "10.202.10.0");
+    let ts = nm0["timestamp"].as_str().expect("timestamp");
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2025-11-20T20:30:45.123456Z".len(),
+        "{ts}"
+    );
+    let nm1 = interfaces
+        .iter()
+        .find(|i| i["interface"] == "nm1")
+        .expect("nm1");
+    assert_eq!(nm1["gateway"], Value::Null);
+}
+
+#[test]
+fn address_change_yields_one_event_after_the_debounce_with_new_subnet_and_gateway() {
+    let ns = Netns::new();
+    ns.veth("nm0", "nm1");
+    ns.ip(&["addr", "add", "10.202.20.5/24", "dev", "nm0"]);
+    let daemon = Daemon::start(&ns, &[]);
+    let mut client = daemon.connect();
+    client.discovery();
+
+    ns.ip_batch(&[
+        "addr del 10.202.20.5/24 dev nm0".into(),
+        "addr add 10.202.21.5/24 dev nm0".into(),
+        "route add default via 10.202.21.1 dev nm0".into(),
+    ]);
+    let changes = client.changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    let c = &changes[0];
+    keys_are(c, &INFO_KEYS);
+    assert_eq!(c["interface"], "nm0");
+    assert_eq!(subnets(c), ["10.202.21.0/24"]);
+    assert_eq!(c["gateway"], "10.202.21.1");
+}
+
+#[test]
+fn fifty_changes_inside_the_window_yield_exactly_one_event_per_interface() {
+    let ns = Netns::new();
+    ns.veth("nm0", "nm1");
+    let daemon = Daemon::start(&ns, &[]);
+    let mut client = daemon.connect();
+    assert!(client.discovery().is_empty());
+
+    let mut batch = Vec::new();
+    for i in 1..=25 {
+        batch.push(format!("addr add 10.202.30.{i}/24 dev nm0"));
+        batch.push(format!("addr add 10.202.31.{i}/24 dev nm1"));
+    }
+    ns.ip_batch(&batch);
+    let changes = client.changes();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(
+        names(&changes),
+        BTreeSet::from(["nm0".into(), "nm1".into()])
+    );
+    for c in &changes {
+        assert_eq!(
+            c["ipv4_addresses"].as_array().map(Vec::len),
+            Some(25),
+            "{c}"
+        );
+    }
+}
+
+#[test]
+fn a_gateway_change_alone_yields_an_event() {
+    let ns = Netns::new();
+    ns.veth("nm0", "nm1");
+    ns.ip(&["addr", "add", "10.202.40.5/24", "dev", "nm0"]);
+    ns.ip(&[
+        "route",
+        "add",
+        "default",
+        "via",
+        "10.202.40.254",
+        "dev",
+        "nm0",
+    ]);
+    let daemon = Daemon::start(&ns, &[]);
+    let mut client = daemon.connect();
+    client.discovery();
+
+    ns.ip(&[
+        "route",
+        "replace",
+        "default",
+        "via",
+        "10.202.40.253",
+        "dev",
+        "nm0",
+    ]);
+    let changes = client.changes();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert_eq!(changes[0]["interface"], "nm0");
+    assert_eq!(changes[0]["gateway"], "10.202.40.253");
+    assert_eq!(subnets(&changes[0]), ["10.202.40.0/24"]);
+}
+
+#[test]
+fn losing_the_last_address_link_down_and_removal_yield_empty_address_events() {
+    let ns = Netns::new();
+    ns.veth("nm0", "nm1");
+    ns.veth("nm2", "nm3");
+    ns.ip(&["addr", "add", "10.202.50.5/24", "dev", "nm0"]);
+    ns.ip(&["addr", "add", "10.202.51.5/24", "dev", "nm1"]);
+    ns.ip(&["addr", "add", "10.202.52.5/24", "dev", "nm2"]);
+    let daemon = Daemon::start(&ns, &[]);
+    let mut client = daemon.connect();
+    assert_eq!(client.discovery().len(), 3);
+
+    ns.ip(&["addr", "del", "10.202.50.5/24", "dev", "nm0"]);
+    let changes = client.changes();
+    assert_eq!(
+        names(&changes),
+        BTreeSet::from(["nm0".into()]),
+        "{changes:?}"
+    );
+    keys_are(&changes[0], &DOWN_KEYS);
+    assert_eq!(changes[0]["ipv4_addresses"], Value::Array(vec![]));
+    assert_eq!(changes[0]["status"], "down");
+
+    ns.ip(&["link", "set", "nm1", "down"]);
+    let changes = client.changes();
+    assert_eq!(
+        names(&changes),
+        BTreeSet::from(["nm1".into()]),
+        "{changes:?}"
+    );
+    assert_eq!(changes[0]["ipv4_addresses"], Value::Array(vec![]));
+    assert_eq!(changes[0]["status"], "down");
+    assert_eq!(changes[0]["gateway"], Value::Null);
+
+    ns.ip(&["link", "del", "nm2"]);
+    let changes = client.changes();
+    assert_eq!(
+        names(&changes),
+        BTreeSet::from(["nm2".into()]),
+        "{changes:?}"
+    );
+    keys_are(&changes[0], &DOWN_KEYS);
+    assert_eq!(changes[0]["ipv4_addresses"], Value::Array(vec![]));
+    assert_eq!(changes[0]["status"], "removed");
+}
+
+#[test]
+fn filtered_interfaces_never_appear_in_changes() {
+    let ns = Netns::new();
+    let daemon = Daemon::start(&ns, &["--ignore", "skip*"]);
+    let mut client = daemon.connect();
+    assert!(client.discovery().is_empty());
+    ns.veth("vethz0", "br-z0");
+    ns.veth("skip1", "nm9");
+    ns.ip_batch(&[
+        "addr add 10.202.60.1/24 dev vethz0".into(),
+        "addr add 10.202.60.2/24 dev br-z0".into(),
+        "addr add 10.202.61.1/24 dev skip1".into(),
+        "addr add 10.202.62.1/24 dev nm9".into(),
+        "addr add 127.0.0.2/8 dev lo".into(),
+    ]);
+    let changes = client.changes();
+    assert_eq!(
+        names(&changes),
+        BTreeSet::from(["nm9".into()]),
+        "{changes:?}"
+    );
+}
+
+#[test]
+fn two_clients_both_receive_and_one_that_never_reads_stalls_nobody() {
+    let ns = Netns::new();
+    ns.veth("nm0", "nm1");
+    ns.ip(&["addr", "add", "10.202.70.5/24", "dev", "nm0"]);
+    let daemon = Daemon::start(&ns, &[]);
+    let mut a = daemon.connect();
+    let _stuck = daemon.connect(); // never reads, not even its discovery line
+    let mut b = daemon.connect();
+    a.discovery();
+    b.discovery();
+    for gw in 1..=3 {
+        let via = format!("10.202.70.{gw}");
+        ns.ip(&["route", "replace", "default", "via", &via, "dev", "nm0"]);
+        for client in [&mut a, &mut b] {
+            let changes = client.changes();
+            assert_eq!(changes.len(), 1, "{changes:?}");
+            assert_eq!(changes[0]["gateway"], via.as_str());
+        }
+    }
+}
+
+#[test]
+fn sigterm_and_sigint_stop_with_exit_zero_and_remove_the_socket() {
+    let ns = Netns::new();
+    for sig in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut daemon = Daemon::start(&ns, &[]);
+        let _client = daemon.connect();
+        assert!(health(&daemon.socket));
+        let status = daemon.stop(sig);
+        assert_eq!(status.code(), Some(0), "{sig}: {status}");
+        assert!(!daemon.socket.exists(), "{sig} left the socket file");
+        assert!(!health(&daemon.socket));
+    }
+}
+
+#[test]
+fn a_restart_over_a_stale_socket_file_works_and_a_live_one_is_not_stolen() {
+    let ns = Netns::new();
+    ns.veth("nm0", "nm1");
+    ns.ip(&["addr", "add", "10.202.80.5/24", "dev", "nm0"]);
+    let mut first = Daemon::start(&ns, &[]);
+    // A second instance must not take over a socket that is being served.
+    let second = spawn(&ns, &first.socket, &[], Stdio::null())
+        .wait_with_output()
+        .expect("second instance");
+    assert!(!second.status.success());
+    assert!(health(&first.socket));
+
+    // SIGKILL leaves the socket file behind: health must say so, a restart must replace it.
+    let status = first.stop(Signal::SIGKILL);
+    assert!(!status.success());
+    assert!(first.socket.exists());
+    assert!(!health(&first.socket));
+    let dir = std::mem::replace(&mut first.dir, tempfile::tempdir().expect("tempdir"));
+    let restarted = Daemon::start_at(&ns, dir, first.socket.clone(), &[]);
+    assert!(health(&restarted.socket));
+    let interfaces = restarted.connect().discovery();
+    assert_eq!(names(&interfaces), BTreeSet::from(["nm0".into()]));
+}
