@@ -355,3 +355,20 @@ async fn create_refuses_mac_shapes_the_negotiated_api_would_ignore() {
         assert!(r.unwrap_err().is_unsupported());
     }
 }
+
+#[tokio::test]
+async fn stop_kills_a_container_that_ignores_sigterm_after_the_grace_period() {
+    let docker = engine().await;
+    let name = unique("grace");
+    let _g = ContainerGuard(name.clone());
+    // `sleep` as PID 1 has no SIGTERM handler, so only the SIGKILL after the grace period stops
+    // it. The engine's default grace is 10 s: finishing well before proves `t` was sent.
+    docker.create_container(&name, &sleeper()).await.unwrap();
+    docker.start_container(&name).await.unwrap();
+    let started = std::time::Instant::now();
+    docker.stop_container(&name, GRACE).await.unwrap();
+    let took = started.elapsed();
+    assert!(took >= GRACE && took < Duration::from_secs(8), "{took:?}");
+    let c = docker.inspect_container(&name).await.unwrap();
+    assert_eq!(c.state.exit_code, 137);
+}

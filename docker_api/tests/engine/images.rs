@@ -3,8 +3,10 @@
 use std::time::{Duration, Instant};
 
 use docker_api::{Error, PullOptions};
+use futures_util::StreamExt;
 
-use crate::common::{TEST_IMAGE, engine};
+use crate::common::{TEST_IMAGE, engine, unique};
+use crate::registry::{Blobs, Registry};
 
 #[tokio::test]
 async fn inspect_image_finds_the_local_test_image() {
@@ -100,4 +102,112 @@ async fn pull_refuses_an_empty_reference_without_calling_the_engine() {
         .await
         .unwrap_err();
     assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
+}
+
+/// Removes the image (and its tag) on drop.
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        crate::common::run("docker", &["rmi", "-f", &self.0], true);
+    }
+}
+
+#[tokio::test]
+async fn pull_from_a_loopback_registry_streams_progress_and_stores_the_tagged_image() {
+    let docker = engine().await;
+    let registry = Registry::start(Blobs::Serve).await;
+    let reference = format!(
+        "127.0.0.1:{}/orchestrator-test/{}:v1",
+        registry.port,
+        unique("pull")
+    );
+    let _g = ImageGuard(reference.clone());
+    let opts = PullOptions {
+        stall_timeout: Duration::from_secs(30),
+        ..Default::default()
+    };
+    let mut stream = docker.pull_image_stream(&reference, &opts).await.unwrap();
+    let mut statuses = Vec::new();
+    while let Some(msg) = stream.next().await {
+        statuses.push(msg.unwrap().status.unwrap_or_default());
+    }
+    assert!(
+        statuses.iter().any(|s| s.contains("Pulling from")),
+        "{statuses:?}"
+    );
+    assert!(
+        statuses
+            .iter()
+            .any(|s| s.contains("Downloaded newer image")),
+        "{statuses:?}"
+    );
+    let img = docker.inspect_image(&reference).await.unwrap();
+    assert_eq!(img.repo_tags, [reference.as_str()], "only the named tag");
+
+    // Pulling again is a no-op success through the draining helper.
+    docker.pull_image(&reference, &opts).await.unwrap();
+}
+
+#[tokio::test]
+async fn pull_error_inside_the_200_progress_stream_is_a_failure() {
+    let docker = engine().await;
+    let registry = Registry::start(Blobs::Missing).await;
+    let reference = format!(
+        "127.0.0.1:{}/orchestrator-test/{}:v1",
+        registry.port,
+        unique("broken")
+    );
+    let _g = ImageGuard(reference.clone());
+    let e = docker
+        .pull_image(&reference, &PullOptions::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, Error::PullFailed { .. }), "{e:?}");
+    assert!(e.is_pull_failure() && !e.is_timeout());
+    assert!(
+        docker
+            .inspect_image(&reference)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+}
+
+#[tokio::test]
+async fn pull_that_stalls_after_it_started_streaming_is_aborted() {
+    let docker = engine().await;
+    let registry = Registry::start(Blobs::Hang).await;
+    let reference = format!(
+        "127.0.0.1:{}/orchestrator-test/{}:v1",
+        registry.port,
+        unique("slow")
+    );
+    let _g = ImageGuard(reference.clone());
+    let stall = Duration::from_secs(2);
+    let opts = PullOptions {
+        stall_timeout: stall,
+        ..Default::default()
+    };
+    let mut stream = docker.pull_image_stream(&reference, &opts).await.unwrap();
+    let mut progressed = 0;
+    let err = loop {
+        match stream.next().await {
+            Some(Ok(_)) => progressed += 1,
+            Some(Err(e)) => break e,
+            None => panic!("a stalled pull must not end successfully"),
+        }
+    };
+    assert!(
+        progressed > 0,
+        "the engine streamed progress before the stall"
+    );
+    assert!(
+        matches!(err, Error::PullStalled { after, .. } if after == stall),
+        "{err:?}"
+    );
+    assert!(
+        stream.next().await.is_none(),
+        "the stream ends after the stall error"
+    );
 }

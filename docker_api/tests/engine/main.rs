@@ -7,4 +7,5 @@ mod containers;
 mod events;
 mod images;
 mod networks;
+mod registry;
 mod system;
