@@ -191,6 +191,8 @@ impl Docker {
         }
         let path = format!("/images/create{}", encode::query(pairs));
         let stall = opts.stall_timeout;
+        // Negotiate first, so only the pull itself (not the ping) runs under the stall limit.
+        self.api_version().await?;
         // Waiting for the headers is waiting for progress too: the engine answers only once the
         // registry did, so the stall limit (not the generic response timeout) applies.
         let resp = match self.send(Method::POST, &path, None, stall).await {

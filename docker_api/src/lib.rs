@@ -48,3 +48,16 @@ pub use networks::{
 };
 pub use system::SystemVersion;
 pub use version::{ApiVersion, ParseApiVersionError};
+
+#[cfg(test)]
+mod tests {
+    /// The agent shares one client between tasks and moves streams into tasks.
+    #[test]
+    fn client_and_streams_are_send_and_sync() {
+        fn send_sync<T: Send + Sync + 'static>() {}
+        fn send<T: Send + 'static>() {}
+        send_sync::<crate::Docker>();
+        send_sync::<crate::Error>();
+        send::<crate::EventStream>();
+    }
+}
