@@ -1,1 +1,407 @@
-//! TODO(owner): runtime::consumption
+//! Per-runtime CPU and memory history for `get_consumption_device` (spec §2 "Runtimes", upstream
+//! §2.5 and §12 item 9).
+//!
+//! Owns: the 48 h ring buffer of each runtime ([`DeviceUsage`]), sampling the Engine's one-shot
+//! stats of the given runtimes concurrently ([`DeviceUsage::sample`], every heartbeat — 5 s — from
+//! a task of the runtime service, see [`spawn_sampler`]), and the answer body.
+//!
+//! CPU % = Δ container CPU time / Δ host CPU time × online CPUs × 100 between two consecutive
+//! one-shot samples (100 % = one CPU busy; `docker stats`' formula, over our 5 s interval rather than
+//! the engine's 1 s one). Memory MiB = usage − inactive page cache (`inactive_file` on cgroup v2,
+//! `total_inactive_file` on v1).
+//!
+//! Must never: decide which containers are runtimes or owned (the caller passes the targets and
+//! checks the device before asking for an answer), block (stats calls are async with a timeout),
+//! or grow without bound (fixed-capacity buffers; entries of runtimes that vanished are dropped).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use docker_api::{ContainerStats, Docker};
+use serde_json::{Map, Value, json};
+
+use crate::usage::{CAPACITY, Period, RingBuffer};
+
+/// Interval between samples: the heartbeat's.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// Longest wait for one runtime's stats; a slow engine loses that runtime's sample, nothing else.
+pub const STATS_TIMEOUT: Duration = Duration::from_secs(4);
+/// Most points per series in one answer. 48 h of 5 s samples is 34 560 points (about 1.2 MB of
+/// JSON per series, over the cloud's 1 MB message limit); longer windows are averaged into at most
+/// this many buckets.
+pub const MAX_POINTS: usize = 1440;
+
+/// One runtime to sample: its name (the device id) and its container id (or name).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SampleTarget {
+    /// Runtime (container) name, the cloud's `device_id`.
+    pub name: String,
+    /// Container id or name for the Engine API.
+    pub container: String,
+}
+
+/// One stored sample: CPU % (100 = one CPU) and memory MiB.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Sample {
+    cpu: f32,
+    memory_mib: f32,
+}
+
+#[derive(Debug)]
+struct Series {
+    samples: RingBuffer<Sample>,
+    /// The previous raw stats, for the CPU delta.
+    previous: Option<ContainerStats>,
+    /// Memory limit in bytes when the container has one below the host's memory.
+    memory_limit: Option<u64>,
+}
+
+impl Series {
+    fn new(capacity: usize) -> Self {
+        Self {
+            samples: RingBuffer::new(capacity),
+            previous: None,
+            memory_limit: None,
+        }
+    }
+}
+
+/// The per-runtime usage history. Cheap to share (`Arc`); the lock is held only for in-memory
+/// updates, never across an await.
+#[derive(Debug)]
+pub struct DeviceUsage {
+    series: Mutex<HashMap<String, Series>>,
+    capacity: usize,
+    /// Host memory in bytes: a stats `limit` at or above it means "no limit".
+    host_memory: u64,
+}
+
+impl Default for DeviceUsage {
+    fn default() -> Self {
+        Self::new(CAPACITY, host_memory_bytes())
+    }
+}
+
+impl DeviceUsage {
+    /// An empty history keeping `capacity` samples per runtime; `host_memory` (bytes) tells a
+    /// container memory limit from "unlimited".
+    pub fn new(capacity: usize, host_memory: u64) -> Self {
+        Self {
+            series: Mutex::new(HashMap::new()),
+            capacity,
+            host_memory,
+        }
+    }
+
+    /// Takes one sample of every target concurrently (one-shot stats, [`STATS_TIMEOUT`] each) and
+    /// records it at `now` (unix seconds). Runtimes not in `targets` keep their history only while
+    /// `keep` says they still exist (e.g. stopped runtimes); the others are dropped.
+    pub async fn sample(
+        &self,
+        docker: &Docker,
+        targets: &[SampleTarget],
+        keep: &[String],
+        now: i64,
+    ) {
+        let mut set = tokio::task::JoinSet::new();
+        for target in targets {
+            let docker = docker.clone();
+            let target = target.clone();
+            set.spawn(async move {
+                let stats =
+                    tokio::time::timeout(STATS_TIMEOUT, docker.container_stats(&target.container))
+                        .await;
+                (target, stats)
+            });
+        }
+        let mut results = Vec::with_capacity(targets.len());
+        while let Some(joined) = set.join_next().await {
+            match joined {
+                Ok((target, Ok(Ok(stats)))) => results.push((target.name, stats)),
+                Ok((target, Ok(Err(e)))) => {
+                    tracing::debug!(runtime = %target.name, error = %e, "stats failed")
+                }
+                Ok((target, Err(_))) => {
+                    tracing::debug!(runtime = %target.name, "stats timed out")
+                }
+                Err(e) => tracing::warn!(error = %e, "stats task failed"),
+            }
+        }
+        for (name, stats) in results {
+            self.record(&name, stats, now);
+        }
+        self.retain(targets, keep);
+    }
+
+    /// Records one raw stats sample of `name` at `now`. The first sample of a runtime only
+    /// primes the CPU delta (no point is stored until a second one arrives).
+    pub fn record(&self, name: &str, stats: ContainerStats, now: i64) {
+        let Ok(mut map) = self.series.lock() else {
+            return;
+        };
+        let capacity = self.capacity;
+        let series = map
+            .entry(name.to_string())
+            .or_insert_with(|| Series::new(capacity));
+        series.memory_limit = stats
+            .memory_limit_bytes()
+            .filter(|l| *l > 0 && *l < self.host_memory);
+        let cpu = series
+            .previous
+            .as_ref()
+            .and_then(|prev| stats.cpu_percent_since(prev));
+        let memory = stats.memory_used_bytes();
+        if let (Some(cpu), Some(memory)) = (cpu, memory) {
+            series.samples.push(
+                now,
+                Sample {
+                    cpu: cpu.max(0.0) as f32,
+                    memory_mib: (memory as f64 / (1024.0 * 1024.0)) as f32,
+                },
+            );
+        }
+        series.previous = Some(stats);
+    }
+
+    fn retain(&self, sampled: &[SampleTarget], keep: &[String]) {
+        if let Ok(mut map) = self.series.lock() {
+            map.retain(|name, _| {
+                sampled.iter().any(|t| &t.name == name) || keep.iter().any(|k| k == name)
+            });
+        }
+    }
+
+    /// Drops the history of a deleted runtime.
+    pub fn forget(&self, name: &str) {
+        if let Ok(mut map) = self.series.lock() {
+            map.remove(name);
+        }
+    }
+
+    /// Number of stored points of `name` (0 when unknown).
+    pub fn len(&self, name: &str) -> usize {
+        self.series
+            .lock()
+            .ok()
+            .and_then(|m| m.get(name).map(|s| s.samples.len()))
+            .unwrap_or(0)
+    }
+
+    /// The `get_consumption_device` answer body for a runtime the caller has checked exists:
+    /// `{device_id, memory: "<N> MB"|"unlimited", cpu: "unlimited", cpu_usage: [{timestamp, cpu}],
+    /// memory_usage: [{timestamp, memory}]}`. `cpu_period` / `memory_period` use the syntax of
+    /// `get_consumption_orchestrator` (invalid text → the last hour). A runtime with no samples yet
+    /// answers empty series. Runtimes are created without a CPU quota, so `cpu` is `"unlimited"`.
+    pub fn report(
+        &self,
+        device_id: &str,
+        cpu_period: &str,
+        memory_period: &str,
+        now: i64,
+    ) -> Map<String, Value> {
+        let cpu_period = Period::parse_or_last_hour(cpu_period, now);
+        let memory_period = Period::parse_or_last_hour(memory_period, now);
+        let (cpu_points, memory_points, memory_limit) = match self.series.lock() {
+            Ok(map) => match map.get(device_id) {
+                Some(s) => (
+                    s.samples
+                        .window(cpu_period)
+                        .map(|(t, v)| (*t, f64::from(v.cpu)))
+                        .collect::<Vec<_>>(),
+                    s.samples
+                        .window(memory_period)
+                        .map(|(t, v)| (*t, f64::from(v.memory_mib)))
+                        .collect::<Vec<_>>(),
+                    s.memory_limit,
+                ),
+                None => (Vec::new(), Vec::new(), None),
+            },
+            Err(_) => (Vec::new(), Vec::new(), None),
+        };
+        let cpu_usage: Vec<Value> = downsample(&cpu_points, MAX_POINTS)
+            .into_iter()
+            .map(|(t, v)| json!({"timestamp": t, "cpu": round2(v)}))
+            .collect();
+        let memory_usage: Vec<Value> = downsample(&memory_points, MAX_POINTS)
+            .into_iter()
+            .map(|(t, v)| json!({"timestamp": t, "memory": round2(v)}))
+            .collect();
+        let memory = match memory_limit {
+            Some(limit) => format!("{} MB", limit / (1024 * 1024)),
+            None => "unlimited".to_string(),
+        };
+        let mut body = Map::new();
+        body.insert("device_id".into(), Value::from(device_id));
+        body.insert("memory".into(), Value::from(memory));
+        body.insert("cpu".into(), Value::from("unlimited"));
+        body.insert("cpu_usage".into(), Value::Array(cpu_usage));
+        body.insert("memory_usage".into(), Value::Array(memory_usage));
+        body
+    }
+}
+
+/// The error text for a device that is not one of our runtimes (upstream §12 item 9).
+pub fn not_found_message(device_id: &str) -> String {
+    format!("Device {device_id} not found")
+}
+
+/// Runs [`DeviceUsage::sample`] every [`SAMPLE_INTERVAL`] until the returned handle is aborted
+/// (the runtime service owns it and aborts it on shutdown). `targets` lists, each tick, the
+/// running runtimes to sample and the names of all existing ones (whose history is kept).
+/// A tick that takes longer than the interval delays the next one instead of piling up.
+pub fn spawn_sampler<F, Fut>(
+    usage: Arc<DeviceUsage>,
+    docker: Docker,
+    targets: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: Fn() -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = (Vec<SampleTarget>, Vec<String>)> + Send,
+{
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let (running, existing) = targets().await;
+            usage
+                .sample(&docker, &running, &existing, crate::timefmt::now_unix())
+                .await;
+        }
+    })
+}
+
+/// Averages consecutive points into at most `max` buckets (timestamp of each bucket's last
+/// point), keeping every point when there are at most `max`.
+pub fn downsample(points: &[(i64, f64)], max: usize) -> Vec<(i64, f64)> {
+    if max == 0 || points.len() <= max {
+        return points.to_vec();
+    }
+    let per_bucket = points.len().div_ceil(max);
+    points
+        .chunks(per_bucket)
+        .filter_map(|chunk| {
+            let last = chunk.last()?;
+            let mean = chunk.iter().map(|(_, v)| v).sum::<f64>() / chunk.len() as f64;
+            Some((last.0, mean))
+        })
+        .collect()
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+/// Host memory from `/proc/meminfo` (`MemTotal`), or `u64::MAX` when unreadable (every limit is
+/// then reported, none taken for "unlimited"). Read once, at construction, outside async code.
+fn host_memory_bytes() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map(|kib| kib * 1024)
+        .unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(cpu_total: u64, system: u64, usage: u64, inactive: u64, limit: u64) -> ContainerStats {
+        serde_json::from_value(json!({
+            "read": "2026-11-22T14:00:00Z",
+            "cpu_stats": {"cpu_usage": {"total_usage": cpu_total}, "system_cpu_usage": system,
+                "online_cpus": 2},
+            "precpu_stats": {"cpu_usage": {"total_usage": 0}},
+            "memory_stats": {"usage": usage, "limit": limit, "stats": {"inactive_file": inactive}}
+        }))
+        .expect("valid stats JSON")
+    }
+
+    #[test]
+    fn cpu_percent_comes_from_consecutive_samples_and_memory_excludes_inactive_cache() {
+        let usage = DeviceUsage::new(10, 8 << 30);
+        usage.record(
+            "plc",
+            stats(1_000, 10_000, 100 << 20, 20 << 20, 8 << 30),
+            100,
+        );
+        assert_eq!(
+            usage.len("plc"),
+            0,
+            "the first sample only primes the delta"
+        );
+        // Δcpu 500 / Δsystem 1000 × 2 CPUs × 100 = 100 %.
+        usage.record(
+            "plc",
+            stats(1_500, 11_000, 100 << 20, 20 << 20, 8 << 30),
+            105,
+        );
+        let body = usage.report("plc", "1h", "1h", 110);
+        assert_eq!(body["cpu_usage"], json!([{"timestamp": 105, "cpu": 100.0}]));
+        assert_eq!(
+            body["memory_usage"],
+            json!([{"timestamp": 105, "memory": 80.0}])
+        );
+        assert_eq!(body["memory"], "unlimited");
+        assert_eq!(body["cpu"], "unlimited");
+        assert_eq!(body["device_id"], "plc");
+    }
+
+    #[test]
+    fn a_memory_limit_below_host_memory_is_reported_in_mb() {
+        let usage = DeviceUsage::new(10, 8 << 30);
+        usage.record("plc", stats(0, 0, 1 << 20, 0, 256 << 20), 1);
+        assert_eq!(usage.report("plc", "1h", "1h", 2)["memory"], "256 MB");
+    }
+
+    #[test]
+    fn periods_select_independently_and_unknown_runtimes_answer_empty_series() {
+        let usage = DeviceUsage::new(100, 8 << 30);
+        for i in 0..10 {
+            usage.record(
+                "plc",
+                stats(i * 100, i * 1000, 10 << 20, 0, 8 << 30),
+                1000 + i as i64 * 5,
+            );
+        }
+        let body = usage.report("plc", "10", "1040,1045", 1045);
+        assert_eq!(body["cpu_usage"].as_array().map(Vec::len), Some(3)); // 1035, 1040, 1045
+        assert_eq!(body["memory_usage"].as_array().map(Vec::len), Some(2)); // 1040, 1045
+        let empty = usage.report("other", "1h", "1h", 1045);
+        assert_eq!(empty["cpu_usage"], json!([]));
+    }
+
+    #[test]
+    fn buffers_are_bounded_and_vanished_runtimes_are_dropped() {
+        let usage = DeviceUsage::new(3, 8 << 30);
+        for i in 0..10 {
+            usage.record(
+                "plc",
+                stats(i * 100, i * 1000, 1 << 20, 0, 8 << 30),
+                i as i64,
+            );
+        }
+        assert_eq!(usage.len("plc"), 3);
+        usage.retain(&[], &["plc".to_string()]);
+        assert_eq!(usage.len("plc"), 3);
+        usage.retain(&[], &[]);
+        assert_eq!(usage.len("plc"), 0);
+    }
+
+    #[test]
+    fn downsampling_averages_buckets_and_keeps_small_series() {
+        let points: Vec<(i64, f64)> = (0..10).map(|i| (i, i as f64)).collect();
+        assert_eq!(downsample(&points, 20), points);
+        assert_eq!(
+            downsample(&points, 5),
+            vec![(1, 0.5), (3, 2.5), (5, 4.5), (7, 6.5), (9, 8.5)]
+        );
+        assert_eq!(downsample(&points, 3).len(), 3);
+    }
+}

@@ -11,22 +11,28 @@
 //! follow redirects, block (every call is async with timeouts), or log header values or bodies
 //! (they may carry credentials).
 //!
-//! How the runtime service uses it:
+//! How the runtime service uses it (its `RuntimeOps::run_command`):
 //! ```ignore
-//! let command = HttpCommand::from_json(command_object)?;          // both forms share the object
-//! let ip = /* internal IP of the OWNED runtime, else CommandError::DeviceNotFound */;
-//! let result = command::execute(ip, &command, &Limits::default()).await;
-//! let ack = command::object_form_answer(&correlation_id, &result); // or legacy_form_answer(&result)
+//! command::run_request(&req, |device_id| async move {
+//!     // internal IP of the OWNED runtime `device_id`, else CommandError::DeviceNotFound /
+//!     // CommandError::NoInternalIp
+//! }, &Limits::default()).await
 //! ```
+//! or, piece by piece: [`HttpCommand::new`], [`execute`], [`object_form_answer`] /
+//! [`legacy_form_answer`].
 
 mod http;
 mod validate;
 
+use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
+
+use crate::contract::{RunCommandForm, RunCommandRequest};
+use crate::topics::OpError;
 
 pub use validate::{
     ALLOWED_METHODS, HTTPS_PORT, HttpCommand, MAX_API_LEN, validate_api, validate_method,
@@ -220,6 +226,51 @@ pub async fn execute(
         ),
     }
     result
+}
+
+/// The whole `run_command` for [`crate::topics::RuntimeOps::run_command`]: validates the request
+/// (before any Docker call), asks `resolve` for the internal IP of the OWNED runtime named by
+/// `req.device_id` (it must answer [`CommandError::DeviceNotFound`] for unknown devices and for
+/// containers the agent does not own, e.g. `orchestrator_agent`), performs the exchange and shapes
+/// the answer for the request's form:
+/// - object form: `Ok(body)` with `{status, http_response[, error]}` when the runtime answered
+///   (the dispatcher adds `action` and `correlation_id`), `Err(OpError)` otherwise;
+/// - legacy form: always `Ok(value)`, the whole ack ([`legacy_form_answer`]), never an empty ack.
+pub async fn run_request<F, Fut>(
+    req: &RunCommandRequest,
+    resolve: F,
+    limits: &Limits,
+) -> Result<Value, OpError>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: Future<Output = Result<Ipv4Addr, CommandError>>,
+{
+    let result = async {
+        let command = HttpCommand::new(
+            &req.method,
+            &req.api,
+            req.port,
+            Some(&req.headers),
+            req.data.as_ref(),
+        )?;
+        let ip = resolve(req.device_id.clone()).await?;
+        execute(ip, &command, limits).await
+    }
+    .await;
+    match req.form {
+        RunCommandForm::Legacy => Ok(legacy_form_answer(&result)),
+        RunCommandForm::Object => match result {
+            Err(e) => Err(OpError::new(e.to_string())),
+            ok => {
+                let mut answer = object_form_answer(&req.correlation_id, &ok);
+                if let Some(map) = answer.as_object_mut() {
+                    map.remove("action");
+                    map.remove("correlation_id");
+                }
+                Ok(answer)
+            }
+        },
+    }
 }
 
 /// Answer of the one-object form `{correlation_id, device_id, method, api, ...}`:

@@ -1,0 +1,73 @@
+//! Per-runtime consumption sampling against the real engine: one-shot stats of a busy container,
+//! sampled like the heartbeat does, give CPU and memory points. The agent-level topic is tested in
+//! `runtime2_run_command.rs` (same agent fixture).
+
+mod runtime2_support;
+
+use std::time::Duration;
+
+use docker_api::Docker;
+use orchestrator_agent::runtime::consumption::{DeviceUsage, SampleTarget};
+use runtime2_support::{docker, docker_try, unique};
+
+struct Busy(String);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        let _ = docker_try(&["rm", "-f", &self.0]);
+    }
+}
+
+#[tokio::test]
+async fn sampling_a_busy_container_records_cpu_and_memory() {
+    assert!(
+        docker_try(&["image", "inspect", "orchestrator-test/busybox:latest"]).is_some(),
+        "run scripts/test-images.sh first"
+    );
+    let name = unique("r2cons-");
+    docker(&[
+        "run",
+        "-d",
+        "--name",
+        &name,
+        "--label",
+        "orchestrator-test=1",
+        "--network",
+        "none",
+        "--memory",
+        "64m",
+        "orchestrator-test/busybox:latest",
+        "sh",
+        "-c",
+        "while :; do :; done",
+    ]);
+    let _guard = Busy(name.clone());
+
+    let engine = Docker::from_env().expect("docker client");
+    let usage = DeviceUsage::default();
+    let target = SampleTarget {
+        name: name.clone(),
+        container: name.clone(),
+    };
+    let start = orchestrator_agent::timefmt::now_unix();
+    for i in 0..3 {
+        usage
+            .sample(&engine, std::slice::from_ref(&target), &[], start + i * 5)
+            .await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(usage.len(&name), 2, "three samples give two CPU deltas");
+    let body = usage.report(&name, "1h", "1h", start + 10);
+    let cpu = body["cpu_usage"].as_array().expect("cpu series");
+    assert_eq!(cpu.len(), 2);
+    // A busy loop keeps about one CPU busy; allow for a loaded 2-CPU machine.
+    let last_cpu = cpu[1]["cpu"].as_f64().expect("number");
+    assert!(last_cpu > 20.0 && last_cpu < 210.0, "cpu {last_cpu}");
+    let memory = body["memory_usage"][1]["memory"].as_f64().expect("number");
+    assert!(memory > 0.0 && memory < 64.0, "memory {memory} MiB");
+    assert_eq!(body["memory"], "64 MB");
+
+    // A runtime that is gone is dropped at the next sample.
+    usage.sample(&engine, &[], &[], start + 20).await;
+    assert_eq!(usage.len(&name), 0);
+}
