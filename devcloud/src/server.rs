@@ -148,6 +148,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // A handle dropped without shutdown() must not leave a listener behind (tests run many).
         let _ = self.stop.send(true);
+        self.gate.thaw();
         if let Some(task) = lock(&self.accept_task).take() {
             task.abort();
         }
@@ -255,18 +256,15 @@ impl DevCloud {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Subscribed before looking, so a connection between the two is not missed.
-            if let Ok(s) = self.pick(agent) {
-                let cn = self
-                    .inner
-                    .shared
-                    .agents()
-                    .iter()
-                    .rev()
-                    .find(|a| a.socket.id == s.id)
-                    .map(|a| a.cn.clone());
-                if let Some(cn) = cn {
-                    return Ok(cn);
+            let found = {
+                let agents = self.inner.shared.agents();
+                match agent {
+                    Some(cn) => agents.iter().any(|a| a.cn == cn).then(|| cn.to_owned()),
+                    None => agents.last().map(|a| a.cn.clone()),
                 }
+            };
+            if let Some(cn) = found {
+                return Ok(cn);
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
                 Err(_) => {
