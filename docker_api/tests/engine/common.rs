@@ -18,6 +18,7 @@ pub const TEST_LABEL: &str = "orchestrator-test";
 const OWNER_LABEL: &str = "orchestrator-test-owner";
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+static SUBNETS: AtomicU32 = AtomicU32::new(0);
 static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
 
 fn next() -> u32 {
@@ -72,10 +73,27 @@ pub fn unique(tag: &str) -> String {
     format!("dapi-{}-{}-{tag}", std::process::id(), next())
 }
 
-/// A /24 inside 10.201.0.0/16 unique within this run: returns the third octet.
-pub fn subnet_octet() -> u8 {
-    // Spread runs of different processes apart too (pid), keep 0 and 255 out.
-    ((std::process::id().wrapping_mul(37).wrapping_add(next())) % 254 + 1) as u8
+/// A /24 inside 10.201.0.0/16 (returned as its third octet) that no network on the engine uses
+/// and no other test of this run got. Test processes start at different offsets (pid), so
+/// concurrent runs rarely race for the same octet.
+pub async fn subnet_octet(docker: &Docker) -> u8 {
+    let used: Vec<String> = docker
+        .list_networks(&Filters::new())
+        .await
+        .expect("list networks")
+        .into_iter()
+        .flat_map(|n| n.ipam.config)
+        .filter_map(|p| p.subnet)
+        .collect();
+    loop {
+        let k = SUBNETS.fetch_add(1, Ordering::Relaxed);
+        assert!(k < 254, "out of test subnets");
+        let octet = (std::process::id().wrapping_mul(37).wrapping_add(k) % 254 + 1) as u8;
+        let prefix = format!("10.201.{octet}.");
+        if !used.iter().any(|s| s.starts_with(&prefix)) {
+            return octet;
+        }
+    }
 }
 
 /// The labels every test object carries.

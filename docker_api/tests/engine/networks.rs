@@ -68,7 +68,7 @@ async fn container_on_macvlan_and_internal_networks_gets_its_manual_addresses_an
     let docker = engine().await;
     let api = docker.api_version().await.unwrap();
     let veth = Veth::new().await;
-    let (mo, io) = (subnet_octet(), subnet_octet());
+    let (mo, io) = (subnet_octet(&docker).await, subnet_octet(&docker).await);
     let tag = unique("net");
     let (mv_name, int_name, ctr) = (
         format!("{tag}-mv"),
@@ -235,7 +235,7 @@ async fn container_on_macvlan_and_internal_networks_gets_its_manual_addresses_an
 async fn second_macvlan_network_with_an_overlapping_subnet_is_a_pool_overlap() {
     let docker = engine().await;
     let veth = Veth::new().await;
-    let octet = subnet_octet();
+    let octet = subnet_octet(&docker).await;
     let (first, second) = (unique("ov1"), unique("ov2"));
     let _g1 = NetworkGuard(first.clone());
     let _g2 = NetworkGuard(second.clone());
@@ -262,7 +262,7 @@ async fn duplicate_network_name_is_a_conflict() {
     let docker = engine().await;
     let name = unique("dupnet");
     let _g = NetworkGuard(name.clone());
-    let (a, b) = (subnet_octet(), subnet_octet());
+    let (a, b) = (subnet_octet(&docker).await, subnet_octet(&docker).await);
     docker
         .create_network(&internal_bridge(&name, a))
         .await
@@ -286,7 +286,7 @@ async fn duplicate_network_name_is_a_conflict() {
 #[tokio::test]
 async fn invalid_ipam_is_a_bad_request() {
     let docker = engine().await;
-    let octet = subnet_octet();
+    let octet = subnet_octet(&docker).await;
     let name = unique("badipam");
     let _g = NetworkGuard(name.clone());
     let mut bad_cidr = internal_bridge(&name, octet);
@@ -295,10 +295,9 @@ async fn invalid_ipam_is_a_bad_request() {
     assert!(e.is_bad_request() && !e.is_pool_overlap(), "{e}");
 
     let mut gateway_outside = internal_bridge(&name, octet);
+    // Octets start at 1, so 10.201.0.1 is outside 10.201.<octet>.0/24.
+    assert_ne!(octet, 0);
     gateway_outside.ipam.as_mut().unwrap().config[0].gateway = Some("10.201.0.1".into());
-    if octet == 0 {
-        unreachable!("subnet_octet never returns 0");
-    }
     let e = docker.create_network(&gateway_outside).await.unwrap_err();
     assert!(e.is_bad_request(), "{e}");
     assert!(
@@ -319,7 +318,7 @@ async fn connect_with_a_mac_is_refused_where_the_engine_would_ignore_it() {
     let _n = NetworkGuard(name.clone());
     let _c = ContainerGuard(ctr.clone());
     docker
-        .create_network(&internal_bridge(&name, subnet_octet()))
+        .create_network(&internal_bridge(&name, subnet_octet(&docker).await))
         .await
         .unwrap();
     docker.create_container(&ctr, &sleeper()).await.unwrap();
@@ -348,7 +347,7 @@ async fn calls_on_a_missing_network_or_container_are_not_found() {
     let net = unique("realnet");
     let _n = NetworkGuard(net.clone());
     docker
-        .create_network(&internal_bridge(&net, subnet_octet()))
+        .create_network(&internal_bridge(&net, subnet_octet(&docker).await))
         .await
         .unwrap();
     for e in [
