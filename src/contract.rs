@@ -723,3 +723,453 @@ impl RunCommandRequest {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        match v {
+            Value::Object(m) => m,
+            other => panic!("test data must be an object, got {other}"),
+        }
+    }
+
+    fn vnic_3d2c700() -> Value {
+        json!({
+            "name": "eth0", "parent_interface": "ens37", "parent_subnet": "192.168.1.0/24",
+            "parent_gateway": "192.168.1.1", "network_mode": "manual", "ip_address": "192.168.1.50",
+            "subnet": "192.168.1.0/24", "gateway": "192.168.1.1", "dns": ["8.8.8.8"],
+            "mac_address": "02:42:ac:11:00:02"
+        })
+    }
+
+    fn vnic_production() -> Value {
+        json!({
+            "name": "eth0", "parent_interface": "eth1", "network_mode": "static", "ip": "10.204.0.5",
+            "subnet": "255.255.255.0", "gateway": "10.204.0.1", "dns": ["1.1.1.1"],
+            "mac": "02:00:00:00:00:01", "extra_key": {"kept": true}
+        })
+    }
+
+    fn create() -> Value {
+        json!({
+            "correlation_id": 42, "container_name": "plc1",
+            "vnic_configs": [vnic_3d2c700(), vnic_production()],
+            "action": "create_new_runtime", "requested_at": "2025-11-20T20:30:45.123Z"
+        })
+    }
+
+    fn err(contract_result: Result<impl std::fmt::Debug, ContractError>) -> String {
+        contract_result
+            .expect_err("expected a contract error")
+            .to_string()
+    }
+
+    #[test]
+    fn create_accepts_both_vnic_generations_and_keeps_them_verbatim() {
+        let req = CreateRuntimeRequest::parse(&obj(create())).unwrap();
+        assert_eq!(req.base.correlation_id, json!(42));
+        assert_eq!(req.container_name, "plc1");
+        assert_eq!(
+            Value::Object(req.vnic_configs[1].clone()),
+            vnic_production()
+        );
+        let vnics = req.vnics();
+        assert_eq!(vnics[0].mode, VnicMode::Static);
+        assert_eq!(vnics[0].ip.as_deref(), Some("192.168.1.50"));
+        assert_eq!(vnics[0].mac.as_deref(), Some("02:42:ac:11:00:02"));
+        assert_eq!(vnics[0].parent_subnet.as_deref(), Some("192.168.1.0/24"));
+        assert_eq!(vnics[1].mode, VnicMode::Static);
+        assert_eq!(vnics[1].ip.as_deref(), Some("10.204.0.5"));
+        assert_eq!(vnics[1].mac.as_deref(), Some("02:00:00:00:00:01"));
+        assert_eq!(vnics[1].subnet.as_deref(), Some("255.255.255.0"));
+        assert_eq!(vnics[1].dns, vec!["1.1.1.1"]);
+    }
+
+    #[test]
+    fn create_action_and_requested_at_are_optional_but_checked_when_present() {
+        let mut m = obj(create());
+        m.remove("action");
+        m.remove("requested_at");
+        assert!(CreateRuntimeRequest::parse(&m).is_ok());
+        m.insert("requested_at".into(), Value::Null);
+        assert!(CreateRuntimeRequest::parse(&m).is_ok());
+        m.insert("requested_at".into(), json!("yesterday"));
+        assert_eq!(
+            err(CreateRuntimeRequest::parse(&m)),
+            "Invalid field type: requested_at: Value must be a valid ISO datetime string."
+        );
+        m.insert("requested_at".into(), json!("2025-11-20"));
+        m.insert("action".into(), json!(7));
+        assert_eq!(
+            err(CreateRuntimeRequest::parse(&m)),
+            "Invalid field type: action: Value must be a string."
+        );
+    }
+
+    #[test]
+    fn create_reports_each_missing_required_field_in_contract_order() {
+        for key in ["correlation_id", "container_name", "vnic_configs"] {
+            let mut m = obj(create());
+            m.remove(key);
+            assert_eq!(
+                err(CreateRuntimeRequest::parse(&m)),
+                format!("Missing required field: {key}")
+            );
+        }
+        let mut m = obj(create());
+        m.remove("container_name");
+        m.remove("correlation_id");
+        assert_eq!(
+            err(CreateRuntimeRequest::parse(&m)),
+            "Missing required field: correlation_id"
+        );
+    }
+
+    #[test]
+    fn create_reports_each_wrong_type() {
+        for (key, value, message) in [
+            ("correlation_id", json!("42"), "Value must be a number."),
+            ("correlation_id", json!(null), "Value must be a number."),
+            ("container_name", json!(1), "Value must be a string."),
+            ("vnic_configs", json!({}), "Value must be a list."),
+            ("runtime_version", json!(2), "Value must be a string."),
+        ] {
+            let mut m = obj(create());
+            m.insert(key.into(), value);
+            assert_eq!(
+                err(CreateRuntimeRequest::parse(&m)),
+                format!("Invalid field type: {key}: {message}")
+            );
+        }
+    }
+
+    #[test]
+    fn booleans_are_not_numbers() {
+        let mut m = obj(create());
+        m.insert("correlation_id".into(), json!(true));
+        assert_eq!(
+            err(CreateRuntimeRequest::parse(&m)),
+            "Invalid field type: correlation_id: Value must be a number."
+        );
+        assert!(
+            DeviceRequest::parse(&obj(json!({"correlation_id": 1.5, "device_id": "d"}))).is_ok()
+        );
+    }
+
+    #[test]
+    fn nested_vnic_errors_name_the_path() {
+        let mut bad = vnic_production();
+        bad["parent_interface"] = json!(5);
+        let m = obj(
+            json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [vnic_3d2c700(), bad]}),
+        );
+        assert_eq!(
+            err(CreateRuntimeRequest::parse(&m)),
+            "Invalid field type: vnic_configs[1].parent_interface: Value must be an interface name \
+             (1 to 15 characters from A-Z, a-z, 0-9, '_', '.', '-')."
+        );
+        let mut missing = vnic_production();
+        missing.as_object_mut().unwrap().remove("network_mode");
+        let m = obj(json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [missing]}));
+        assert_eq!(
+            err(CreateRuntimeRequest::parse(&m)),
+            "Missing required field: vnic_configs[0].network_mode"
+        );
+        let mut dns = vnic_3d2c700();
+        dns["dns"] = json!(["8.8.8.8", 8]);
+        let m = obj(json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [dns]}));
+        assert_eq!(
+            err(CreateRuntimeRequest::parse(&m)),
+            "Invalid field type: vnic_configs[0].dns[1]: Value must be a string."
+        );
+        for (element, got) in [
+            (json!(5), "5"),
+            (json!(null), "null"),
+            (json!([1]), "[1]"),
+            (json!("name"), "\"name\""),
+        ] {
+            let m =
+                obj(json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [element]}));
+            assert_eq!(
+                err(CreateRuntimeRequest::parse(&m)),
+                "Invalid field type: vnic_configs[0]: Value must be an object.",
+                "element {got}"
+            );
+        }
+    }
+
+    #[test]
+    fn vnic_interface_names_longer_than_15_or_with_odd_characters_are_refused() {
+        for name in ["", "a234567890123456", "eth 0", "eth0/1", "ét0"] {
+            let mut v = vnic_production();
+            v["parent_interface"] = json!(name);
+            let m = obj(json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [v]}));
+            assert!(
+                err(CreateRuntimeRequest::parse(&m))
+                    .starts_with("Invalid field type: vnic_configs[0].parent_interface")
+            );
+        }
+        assert!(is_interface_name("enp0s31f6.100"));
+        assert!(is_interface_name("a23456789012345"));
+    }
+
+    #[test]
+    fn create_keeps_upstream_post_check_texts() {
+        let mut m = obj(create());
+        m.insert("container_name".into(), json!("   "));
+        assert_eq!(
+            err(CreateRuntimeRequest::parse(&m)),
+            "Container name must be a non-empty string"
+        );
+        let mut m = obj(create());
+        m.insert("vnic_configs".into(), json!([]));
+        assert_eq!(
+            err(CreateRuntimeRequest::parse(&m)),
+            "At least one vNIC configuration is required"
+        );
+    }
+
+    #[test]
+    fn optional_vnic_fields_accept_null() {
+        let v = json!({"name": "n", "parent_interface": "eth0", "network_mode": "dhcp", "ip": null,
+                       "mac_address": null, "dns": null, "parent_subnet": null});
+        let m = obj(json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [v]}));
+        let req = CreateRuntimeRequest::parse(&m).unwrap();
+        let spec = &req.vnics()[0];
+        assert_eq!(spec.mode, VnicMode::Dhcp);
+        assert_eq!(
+            (spec.ip.clone(), spec.mac.clone(), spec.dns.len()),
+            (None, None, 0)
+        );
+    }
+
+    #[test]
+    fn delete_device_checks_and_keeps_upstream_text() {
+        let ok =
+            DeleteDeviceRequest::parse(&obj(json!({"correlation_id": 3, "device_id": "plc1"})))
+                .unwrap();
+        assert_eq!(ok.device_id, "plc1");
+        assert_eq!(
+            err(DeleteDeviceRequest::parse(&obj(
+                json!({"correlation_id": 3})
+            ))),
+            "Missing required field: device_id"
+        );
+        assert_eq!(
+            err(DeleteDeviceRequest::parse(&obj(
+                json!({"correlation_id": 3, "device_id": 4})
+            ))),
+            "Invalid field type: device_id: Value must be a string."
+        );
+        assert_eq!(
+            err(DeleteDeviceRequest::parse(&obj(
+                json!({"correlation_id": 3, "device_id": " "})
+            ))),
+            "Device ID must be a non-empty string"
+        );
+    }
+
+    #[test]
+    fn base_device_requires_a_non_empty_device_id() {
+        assert_eq!(
+            err(DeviceRequest::parse(&obj(
+                json!({"correlation_id": 1, "device_id": ""})
+            ))),
+            "Invalid field type: device_id: Value must be a non-empty string."
+        );
+        assert_eq!(
+            err(DeviceRequest::parse(&obj(json!({"device_id": "x"})))),
+            "Missing required field: correlation_id"
+        );
+        let r = DeviceRequest::parse(&obj(json!({"correlation_id": 1, "device_id": "x",
+            "action": "start_device", "requested_at": "2025-11-20 20:30:45+03:00"})))
+        .unwrap();
+        assert_eq!(r.base.action.as_deref(), Some("start_device"));
+    }
+
+    #[test]
+    fn consumption_requests_need_both_periods_as_strings() {
+        let base = json!({"correlation_id": 1, "cpuPeriod": "1h", "memoryPeriod": "2h"});
+        let r = ConsumptionRequest::parse(&obj(base.clone())).unwrap();
+        assert_eq!(
+            (r.cpu_period.as_str(), r.memory_period.as_str()),
+            ("1h", "2h")
+        );
+        let mut m = obj(base.clone());
+        m.remove("memoryPeriod");
+        assert_eq!(
+            err(ConsumptionRequest::parse(&m)),
+            "Missing required field: memoryPeriod"
+        );
+        let mut m = obj(base);
+        m.insert("cpuPeriod".into(), json!(3600));
+        assert_eq!(
+            err(ConsumptionRequest::parse(&m)),
+            "Invalid field type: cpuPeriod: Value must be a string."
+        );
+        let d = obj(
+            json!({"correlation_id": 1, "device_id": "plc", "cpuPeriod": "1h", "memoryPeriod": "1h"}),
+        );
+        assert_eq!(
+            DeviceConsumptionRequest::parse(&d).unwrap().device_id,
+            "plc"
+        );
+        let mut d2 = d.clone();
+        d2.remove("device_id");
+        assert_eq!(
+            err(DeviceConsumptionRequest::parse(&d2)),
+            "Missing required field: device_id"
+        );
+    }
+
+    #[test]
+    fn host_interfaces_flags_default_and_must_be_booleans() {
+        let r = HostInterfacesRequest::parse(&obj(json!({"correlation_id": 1}))).unwrap();
+        assert!(!r.include_virtual && r.detailed);
+        let r = HostInterfacesRequest::parse(&obj(
+            json!({"correlation_id": 1, "include_virtual": true, "detailed": false}),
+        ))
+        .unwrap();
+        assert!(r.include_virtual && !r.detailed);
+        assert_eq!(
+            err(HostInterfacesRequest::parse(&obj(
+                json!({"correlation_id": 1, "include_virtual": 1})
+            ))),
+            "Invalid field type: include_virtual: Value must be a boolean."
+        );
+    }
+
+    #[test]
+    fn run_command_accepts_both_forms() {
+        let legacy = RunCommandRequest::parse(&[
+            json!("plc1"),
+            json!({"method": "GET", "api": "status", "headers": {"X": "1"}}),
+        ])
+        .unwrap();
+        assert_eq!(legacy.form, RunCommandForm::Legacy);
+        assert_eq!(legacy.correlation_id, Value::Null);
+        assert_eq!(
+            (
+                legacy.device_id.as_str(),
+                legacy.method.as_str(),
+                legacy.api.as_str()
+            ),
+            ("plc1", "GET", "status")
+        );
+        assert_eq!(legacy.port, None);
+        assert_eq!(legacy.data, None);
+        let object = RunCommandRequest::parse(&[
+            json!({"correlation_id": 9, "device_id": "plc1", "method": "POST",
+            "api": "api/x", "port": 8080, "data": {"a": 1}}),
+        ])
+        .unwrap();
+        assert_eq!(object.form, RunCommandForm::Object);
+        assert_eq!(object.correlation_id, json!(9));
+        assert_eq!(object.port, Some(8080));
+        assert_eq!(object.data, Some(json!({"a": 1})));
+    }
+
+    #[test]
+    fn run_command_errors_name_the_field() {
+        assert_eq!(
+            err(RunCommandRequest::parse(&[
+                json!("plc1"),
+                json!({"api": "x"})
+            ])),
+            "Missing required field: command.method"
+        );
+        assert_eq!(
+            err(RunCommandRequest::parse(&[
+                json!(""),
+                json!({"method": "GET", "api": "x"})
+            ])),
+            "Invalid field type: instance_id: Value must be a non-empty string."
+        );
+        assert_eq!(
+            err(RunCommandRequest::parse(&[json!("plc1"), json!("GET /")])),
+            "Invalid field type: command: Value must be an object."
+        );
+        // The original crashed on `headers: null`; here it reads as "no headers".
+        let null_headers = RunCommandRequest::parse(&[
+            json!("plc1"),
+            json!({"method": "GET", "api": "x", "headers": null}),
+        ])
+        .unwrap();
+        assert!(null_headers.headers.is_empty());
+        assert_eq!(
+            err(RunCommandRequest::parse(&[
+                json!("plc1"),
+                json!({"method": "GET", "api": "x", "headers": []})
+            ])),
+            "Invalid field type: command.headers: Value must be an object whose values are strings."
+        );
+        for port in [
+            json!(0),
+            json!(70000),
+            json!(80.5),
+            json!("80"),
+            json!(true),
+        ] {
+            assert!(
+                err(RunCommandRequest::parse(&[
+                    json!({"correlation_id": 1, "device_id": "d", "method": "GET",
+                    "api": "x", "port": port})
+                ]))
+                .starts_with("Invalid field type: port:")
+            );
+        }
+        assert_eq!(
+            err(RunCommandRequest::parse(&[
+                json!({"correlation_id": 1, "device_id": "d", "method": "GET",
+                "api": "x", "headers": {"a": 1}})
+            ])),
+            "Invalid field type: headers: Value must be an object whose values are strings."
+        );
+        assert_eq!(
+            err(RunCommandRequest::parse(&[])),
+            "Invalid message: expected one object or (instance_id, command), got 0 argument(s)"
+        );
+        assert_eq!(
+            err(RunCommandRequest::parse(&[json!(3)])),
+            "Invalid message: expected a JSON object, got a number"
+        );
+    }
+
+    #[test]
+    fn single_object_refuses_non_objects_and_wrong_arity() {
+        assert_eq!(
+            err(single_object(&[json!([1])])),
+            "Invalid message: expected a JSON object, got a list"
+        );
+        assert_eq!(
+            err(single_object(&[json!({}), json!({})])),
+            "Invalid message: expected one object, got 2 argument(s)"
+        );
+        assert!(single_object(&[json!({})]).is_ok());
+    }
+
+    #[test]
+    fn correlation_id_is_echoed_as_received() {
+        assert_eq!(
+            correlation_id_of(&[json!({"correlation_id": "abc"})]),
+            json!("abc")
+        );
+        assert_eq!(
+            correlation_id_of(&[json!({"correlation_id": 1.25})]),
+            json!(1.25)
+        );
+        assert_eq!(correlation_id_of(&[json!("x")]), Value::Null);
+        assert_eq!(correlation_id_of(&[]), Value::Null);
+    }
+
+    #[test]
+    fn error_predicates_and_paths() {
+        let e = check(VNIC, &obj(json!({"name": "n"}))).unwrap_err();
+        assert!(e.is_missing() && !e.is_invalid_type());
+        assert_eq!(e.path(), Some("parent_interface"));
+    }
+}

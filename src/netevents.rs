@@ -491,3 +491,332 @@ async fn read_bounded_line<R: tokio::io::AsyncBufRead + Unpin>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::UnixListener;
+
+    use super::*;
+
+    fn info(name: &str, addr: Option<(&str, &str)>, gateway: Option<&str>) -> Value {
+        let addrs: Vec<Value> = addr
+            .into_iter()
+            .map(|(a, subnet)| json!({"address": a, "prefixlen": 24, "subnet": subnet, "network_address": subnet.split('/').next()}))
+            .collect();
+        json!({"interface": name, "index": 2, "operstate": "UP", "ipv4_addresses": addrs, "gateway": gateway,
+               "timestamp": "2025-11-20T20:30:45.123456"})
+    }
+
+    fn discovery(list: Vec<Value>) -> String {
+        json!({"type": "network_discovery", "data": {"interfaces": list, "timestamp": "t"}})
+            .to_string()
+    }
+
+    fn change(data: Value) -> String {
+        json!({"type": "network_change", "data": data}).to_string()
+    }
+
+    fn apply(cache: &InterfaceCache, line: &str) -> Vec<NetworkChange> {
+        cache.apply(decode_line(line.as_bytes()).unwrap())
+    }
+
+    #[test]
+    fn discovery_fills_the_cache_and_drops_stale_interfaces() {
+        let cache = InterfaceCache::new();
+        let changes = apply(
+            &cache,
+            &discovery(vec![
+                info(
+                    "eth0",
+                    Some(("10.204.1.5", "10.204.1.0/24")),
+                    Some("10.204.1.1"),
+                ),
+                info("wlan0", Some(("10.204.2.5", "10.204.2.0/24")), None),
+            ]),
+        );
+        assert_eq!(changes.len(), 2);
+        assert!(cache.is_discovered());
+        assert_eq!(cache.get("eth0").unwrap().subnet(), Some("10.204.1.0/24"));
+        assert_eq!(
+            cache.get("eth0").unwrap().gateway.as_deref(),
+            Some("10.204.1.1")
+        );
+
+        let changes = apply(
+            &cache,
+            &discovery(vec![info(
+                "eth0",
+                Some(("10.204.1.5", "10.204.1.0/24")),
+                Some("10.204.1.1"),
+            )]),
+        );
+        assert_eq!(cache.list().len(), 1);
+        assert!(cache.get("wlan0").is_none(), "stale interface dropped");
+        assert_eq!(changes.len(), 1, "eth0 unchanged, wlan0 gone: {changes:?}");
+        assert_eq!(changes[0].interface, "wlan0");
+        assert!(changes[0].current.is_none());
+    }
+
+    #[test]
+    fn change_updates_one_interface_and_reports_subnet_changes() {
+        let cache = InterfaceCache::new();
+        apply(
+            &cache,
+            &discovery(vec![info(
+                "eth0",
+                Some(("10.204.1.5", "10.204.1.0/24")),
+                Some("10.204.1.1"),
+            )]),
+        );
+        let mut rx = cache.subscribe();
+        let changes = apply(
+            &cache,
+            &change(info(
+                "eth0",
+                Some(("10.204.3.5", "10.204.3.0/24")),
+                Some("10.204.3.1"),
+            )),
+        );
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].subnet_changed());
+        assert_eq!(rx.try_recv().unwrap(), changes[0]);
+
+        // The same state again (new timestamp only) is not a change.
+        let mut same = info(
+            "eth0",
+            Some(("10.204.3.5", "10.204.3.0/24")),
+            Some("10.204.3.1"),
+        );
+        same["timestamp"] = json!("later");
+        assert!(apply(&cache, &change(same)).is_empty());
+        assert!(rx.try_recv().is_err());
+
+        // A second address on the same subnet is a change but not a subnet change.
+        let mut two = info(
+            "eth0",
+            Some(("10.204.3.5", "10.204.3.0/24")),
+            Some("10.204.3.1"),
+        );
+        two["ipv4_addresses"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"address": "10.204.3.6", "prefixlen": 24,
+            "subnet": "10.204.3.0/24", "network_address": "10.204.3.0"}));
+        let changes = apply(&cache, &change(two));
+        assert_eq!(changes.len(), 1);
+        assert!(!changes[0].subnet_changed());
+    }
+
+    #[test]
+    fn down_keeps_the_interface_without_addresses_and_removed_deletes_it() {
+        let cache = InterfaceCache::new();
+        apply(
+            &cache,
+            &discovery(vec![info(
+                "eth0",
+                Some(("10.204.1.5", "10.204.1.0/24")),
+                None,
+            )]),
+        );
+        let mut down = info("eth0", None, None);
+        down["status"] = json!("down");
+        down["operstate"] = json!("DOWN");
+        let changes = apply(&cache, &change(down));
+        assert!(changes[0].subnet_changed());
+        let entry = cache.get("eth0").unwrap();
+        assert!(!entry.has_ipv4() && entry.subnet().is_none());
+        assert!(cache.host_ipv4_addresses().is_empty());
+
+        let mut removed = info("eth0", None, None);
+        removed["status"] = json!("removed");
+        let changes = apply(&cache, &change(removed));
+        assert_eq!(changes.len(), 1);
+        assert!(changes[0].current.is_none());
+        assert!(cache.get("eth0").is_none());
+        // Removing an unknown interface is no change.
+        let mut again = info("eth0", None, None);
+        again["status"] = json!("removed");
+        assert!(apply(&cache, &change(again)).is_empty());
+    }
+
+    #[test]
+    fn host_addresses_skip_virtual_interfaces_and_loopback() {
+        let cache = InterfaceCache::new();
+        apply(
+            &cache,
+            &discovery(vec![
+                info("eth0", Some(("10.204.1.5", "10.204.1.0/24")), None),
+                info("br-1234", Some(("172.18.0.1", "172.18.0.0/16")), None),
+                info("docker0", Some(("172.17.0.1", "172.17.0.0/16")), None),
+                info("ens3", Some(("127.0.0.2", "127.0.0.0/8")), None),
+                info("wlan0", Some(("10.204.2.5", "10.204.2.0/24")), None),
+            ]),
+        );
+        assert_eq!(
+            cache.host_ipv4_addresses(),
+            vec!["10.204.1.5", "10.204.2.5"]
+        );
+    }
+
+    #[test]
+    fn decode_ignores_unknown_types_and_changes_without_a_name() {
+        assert_eq!(
+            decode_line(br#"{"type":"dhcp_update","data":{}}"#).unwrap(),
+            NetmonEvent::Ignored
+        );
+        assert_eq!(
+            decode_line(br#"{"success":true}"#).unwrap(),
+            NetmonEvent::Ignored
+        );
+        assert_eq!(
+            decode_line(br#"{"type":"network_change","data":{"index":3}}"#).unwrap(),
+            NetmonEvent::Ignored
+        );
+        assert!(matches!(
+            decode_line(b"{not json"),
+            Err(NetEventsError::BadJson(_))
+        ));
+        assert!(matches!(
+            decode_line(
+                br#"{"type":"network_change","data":{"interface":"e","ipv4_addresses":5}}"#
+            ),
+            Err(NetEventsError::BadShape { .. })
+        ));
+        // A malformed entry in a discovery is skipped, the others kept.
+        let line = discovery(vec![json!({"interface": 5}), info("eth0", None, None)]);
+        match decode_line(line.as_bytes()).unwrap() {
+            NetmonEvent::Discovery(list) => assert_eq!(list.len(), 1),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn wait_for_returns_once_the_interface_gets_an_address() {
+        let cache = InterfaceCache::new();
+        assert!(
+            cache
+                .wait_for("eth9", Duration::from_millis(50))
+                .await
+                .is_none()
+        );
+        let feeder = cache.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            feeder.apply(decode_line(change(info("eth9", None, None)).as_bytes()).unwrap());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            feeder.apply(
+                decode_line(
+                    change(info("eth9", Some(("10.204.9.2", "10.204.9.0/24")), None)).as_bytes(),
+                )
+                .unwrap(),
+            );
+        });
+        let got = cache
+            .wait_for("eth9", Duration::from_secs(10))
+            .await
+            .expect("interface appears");
+        assert_eq!(got.subnet(), Some("10.204.9.0/24"));
+    }
+
+    #[tokio::test]
+    async fn bounded_reader_skips_overlong_lines() {
+        let mut data = Vec::new();
+        data.extend_from_slice(b"short\n");
+        data.extend(std::iter::repeat_n(b'x', MAX_LINE + 10));
+        data.extend_from_slice(b"\nafter\nlast-unterminated");
+        let mut reader = BufReader::with_capacity(1024, &data[..]);
+        let mut line = Vec::new();
+        let mut seen = Vec::new();
+        loop {
+            match read_bounded_line(&mut reader, &mut line).await.unwrap() {
+                LineRead::Eof => break,
+                LineRead::TooLong => seen.push("<too long>".to_owned()),
+                LineRead::Line => seen.push(String::from_utf8(line.clone()).unwrap()),
+            }
+        }
+        assert_eq!(
+            seen,
+            vec!["short", "<too long>", "after", "last-unterminated"]
+        );
+    }
+
+    /// Waits until `cond` holds (polling), failing after a generous timeout.
+    async fn eventually(what: &str, cond: impl Fn() -> bool) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while !cond() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn listener_follows_a_real_socket_skips_bad_lines_and_reconnects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("netmon.sock");
+        let cache = InterfaceCache::new();
+        // Start before the socket exists: the client must keep retrying.
+        let task = spawn_listener(path.clone(), cache.clone());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let listener = UnixListener::bind(&path).unwrap();
+
+        let (mut conn, _) = listener.accept().await.unwrap();
+        let mut script = String::new();
+        script.push_str(&discovery(vec![
+            info(
+                "eth0",
+                Some(("10.204.1.5", "10.204.1.0/24")),
+                Some("10.204.1.1"),
+            ),
+            info("eth1", Some(("10.204.2.5", "10.204.2.0/24")), None),
+        ]));
+        script.push('\n');
+        script.push_str("this is not json\n");
+        script.push_str(&"y".repeat(MAX_LINE + 1));
+        script.push('\n');
+        script.push_str(&change(info(
+            "eth1",
+            Some(("10.204.3.5", "10.204.3.0/24")),
+            None,
+        )));
+        script.push('\n');
+        conn.write_all(script.as_bytes()).await.unwrap();
+        eventually("the change after the bad lines", || {
+            cache
+                .get("eth1")
+                .and_then(|i| i.subnet().map(str::to_owned))
+                .as_deref()
+                == Some("10.204.3.0/24")
+        })
+        .await;
+        assert!(cache.is_connected());
+        assert_eq!(
+            cache.host_ipv4_addresses(),
+            vec!["10.204.1.5", "10.204.3.5"]
+        );
+
+        // netmon restarts: the client reconnects and the new discovery drops eth1.
+        drop(conn);
+        eventually("the client to notice the disconnect", || {
+            !cache.is_connected()
+        })
+        .await;
+        let (mut conn, _) = tokio::time::timeout(Duration::from_secs(20), listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        let line = discovery(vec![info(
+            "eth0",
+            Some(("10.204.1.5", "10.204.1.0/24")),
+            Some("10.204.1.1"),
+        )]) + "\n";
+        conn.write_all(line.as_bytes()).await.unwrap();
+        eventually("the second discovery", || cache.get("eth1").is_none()).await;
+        assert_eq!(cache.list().len(), 1);
+        task.abort();
+    }
+}

@@ -1,3 +1,623 @@
-//! Dispatch tests: validation, ack shapes, emit+ack topics.
+//! Dispatch tests: validation, ack shapes and key order, emit+ack topics, host topics, heartbeat.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::mpsc::Receiver;
 
 use super::*;
+use crate::cloud::OutboundForTest;
+use crate::netevents::{NetmonEvent, decode_line};
+
+/// A runtime that answers like a working one, to test the answer shapes.
+struct Fake;
+
+fn body(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        other => panic!("body must be an object, got {other}"),
+    }
+}
+
+impl RuntimeOps for Fake {
+    fn create(&self, req: CreateRuntimeRequest) -> BoxFuture<OpResult> {
+        let name = req.container_name;
+        Box::pin(async move {
+            Ok(body(json!({"status": "creating", "container_id": name,
+                           "message": format!("Container creation started for {name}")})))
+        })
+    }
+    fn delete(&self, req: DeleteDeviceRequest) -> BoxFuture<OpResult> {
+        Box::pin(async move { Err(OpError(format!("Device {} not found", req.device_id))) })
+    }
+    fn start(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
+        Box::pin(async { Ok(Map::new()) })
+    }
+    fn stop(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
+        Box::pin(async { Err(OpError::new("container is not running")) })
+    }
+    fn restart(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
+        Box::pin(async { Ok(body(json!({"success": true, "correlation_id": "spoofed"}))) })
+    }
+    fn device_status(&self, req: DeviceRequest) -> BoxFuture<OpResult> {
+        Box::pin(async move {
+            Ok(body(
+                json!({"status": "not_found", "device_id": req.device_id, "message": "gone"}),
+            ))
+        })
+    }
+    fn run_command(&self, req: RunCommandRequest) -> BoxFuture<Result<Value, OpError>> {
+        Box::pin(async move {
+            match req.form {
+                contract::RunCommandForm::Legacy => Ok(json!([1, 2, 3])),
+                contract::RunCommandForm::Object => {
+                    Ok(json!({"status": "success", "http_response": {"status_code": 200}}))
+                }
+            }
+        })
+    }
+    fn consumption_device(&self, req: DeviceConsumptionRequest) -> BoxFuture<OpResult> {
+        Box::pin(async move {
+            Ok(body(
+                json!({"device_id": req.device_id, "memory": "512 MB", "cpu": "1.0 vCPU",
+                           "cpu_usage": [], "memory_usage": []}),
+            ))
+        })
+    }
+    fn delete_orchestrator(&self, _: BaseMessage) -> BoxFuture<OpResult> {
+        Box::pin(async {
+            Ok(body(json!({"status": "accepted", "message": "bye",
+                           "poll_device_id": "__orchestrator__"})))
+        })
+    }
+}
+
+fn app_with(runtime: Arc<dyn RuntimeOps>, interfaces: InterfaceCache) -> App {
+    App::new(Services {
+        agent_id: "agent-7".to_owned(),
+        started: Instant::now(),
+        interfaces,
+        runtime,
+    })
+}
+
+fn app(runtime: Arc<dyn RuntimeOps>) -> App {
+    app_with(runtime, InterfaceCache::new())
+}
+
+/// Dispatches and returns the single ack argument.
+async fn ack(app: &App, link: &Link, topic: &str, args: Vec<Value>) -> Value {
+    let mut out = app.dispatch(topic, &args, link).await;
+    assert_eq!(out.len(), 1, "one ack argument");
+    out.remove(0)
+}
+
+async fn next_emit(rx: &mut Receiver<OutboundForTest>) -> OutboundForTest {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv())
+        .await
+        .expect("an emit within 10 s")
+        .expect("link open")
+}
+
+fn keys(v: &Value) -> Vec<&str> {
+    v.as_object()
+        .expect("object")
+        .keys()
+        .map(String::as_str)
+        .collect()
+}
+
+#[tokio::test]
+async fn unknown_topic_gets_an_error_ack_with_the_correlation_id() {
+    let (link, _rx) = Link::for_test();
+    let out = ack(
+        &app(Arc::new(Unavailable)),
+        &link,
+        "make_coffee",
+        vec![json!({"correlation_id": 5})],
+    )
+    .await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"make_coffee","correlation_id":5,"status":"error","error":"Unknown topic: make_coffee"}"#
+    );
+}
+
+#[tokio::test]
+async fn non_object_argument_gets_an_error_ack_with_null_correlation_id() {
+    let (link, _rx) = Link::for_test();
+    let a = app(Arc::new(Unavailable));
+    let out = ack(&a, &link, "create_new_runtime", vec![json!("plc1")]).await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"create_new_runtime","correlation_id":null,"status":"error","error":"Invalid message: expected a JSON object, got a string"}"#
+    );
+    let out = ack(&a, &link, "delete_device", vec![]).await;
+    assert_eq!(
+        out["error"],
+        "Invalid message: expected one object, got 0 argument(s)"
+    );
+}
+
+#[tokio::test]
+async fn contract_errors_keep_the_prefix_name_the_field_and_echo_the_id() {
+    let (link, _rx) = Link::for_test();
+    let out = ack(
+        &app(Arc::new(Unavailable)),
+        &link,
+        "create_new_runtime",
+        vec![json!({"correlation_id": "abc", "container_name": "p", "vnic_configs": [{"name": "n"}]})],
+    )
+    .await;
+    assert_eq!(keys(&out), ["action", "correlation_id", "status", "error"]);
+    assert_eq!(
+        out["correlation_id"], "abc",
+        "echoed as received even when it is the bad field"
+    );
+    assert_eq!(
+        out["error"],
+        "Invalid field type: correlation_id: Value must be a number."
+    );
+    let out = ack(
+        &app(Arc::new(Unavailable)),
+        &link,
+        "create_new_runtime",
+        vec![json!({"correlation_id": 77, "container_name": "p", "vnic_configs": [{"name": "n"}]})],
+    )
+    .await;
+    assert_eq!(out["correlation_id"], 77);
+    assert_eq!(
+        out["error"],
+        "Missing required field: vnic_configs[0].parent_interface"
+    );
+}
+
+#[tokio::test]
+async fn runtime_topics_answer_not_available_after_validating() {
+    let (link, mut rx) = Link::for_test();
+    let a = app(Arc::new(Unavailable));
+    let vnic = json!({"name": "n", "parent_interface": "eth0", "network_mode": "dhcp"});
+    let cases = [
+        (
+            "create_new_runtime",
+            json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [vnic]}),
+        ),
+        (
+            "delete_device",
+            json!({"correlation_id": 1, "device_id": "p"}),
+        ),
+        (
+            "get_device_status",
+            json!({"correlation_id": 1, "device_id": "p"}),
+        ),
+        (
+            "run_command",
+            json!({"correlation_id": 1, "device_id": "p", "method": "GET", "api": "x"}),
+        ),
+    ];
+    for (topic, msg) in cases {
+        let out = ack(&a, &link, topic, vec![msg]).await;
+        assert_eq!(
+            out,
+            json!({"action": topic, "correlation_id": 1, "status": "error",
+                   "error": format!("{topic} is not available yet on this agent")})
+        );
+    }
+    let out = ack(
+        &a,
+        &link,
+        "delete_orchestrator",
+        vec![json!({"correlation_id": 2})],
+    )
+    .await;
+    assert_eq!(
+        out["error"],
+        "delete_orchestrator is not available yet on this agent"
+    );
+    let emitted = next_emit(&mut rx).await;
+    assert_eq!(emitted.name, "delete_orchestrator_response");
+    assert_eq!(emitted.payload, out);
+}
+
+#[tokio::test]
+async fn results_are_wrapped_with_action_and_correlation_id_first() {
+    let (link, _rx) = Link::for_test();
+    let a = app(Arc::new(Fake));
+    let vnic = json!({"name": "n", "parent_interface": "eth0", "network_mode": "dhcp"});
+    let out = ack(
+        &a,
+        &link,
+        "create_new_runtime",
+        vec![json!({"correlation_id": 42, "container_name": "plc1", "vnic_configs": [vnic]})],
+    )
+    .await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"create_new_runtime","correlation_id":42,"status":"creating","container_id":"plc1","message":"Container creation started for plc1"}"#
+    );
+    let out = ack(
+        &a,
+        &link,
+        "delete_device",
+        vec![json!({"correlation_id": 3, "device_id": "x"})],
+    )
+    .await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"delete_device","correlation_id":3,"status":"error","error":"Device x not found"}"#
+    );
+    let out = ack(
+        &a,
+        &link,
+        "get_device_status",
+        vec![json!({"correlation_id": 4, "device_id": "x"})],
+    )
+    .await;
+    assert_eq!(
+        keys(&out),
+        ["action", "correlation_id", "status", "device_id", "message"]
+    );
+}
+
+#[tokio::test]
+async fn power_topics_emit_and_ack_the_same_answer_in_upstream_key_order() {
+    let (link, mut rx) = Link::for_test();
+    let a = app(Arc::new(Fake));
+    let msg = json!({"correlation_id": 7, "device_id": "plc1", "action": "start_device",
+                     "requested_at": "2025-11-20T20:30:45"});
+
+    let out = ack(&a, &link, "start_device", vec![msg.clone()]).await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"start_device","success":true,"correlation_id":7}"#
+    );
+    let emitted = next_emit(&mut rx).await;
+    assert_eq!(
+        (emitted.name.as_str(), &emitted.payload),
+        ("start_device", &out)
+    );
+
+    let out = ack(&a, &link, "stop_device", vec![msg.clone()]).await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"stop_device","success":false,"correlation_id":7,"status":"error","error":"container is not running"}"#
+    );
+    assert_eq!(next_emit(&mut rx).await.name, "stop_device");
+
+    let out = ack(&a, &link, "restart_device", vec![msg]).await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"restart_device","success":true,"correlation_id":7}"#
+    );
+    assert_eq!(next_emit(&mut rx).await.payload, out);
+}
+
+#[tokio::test]
+async fn emit_topics_also_emit_their_validation_errors() {
+    let (link, mut rx) = Link::for_test();
+    let out = ack(
+        &app(Arc::new(Fake)),
+        &link,
+        "start_device",
+        vec![json!({"correlation_id": 8})],
+    )
+    .await;
+    assert_eq!(out["error"], "Missing required field: device_id");
+    let emitted = next_emit(&mut rx).await;
+    assert_eq!(
+        (emitted.name.as_str(), emitted.payload),
+        ("start_device", out)
+    );
+}
+
+#[tokio::test]
+async fn device_consumption_and_delete_orchestrator_emit_and_ack() {
+    let (link, mut rx) = Link::for_test();
+    let a = app(Arc::new(Fake));
+    let out = ack(
+        &a,
+        &link,
+        "get_consumption_device",
+        vec![json!({"correlation_id": 9, "device_id": "plc1", "cpuPeriod": "1h", "memoryPeriod": "1h"})],
+    )
+    .await;
+    assert_eq!(
+        keys(&out),
+        [
+            "action",
+            "correlation_id",
+            "device_id",
+            "memory",
+            "cpu",
+            "cpu_usage",
+            "memory_usage"
+        ]
+    );
+    let emitted = next_emit(&mut rx).await;
+    assert_eq!(
+        (emitted.name.as_str(), &emitted.payload),
+        ("get_consumption_device", &out)
+    );
+
+    let out = ack(
+        &a,
+        &link,
+        "delete_orchestrator",
+        vec![json!({"correlation_id": 10})],
+    )
+    .await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"delete_orchestrator","correlation_id":10,"status":"accepted","message":"bye","poll_device_id":"__orchestrator__"}"#
+    );
+    let emitted = next_emit(&mut rx).await;
+    assert_eq!(
+        (emitted.name.as_str(), &emitted.payload),
+        ("delete_orchestrator_response", &out)
+    );
+}
+
+#[tokio::test]
+async fn run_command_legacy_acks_the_answer_verbatim_and_object_form_is_wrapped() {
+    let (link, _rx) = Link::for_test();
+    let a = app(Arc::new(Fake));
+    let out = ack(
+        &a,
+        &link,
+        "run_command",
+        vec![json!("plc1"), json!({"method": "GET", "api": "x"})],
+    )
+    .await;
+    assert_eq!(out, json!([1, 2, 3]));
+    let out = ack(
+        &a,
+        &link,
+        "run_command",
+        vec![json!({"correlation_id": 11, "device_id": "plc1", "method": "GET", "api": "x"})],
+    )
+    .await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"run_command","correlation_id":11,"status":"success","http_response":{"status_code":200}}"#
+    );
+    let out = ack(
+        &a,
+        &link,
+        "run_command",
+        vec![json!("plc1"), json!({"api": "x"})],
+    )
+    .await;
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"run_command","correlation_id":null,"status":"error","error":"Missing required field: command.method"}"#
+    );
+}
+
+fn netmon(cache: &InterfaceCache, line: Value) {
+    cache.apply(decode_line(line.to_string().as_bytes()).expect("valid netmon line"));
+}
+
+fn iface(name: &str, addr: &str, subnet: &str) -> Value {
+    json!({"interface": name, "index": 2, "operstate": "UP", "gateway": "10.204.1.1",
+           "ipv4_addresses": [{"address": addr, "prefixlen": 24, "subnet": subnet, "network_address": "x"}]})
+}
+
+#[tokio::test]
+async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
+    let cache = InterfaceCache::new();
+    netmon(
+        &cache,
+        json!({"type": "network_discovery", "data": {"interfaces": [
+            iface("eth0", "10.204.1.5", "10.204.1.0/24"), iface("docker0", "172.17.0.1", "172.17.0.0/16")]}}),
+    );
+    let a = app_with(Arc::new(Unavailable), cache);
+    let now = timefmt_now();
+    {
+        let mut usage = a.host_usage().lock().unwrap();
+        usage.push(
+            now - 7200,
+            HostUsage {
+                cpu: 50,
+                memory: 100,
+            },
+        );
+        usage.push(
+            now - 60,
+            HostUsage {
+                cpu: 12,
+                memory: 2560,
+            },
+        );
+    }
+    let (link, _rx) = Link::for_test();
+    let out = ack(
+        &a,
+        &link,
+        "get_consumption_orchestrator",
+        vec![json!({"correlation_id": 12, "cpuPeriod": "1h", "memoryPeriod": "bogus"})],
+    )
+    .await;
+    assert_eq!(
+        keys(&out),
+        [
+            "action",
+            "correlation_id",
+            "ip_addresses",
+            "memory",
+            "cpu",
+            "os",
+            "kernel",
+            "disk",
+            "cpu_usage",
+            "memory_usage"
+        ]
+    );
+    assert_eq!(out["ip_addresses"], json!(["10.204.1.5"]));
+    assert_eq!(
+        out["cpu_usage"],
+        json!([{"timestamp": now - 60, "cpu": 12}])
+    );
+    // A bad period falls back to the last hour.
+    assert_eq!(
+        out["memory_usage"],
+        json!([{"timestamp": now - 60, "memory": 2560}])
+    );
+    assert!(out["memory"].as_u64().unwrap() > 0);
+    assert!(out["cpu"].as_u64().unwrap() > 0);
+    assert!(out["os"].as_str().unwrap().starts_with("Linux "));
+    assert!(out["disk"].is_u64());
+
+    let out = ack(
+        &a,
+        &link,
+        "get_consumption_orchestrator",
+        vec![json!({"correlation_id": 12, "cpuPeriod": "3h", "memoryPeriod": format!("{},{}", now - 8000, now - 7000)})],
+    )
+    .await;
+    assert_eq!(out["cpu_usage"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        out["memory_usage"],
+        json!([{"timestamp": now - 7200, "memory": 100}])
+    );
+}
+
+fn timefmt_now() -> i64 {
+    crate::timefmt::now_unix()
+}
+
+#[tokio::test]
+async fn host_interfaces_come_from_the_netmon_cache() {
+    let (link, _rx) = Link::for_test();
+    let cache = InterfaceCache::new();
+    let a = app_with(Arc::new(Unavailable), cache.clone());
+    let out = ack(
+        &a,
+        &link,
+        "get_host_interfaces",
+        vec![json!({"correlation_id": 13})],
+    )
+    .await;
+    assert_eq!(out["status"], "error");
+    assert_eq!(
+        out["error"],
+        "No host interfaces known: the network monitor is not connected"
+    );
+
+    netmon(
+        &cache,
+        json!({"type": "network_discovery", "data": {"interfaces": [
+            iface("wlan0", "10.204.2.5", "10.204.2.0/24"),
+            iface("eth0", "10.204.1.5", "10.204.1.0/24"),
+            iface("br-abc", "172.18.0.1", "172.18.0.0/16")]}}),
+    );
+    assert!(matches!(decode_line(b"{}").unwrap(), NetmonEvent::Ignored));
+    let out = ack(
+        &a,
+        &link,
+        "get_host_interfaces",
+        vec![json!({"correlation_id": 13, "detailed": false})],
+    )
+    .await;
+    assert_eq!(
+        out,
+        json!({"action": "get_host_interfaces", "correlation_id": 13, "status": "success", "interfaces": [
+            {"name": "eth0", "ip_address": "10.204.1.5", "ipv4_addresses": ["10.204.1.5"], "mac_address": null,
+             "subnet": "10.204.1.0/24", "gateway": "10.204.1.1"},
+            {"name": "wlan0", "ip_address": "10.204.2.5", "ipv4_addresses": ["10.204.2.5"], "mac_address": null,
+             "subnet": "10.204.2.0/24", "gateway": "10.204.1.1"}
+        ]})
+    );
+    let out = ack(
+        &a,
+        &link,
+        "get_host_interfaces",
+        vec![json!({"correlation_id": 13, "include_virtual": true})],
+    )
+    .await;
+    let names: Vec<&str> = out["interfaces"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["br-abc", "eth0", "wlan0"]);
+    assert_eq!(out["interfaces"][1]["addresses"][0]["prefixlen"], 24);
+}
+
+#[tokio::test]
+async fn heartbeat_is_emitted_at_once_with_upstream_keys_in_order() {
+    let (link, mut rx) = Link::for_test();
+    let a = app(Arc::new(Unavailable));
+    let beat = tokio::spawn(a.on_connect(link));
+    let first = next_emit(&mut rx).await;
+    beat.abort();
+    assert_eq!(first.name, "heartbeat");
+    let p = &first.payload;
+    assert_eq!(
+        keys(p),
+        [
+            "agent_id",
+            "cpu_usage",
+            "memory_usage",
+            "memory_total",
+            "disk_usage",
+            "disk_total",
+            "uptime",
+            "status",
+            "timestamp"
+        ]
+    );
+    assert_eq!(p["agent_id"], "agent-7");
+    assert_eq!(p["status"], "active");
+    for key in [
+        "cpu_usage",
+        "memory_usage",
+        "memory_total",
+        "disk_usage",
+        "disk_total",
+    ] {
+        let x = p[key]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{key} is a float"));
+        assert_eq!((x * 10.0).round() / 10.0, x, "{key} has one decimal");
+    }
+    assert!(p["memory_total"].as_f64().unwrap() > 0.0);
+    assert!(p["uptime"].is_u64());
+    let ts = p["timestamp"].as_str().unwrap();
+    assert!(ts.ends_with('Z') && crate::timefmt::is_iso8601(ts), "{ts}");
+    assert_eq!(
+        a.host_usage().lock().unwrap().len(),
+        1,
+        "one usage sample per heartbeat"
+    );
+}
+
+#[test]
+fn validate_knows_every_topic_and_nothing_else() {
+    let names: Vec<&str> = topic_names().collect();
+    for t in [
+        "create_new_runtime",
+        "delete_device",
+        "delete_orchestrator",
+        "run_command",
+        "get_consumption_device",
+        "get_consumption_orchestrator",
+        "start_device",
+        "stop_device",
+        "restart_device",
+        "get_device_status",
+        "get_host_interfaces",
+    ] {
+        assert!(names.contains(&t), "{t}");
+    }
+    let r = validate("heartbeat", &[json!({"correlation_id": 1})]).unwrap_err();
+    assert_eq!(r.correlation_id, json!(1));
+    assert_eq!(r.error.to_string(), "Unknown topic: heartbeat");
+    assert!(matches!(
+        validate(
+            "get_device_status",
+            &[json!({"correlation_id": 1, "device_id": "d"})]
+        ),
+        Ok(Request::DeviceStatus(_))
+    ));
+}
