@@ -368,6 +368,10 @@ async fn read_body(
             what: what.to_owned(),
             after: timeout,
         }),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Error::Decode {
+            what: what.to_owned(),
+            reason: format!("answer larger than {limit} bytes"),
+        }),
         Ok(Err(e)) => Err(Error::Transport {
             what: what.to_owned(),
             source: e,
@@ -517,6 +521,14 @@ mod tests {
             let e = DockerConfig::from_host(bad).unwrap_err();
             assert!(matches!(e, Error::InvalidHost { .. }), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn client_is_built_without_a_runtime_or_an_engine() {
+        let d = Docker::new(DockerConfig::unix("/nonexistent/docker.sock"));
+        assert_eq!(d.negotiated_version(), None);
+        assert_eq!(d.socket(), Path::new("/nonexistent/docker.sock"));
+        assert!(d.inner.base.starts_with("unix://2f6e6f6e"));
     }
 
     #[test]
