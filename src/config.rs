@@ -1,1 +1,204 @@
-//! TODO(owner): config
+//! The command line of `orchestrator-agent` (spec §3), with environment fallbacks.
+//!
+//! This module owns flag names, defaults and their documentation, nothing else: it does not read
+//! files or touch the network. Flag names are fixed (deployment scripts use them).
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+use crate::cloud::LinkConfig;
+
+/// Default cloud.
+pub const DEFAULT_SERVER: &str = "https://api.getedge.me";
+/// Default shared state directory (the volume shared with the Python agent's layout).
+pub const DEFAULT_STATE_DIR: &str = "/var/orchestrator";
+/// Default Docker engine address when `DOCKER_HOST` is not set.
+pub const DEFAULT_DOCKER_HOST: &str = "unix:///var/run/docker.sock";
+/// Default OpenPLC runtime image.
+pub const DEFAULT_RUNTIME_IMAGE: &str = "ghcr.io/autonomy-logic/openplc-runtime:latest";
+
+/// Edge agent: keeps a mutual-TLS Socket.IO link to the cloud and runs the OpenPLC runtime
+/// containers it commands on the local Docker engine.
+///
+/// Every flag can also be given through the environment variable shown with it; a flag on the
+/// command line wins over the environment.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "orchestrator-agent", version, about, long_about = None)]
+pub struct Config {
+    /// The cloud to connect to: https://host[:port]. The link uses
+    /// wss://host[:port]/socket.io/ (Engine.IO v4, WebSocket only) with mutual TLS; plain http is
+    /// refused.
+    #[arg(long, value_name = "URL", env = "ORCHESTRATOR_SERVER", default_value = DEFAULT_SERVER)]
+    pub server: String,
+
+    /// Extra trusted root certificates (PEM, one or more) for verifying the server, added to the
+    /// bundled web roots.
+    #[arg(long, value_name = "PEM", env = "ORCHESTRATOR_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+
+    /// Directory holding the agent's client certificate (client.crt) and key (client.key). The
+    /// agent id is the certificate's subject CN. The agent waits for these files if they do not
+    /// exist yet. A leading ~/ means $HOME.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "ORCHESTRATOR_MTLS_DIR",
+        default_value = "~/.mtls"
+    )]
+    pub mtls_dir: PathBuf,
+
+    /// State directory: runtime_vnics.json, data/clients.json, netmon.sock and logs/.
+    #[arg(long, value_name = "DIR", env = "ORCHESTRATOR_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// Docker engine address (unix:///path/to/docker.sock).
+    #[arg(long, value_name = "URL", env = "DOCKER_HOST", default_value = DEFAULT_DOCKER_HOST)]
+    pub docker_host: String,
+
+    /// Image of the OpenPLC runtime containers (always pulled with a tag).
+    #[arg(long, value_name = "REF", env = "ORCHESTRATOR_RUNTIME_IMAGE", default_value = DEFAULT_RUNTIME_IMAGE)]
+    pub runtime_image: String,
+
+    /// Log level (error, warn, info, debug, trace; WARNING and CRITICAL are accepted too). It is the
+    /// default of the filter; RUST_LOG directives (e.g. orchestrator_agent::cloud=debug) refine it
+    /// per module. [default: info]
+    #[arg(long, value_name = "LEVEL", env = "ORCHESTRATOR_LOG_LEVEL")]
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// The mTLS directory with a leading `~/` expanded from `$HOME`.
+    pub fn mtls_dir(&self) -> PathBuf {
+        expand_home(
+            &self.mtls_dir,
+            std::env::var_os("HOME").map(PathBuf::from).as_deref(),
+        )
+    }
+
+    /// `<state-dir>/logs`.
+    pub fn log_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    /// What the cloud link needs.
+    pub fn link(&self) -> LinkConfig {
+        LinkConfig {
+            server: self.server.clone(),
+            ca_file: self.ca_file.clone(),
+            mtls_dir: self.mtls_dir(),
+        }
+    }
+}
+
+/// Expands a leading `~` / `~/` with `home` (left as is when there is no home).
+pub fn expand_home(path: &Path, home: Option<&Path>) -> PathBuf {
+    let Some(home) = home else {
+        return path.to_owned();
+    };
+    match path.strip_prefix("~") {
+        Ok(rest) => home.join(rest),
+        Err(_) => path.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let c = Config::try_parse_from(["orchestrator-agent"]).expect("parse");
+        // The environment of the test process may set DOCKER_HOST or ORCHESTRATOR_*: only check
+        // the values no variable overrides.
+        if std::env::var_os("ORCHESTRATOR_SERVER").is_none() {
+            assert_eq!(c.server, "https://api.getedge.me");
+        }
+        if std::env::var_os("ORCHESTRATOR_STATE_DIR").is_none() {
+            assert_eq!(c.state_dir, Path::new("/var/orchestrator"));
+            assert_eq!(c.log_dir(), Path::new("/var/orchestrator/logs"));
+        }
+        if std::env::var_os("DOCKER_HOST").is_none() {
+            assert_eq!(c.docker_host, "unix:///var/run/docker.sock");
+        }
+        if std::env::var_os("ORCHESTRATOR_RUNTIME_IMAGE").is_none() {
+            assert_eq!(
+                c.runtime_image,
+                "ghcr.io/autonomy-logic/openplc-runtime:latest"
+            );
+        }
+        if std::env::var_os("ORCHESTRATOR_MTLS_DIR").is_none() {
+            assert_eq!(c.mtls_dir, Path::new("~/.mtls"));
+        }
+    }
+
+    #[test]
+    fn flags_override_defaults() {
+        let c = Config::try_parse_from([
+            "orchestrator-agent",
+            "--server",
+            "https://localhost:8443",
+            "--ca-file",
+            "/tmp/ca.pem",
+            "--mtls-dir",
+            "/etc/mtls",
+            "--state-dir",
+            "/tmp/state",
+            "--docker-host",
+            "unix:///tmp/d.sock",
+            "--runtime-image",
+            "img:1",
+            "--log-level",
+            "debug",
+        ])
+        .expect("parse");
+        assert_eq!(c.server, "https://localhost:8443");
+        assert_eq!(c.ca_file.as_deref(), Some(Path::new("/tmp/ca.pem")));
+        assert_eq!(c.mtls_dir(), Path::new("/etc/mtls"));
+        assert_eq!(c.state_dir, Path::new("/tmp/state"));
+        assert_eq!(c.docker_host, "unix:///tmp/d.sock");
+        assert_eq!(c.runtime_image, "img:1");
+        assert_eq!(c.log_level.as_deref(), Some("debug"));
+        let link = c.link();
+        assert_eq!(link.mtls_dir, Path::new("/etc/mtls"));
+    }
+
+    #[test]
+    fn home_is_expanded_only_at_the_start() {
+        let home = Path::new("/home/pi");
+        assert_eq!(
+            expand_home(Path::new("~/.mtls"), Some(home)),
+            Path::new("/home/pi/.mtls")
+        );
+        assert_eq!(
+            expand_home(Path::new("~"), Some(home)),
+            Path::new("/home/pi")
+        );
+        assert_eq!(
+            expand_home(Path::new("/x/~/y"), Some(home)),
+            Path::new("/x/~/y")
+        );
+        assert_eq!(
+            expand_home(Path::new("~/.mtls"), None),
+            Path::new("~/.mtls")
+        );
+    }
+
+    #[test]
+    fn help_documents_every_flag() {
+        let help = Config::command().render_long_help().to_string();
+        for flag in [
+            "--server",
+            "--ca-file",
+            "--mtls-dir",
+            "--state-dir",
+            "--docker-host",
+            "--runtime-image",
+            "--log-level",
+        ] {
+            assert!(help.contains(flag), "{flag} missing from --help");
+        }
+        Config::command().debug_assert();
+    }
+}

@@ -5,11 +5,32 @@
 //! task; what the handler returns is sent back as the ack when the server asked for one. The
 //! handler's [`Handler::on_connect`] future runs once per established connection (the heartbeat)
 //! and is dropped when that connection ends, so exactly one such loop exists per connection.
+//!
+//! Submodules: [`packet`] (pure wire codec), [`backoff`] (pure delay arithmetic), [`identity`]
+//! (client certificate, key, agent id), [`tls`] (endpoint URL, rustls config, failure
+//! classification), `session` (one connection) and `reconnect` (the forever loop, [`run`]).
+//! The link never exits because the cloud, the certificate or anything else is missing: only a
+//! malformed `--server` URL (which no retry can fix) or the shutdown signal end [`run`].
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use serde_json::Value;
+
+pub mod backoff;
+pub mod identity;
+pub mod packet;
+mod reconnect;
+mod session;
+pub mod tls;
+
+pub use reconnect::run;
+
+/// Inbound WebSocket messages larger than this are refused (answered with an error ack when they
+/// are events asking for one).
+pub const MAX_INBOUND_MESSAGE: usize = 1 << 20;
 
 /// A boxed, sendable future, as the [`Handler`] methods return.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -26,10 +47,22 @@ pub trait Handler: Send + Sync + 'static {
     fn on_connect(&self, link: Link) -> BoxFuture<()>;
 }
 
+/// Where and as whom the link connects (from the command line).
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// `--server`: `https://host[:port]`.
+    pub server: String,
+    /// `--ca-file`: extra trusted roots (PEM), added to the bundled web roots.
+    pub ca_file: Option<PathBuf>,
+    /// `--mtls-dir`: holds `client.crt` and `client.key`.
+    pub mtls_dir: PathBuf,
+}
+
 /// A cheap, cloneable handle for emitting events on the current connection.
 #[derive(Clone, Debug)]
 pub struct Link {
     tx: tokio::sync::mpsc::Sender<Outbound>,
+    agent_id: Arc<str>,
 }
 
 /// The connection the [`Link`] belonged to is gone.
@@ -42,13 +75,34 @@ pub struct LinkClosed;
 pub(crate) enum Outbound {
     /// `42["event", payload]`
     Event { name: String, payload: Value },
+    /// `43<id>[...args]`
+    Ack { id: u64, args: Vec<Value> },
 }
 
 impl Link {
+    pub(crate) fn new(tx: tokio::sync::mpsc::Sender<Outbound>, agent_id: Arc<str>) -> Self {
+        Self { tx, agent_id }
+    }
+
     /// Emits `event` with one argument. Fails only when the connection is gone.
     pub async fn emit(&self, event: &str, payload: Value) -> Result<(), LinkClosed> {
         self.tx
-            .send(Outbound::Event { name: event.to_owned(), payload })
+            .send(Outbound::Event {
+                name: event.to_owned(),
+                payload,
+            })
+            .await
+            .map_err(|_| LinkClosed)
+    }
+
+    /// The agent id (client certificate CN) this connection authenticated with.
+    pub fn agent_id(&self) -> &str {
+        &self.agent_id
+    }
+
+    pub(crate) async fn ack(&self, id: u64, args: Vec<Value>) -> Result<(), LinkClosed> {
+        self.tx
+            .send(Outbound::Ack { id, args })
             .await
             .map_err(|_| LinkClosed)
     }
@@ -58,13 +112,22 @@ impl Link {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Outbound>(64);
         let (ttx, trx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
-            while let Some(Outbound::Event { name, payload }) = rx.recv().await {
+            while let Some(out) = rx.recv().await {
+                let Outbound::Event { name, payload } = out else {
+                    continue;
+                };
                 if ttx.send(OutboundForTest { name, payload }).await.is_err() {
                     break;
                 }
             }
         });
-        (Self { tx }, trx)
+        (
+            Self {
+                tx,
+                agent_id: Arc::from("test-agent"),
+            },
+            trx,
+        )
     }
 }
 
@@ -73,4 +136,81 @@ impl Link {
 pub struct OutboundForTest {
     pub name: String,
     pub payload: Value,
+}
+
+/// Everything that can stop one connection attempt. Only [`Error::BadServerUrl`] is permanent.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid --server URL {url:?}: {reason}")]
+    BadServerUrl { url: String, reason: String },
+    #[error("client identity file {} does not exist (yet): the agent waits for it", path.display())]
+    IdentityMissing { path: PathBuf },
+    #[error("cannot read client identity file {}: {source}", path.display())]
+    IdentityUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("client certificate {} is unusable: {reason}", path.display())]
+    BadCertificate { path: PathBuf, reason: String },
+    #[error("client key {} is unusable: {reason}", path.display())]
+    BadKey { path: PathBuf, reason: String },
+    #[error("cannot read --ca-file {}: {source}", path.display())]
+    CaFileUnreadable {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("--ca-file {} is unusable: {reason}", path.display())]
+    BadCaFile { path: PathBuf, reason: String },
+    #[error("TLS configuration: {0}")]
+    Tls(String),
+    #[error("cannot reach {addr}: {reason}")]
+    Unreachable { addr: String, reason: String },
+    #[error(
+        "the server certificate of {host} is not trusted (unknown issuer: it chains neither to the \
+         bundled web roots nor to --ca-file): {detail}"
+    )]
+    ServerUntrusted { host: String, detail: String },
+    #[error("the server certificate is not valid for the host name {host}: {detail}")]
+    HostnameMismatch { host: String, detail: String },
+    #[error(
+        "the server certificate of {host} is expired or not yet valid (check the device clock): {detail}"
+    )]
+    ServerCertTime { host: String, detail: String },
+    #[error("the server refused our client certificate (CN={agent_id}): {detail}")]
+    ClientCertRefused { agent_id: String, detail: String },
+    #[error("TLS handshake with {host} failed: {detail}")]
+    Handshake { host: String, detail: String },
+    #[error("the server refused the WebSocket upgrade: HTTP {status}")]
+    UpgradeRefused { status: u16 },
+    #[error("WebSocket error: {0}")]
+    WebSocket(String),
+    #[error("the server refused the namespace connect (CONNECT_ERROR): {0}")]
+    ConnectRefused(String),
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    #[error("timed out after {secs} s while {during}")]
+    Timeout { during: &'static str, secs: u64 },
+}
+
+impl Error {
+    /// No retry can fix this (a malformed `--server` URL).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, Self::BadServerUrl { .. })
+    }
+
+    /// The client certificate or key file does not exist yet.
+    pub fn is_identity_missing(&self) -> bool {
+        matches!(self, Self::IdentityMissing { .. })
+    }
+
+    /// The TLS peer verification failed on either side.
+    pub fn is_tls_verification(&self) -> bool {
+        matches!(
+            self,
+            Self::ServerUntrusted { .. }
+                | Self::HostnameMismatch { .. }
+                | Self::ServerCertTime { .. }
+                | Self::ClientCertRefused { .. }
+        )
+    }
 }

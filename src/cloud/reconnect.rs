@@ -1,0 +1,130 @@
+//! The forever loop: load the identity, connect, run the session, back off, repeat.
+//!
+//! Nothing here gives up: a missing certificate, an unreachable or misconfigured cloud and TLS
+//! failures are logged and retried. A failure is logged clearly the first time (WARN); the same
+//! failure repeating is logged at DEBUG with a WARN reminder every few minutes, so an agent
+//! waiting days for its certificate does not wear out the SD card.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tracing::{debug, info, warn};
+
+use super::backoff::{Backoff, random_unit};
+use super::session::{Connected, SessionEnd, run_session};
+use super::tls::Endpoint;
+use super::{Error, Handler, LinkConfig, identity, tls};
+
+/// A repeated failure is logged at WARN again after this long.
+const REMIND_EVERY: Duration = Duration::from_secs(300);
+
+/// Runs the cloud link until `shutdown` completes. Returns an error only for a malformed
+/// `--server` URL; everything else is retried forever.
+pub async fn run<F>(config: LinkConfig, handler: Arc<dyn Handler>, shutdown: F) -> Result<(), Error>
+where
+    F: Future<Output = ()>,
+{
+    let endpoint = Endpoint::parse(&config.server)?;
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut backoff = Backoff::new();
+    let mut reporter = Reporter::default();
+    let mut warned_key_mode = false;
+    info!(url = %endpoint.ws_url, "cloud link starting: {}", endpoint.ws_url);
+    loop {
+        let mut connected: Option<Connected> = None;
+        let attempt = async {
+            let identity = identity::load(&config.mtls_dir).await?;
+            if let (Some(mode), false) = (identity.key_mode_too_open, warned_key_mode) {
+                warned_key_mode = true;
+                warn!(
+                    "the client key {} is readable by group or others (mode {mode:o}); it should be 0600",
+                    identity.key_path.display()
+                );
+            }
+            let extra_roots = match &config.ca_file {
+                Some(path) => identity::load_ca_file(path).await?,
+                None => Vec::new(),
+            };
+            let tls_config = tls::client_config(&identity, &extra_roots)?;
+            run_session(
+                &endpoint,
+                &identity,
+                tls_config,
+                &handler,
+                &mut shutdown,
+                &mut connected,
+            )
+            .await
+        };
+        let outcome = attempt.await;
+        match outcome {
+            Ok(SessionEnd::Shutdown) => {
+                info!("cloud link stopped");
+                return Ok(());
+            }
+            Ok(SessionEnd::Lost { reason }) => {
+                let lasted = connected.map_or(Duration::ZERO, |c| c.since.elapsed());
+                backoff.connection_ended(true, lasted);
+                reporter.clear();
+                let delay = backoff.next_delay(random_unit());
+                warn!(
+                    "disconnected from {}: {reason}; retrying in {:.1} s",
+                    endpoint.ws_url,
+                    delay.as_secs_f64()
+                );
+                if sleep_or_shutdown(delay, &mut shutdown).await {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let delay = backoff.next_delay(random_unit());
+                reporter.report(&e, &endpoint, delay);
+                if sleep_or_shutdown(delay, &mut shutdown).await {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+/// Sleeps `delay`; true when shutdown came first.
+async fn sleep_or_shutdown<F: Future<Output = ()>>(
+    delay: Duration,
+    shutdown: &mut std::pin::Pin<&mut F>,
+) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        () = shutdown.as_mut() => { info!("cloud link stopped"); true }
+    }
+}
+
+/// Rate-limits repeated identical failures.
+#[derive(Default)]
+struct Reporter {
+    last: Option<(String, Instant)>,
+}
+
+impl Reporter {
+    fn report(&mut self, e: &Error, endpoint: &Endpoint, delay: Duration) {
+        let text = e.to_string();
+        let repeat =
+            matches!(&self.last, Some((prev, at)) if *prev == text && at.elapsed() < REMIND_EVERY);
+        let line = format!(
+            "cannot connect to {}: {text}; retrying in {:.1} s",
+            endpoint.ws_url,
+            delay.as_secs_f64()
+        );
+        if repeat {
+            debug!("{line}");
+        } else {
+            warn!("{line} (repeats of this failure are logged at DEBUG)");
+            self.last = Some((text, Instant::now()));
+        }
+    }
+
+    fn clear(&mut self) {
+        self.last = None;
+    }
+}

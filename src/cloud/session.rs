@@ -1,0 +1,625 @@
+//! One connection: TCP, TLS, WebSocket upgrade, Engine.IO open, namespace connect, then the reader
+//! loop until the link dies or shutdown is asked.
+//!
+//! The reader never awaits a handler or a full queue: events run in their own tasks, pongs go
+//! through a dedicated queue the writer serves first. One writer task owns the WebSocket sink; the
+//! [`Link`] handed to the handler feeds it and fails with `LinkClosed` once the connection is gone.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::{Instant, timeout};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tracing::{debug, error, info, warn};
+
+use super::identity::Identity;
+use super::packet::{self, DEFAULT_NSP, EioPacket, SioPacket};
+use super::tls::{self, Endpoint, TlsFailure};
+use super::{Error, Handler, Link, MAX_INBOUND_MESSAGE, Outbound};
+
+type Ws = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// Each connection step (TCP, TLS, upgrade, open, namespace connect) must finish within this.
+const STEP_TIMEOUT: Duration = Duration::from_secs(10);
+/// A single WebSocket write must finish within this, or the connection is considered dead.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a graceful close may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Messages between [`MAX_INBOUND_MESSAGE`] and this are read and refused with an answer; larger
+/// ones make the WebSocket layer drop the connection (it cannot skip them).
+const HARD_INBOUND_LIMIT: usize = 2 * MAX_INBOUND_MESSAGE;
+/// Capacity of the Link's queue.
+const OUT_QUEUE: usize = 64;
+
+/// How a connection that reached namespace connect ended.
+#[derive(Debug)]
+pub(crate) enum SessionEnd {
+    /// Shutdown was asked; `41` and a close frame were sent.
+    Shutdown,
+    /// The connection was lost; `reason` is for the log line.
+    Lost { reason: String },
+}
+
+/// What a successful connect yields besides the session end.
+pub(crate) struct Connected {
+    pub(crate) since: Instant,
+}
+
+/// Connects and runs one session to its end. `on_connected` is called once namespace `/` is
+/// connected (for the transition log and backoff bookkeeping).
+pub(crate) async fn run_session<F>(
+    endpoint: &Endpoint,
+    identity: &Identity,
+    config: Arc<rustls::ClientConfig>,
+    handler: &Arc<dyn Handler>,
+    shutdown: &mut Pin<&mut F>,
+    connected: &mut Option<Connected>,
+) -> Result<SessionEnd, Error>
+where
+    F: Future<Output = ()>,
+{
+    let (mut ws, open) = tokio::select! {
+        r = open(endpoint, identity, config) => r?,
+        () = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
+    };
+    let ping_window =
+        Duration::from_millis(open.ping_interval_ms.saturating_add(open.ping_timeout_ms));
+    let mut deadline = Instant::now() + ping_window;
+
+    // Namespace connect. The server may ping before answering; answer those inline (the writer
+    // does not exist yet).
+    send_text(
+        &mut ws,
+        packet::encode_eio(&EioPacket::Message(packet::encode_sio(
+            &SioPacket::Connect {
+                nsp: DEFAULT_NSP.into(),
+                data: None,
+            },
+        ))),
+    )
+    .await?;
+    let ns_deadline = Instant::now() + STEP_TIMEOUT;
+    let sid = loop {
+        let msg = tokio::select! {
+            m = ws.next() => m,
+            () = tokio::time::sleep_until(ns_deadline) => {
+                return Err(Error::Timeout { during: "waiting for the namespace connect reply", secs: STEP_TIMEOUT.as_secs() });
+            }
+            () = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
+        };
+        let text = match msg {
+            None => {
+                return Err(Error::WebSocket(
+                    "the server closed the connection before the namespace connect".into(),
+                ));
+            }
+            Some(Err(e)) => return Err(Error::WebSocket(e.to_string())),
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Close(frame))) => {
+                return Err(Error::WebSocket(format!(
+                    "the server closed the WebSocket during connect: {frame:?}"
+                )));
+            }
+            Some(Ok(_)) => continue,
+        };
+        match packet::decode_eio(text.as_str()) {
+            Ok(EioPacket::Ping(p)) => {
+                deadline = Instant::now() + ping_window;
+                send_text(&mut ws, packet::encode_eio(&EioPacket::Pong(p))).await?;
+            }
+            Ok(EioPacket::Message(m)) => match packet::decode_sio(&m) {
+                Ok(SioPacket::Connect { nsp, data }) if nsp == DEFAULT_NSP => {
+                    break data
+                        .as_ref()
+                        .and_then(|d| d.get("sid"))
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_owned();
+                }
+                Ok(SioPacket::ConnectError { data, .. }) => {
+                    let msg = data
+                        .get("message")
+                        .and_then(Value::as_str)
+                        .map_or_else(|| data.to_string(), str::to_owned);
+                    return Err(Error::ConnectRefused(msg));
+                }
+                Ok(other) => debug!(
+                    kind = other.kind(),
+                    "cloud: ignoring a packet before the namespace connect"
+                ),
+                Err(e) => {
+                    return Err(Error::Protocol(format!(
+                        "malformed Socket.IO packet during connect: {e}"
+                    )));
+                }
+            },
+            Ok(EioPacket::Close) => {
+                return Err(Error::WebSocket(
+                    "the server closed the Engine.IO session during connect".into(),
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Error::Protocol(format!(
+                    "malformed Engine.IO packet during connect: {e}"
+                )));
+            }
+        }
+    };
+
+    let since = Instant::now();
+    *connected = Some(Connected { since });
+    info!(
+        agent_id = %identity.agent_id,
+        url = %endpoint.ws_url,
+        sid = %sid,
+        "connected as {} to {} (ping every {} ms, timeout {} ms)",
+        identity.agent_id, endpoint.ws_url, open.ping_interval_ms, open.ping_timeout_ms
+    );
+
+    let (sink, mut stream) = ws.split();
+    let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUT_QUEUE);
+    let (ctl_tx, ctl_rx) = mpsc::channel::<Control>(8);
+    let mut writer = tokio::spawn(writer(sink, out_rx, ctl_rx));
+    let link = Link::new(out_tx, Arc::from(identity.agent_id.as_str()));
+    let heartbeat = tokio::spawn(handler.on_connect(link.clone()));
+    // Aborts the per-connection tasks however this function ends.
+    let _guard = AbortOnDrop(vec![heartbeat.abort_handle(), writer.abort_handle()]);
+
+    let end = loop {
+        let msg = tokio::select! {
+            biased;
+            () = shutdown.as_mut() => {
+                let _ = ctl_tx.try_send(Control::Close);
+                let _ = timeout(CLOSE_TIMEOUT, &mut writer).await;
+                break SessionEnd::Shutdown;
+            }
+            () = tokio::time::sleep_until(deadline) => break SessionEnd::Lost {
+                reason: format!(
+                    "no ping from the server for {:.1} s (pingInterval + pingTimeout): the link is dead",
+                    ping_window.as_secs_f64()
+                ),
+            },
+            r = &mut writer => break SessionEnd::Lost {
+                reason: match r {
+                    Ok(reason) => reason,
+                    Err(e) => format!("the writer task ended: {e}"),
+                },
+            },
+            m = stream.next() => m,
+        };
+        let text = match msg {
+            None => {
+                break SessionEnd::Lost {
+                    reason: "the server closed the connection".into(),
+                };
+            }
+            Some(Err(e)) => {
+                break SessionEnd::Lost {
+                    reason: describe_ws_error(&e),
+                };
+            }
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(Message::Binary(b))) => {
+                warn!(
+                    bytes = b.len(),
+                    "cloud: refused a binary WebSocket frame: binary packets are not supported"
+                );
+                continue;
+            }
+            Some(Ok(Message::Close(frame))) => {
+                break SessionEnd::Lost {
+                    reason: format!(
+                        "the server closed the WebSocket ({})",
+                        close_reason(frame.as_ref())
+                    ),
+                };
+            }
+            Some(Ok(_)) => continue, // WebSocket ping/pong frames: tungstenite answers pings itself.
+        };
+        if text.len() > MAX_INBOUND_MESSAGE {
+            refuse_oversized(text.as_str(), &link);
+            continue;
+        }
+        match packet::decode_eio(text.as_str()) {
+            Ok(EioPacket::Ping(p)) => {
+                deadline = Instant::now() + ping_window;
+                // A full control queue already holds pongs: one more would add nothing.
+                let _ = ctl_tx.try_send(Control::Text(packet::encode_eio(&EioPacket::Pong(p))));
+            }
+            Ok(EioPacket::Message(m)) => {
+                if let Some(end) = on_message(&m, handler, &link) {
+                    break end;
+                }
+            }
+            Ok(EioPacket::Close) => {
+                break SessionEnd::Lost {
+                    reason: "the server closed the Engine.IO session".into(),
+                };
+            }
+            Ok(EioPacket::Noop | EioPacket::Pong(_)) => {}
+            Ok(EioPacket::Open(_) | EioPacket::Upgrade) => {
+                debug!("cloud: ignoring an unexpected Engine.IO open/upgrade packet")
+            }
+            Err(e) => warn!("cloud: ignoring a malformed Engine.IO packet: {e}"),
+        }
+    };
+    Ok(end)
+}
+
+/// TCP, TLS and the WebSocket upgrade, then the Engine.IO open packet.
+async fn open(
+    endpoint: &Endpoint,
+    identity: &Identity,
+    config: Arc<rustls::ClientConfig>,
+) -> Result<(Ws, packet::OpenInfo), Error> {
+    let addr = format!("{}:{}", endpoint.host, endpoint.port);
+    let tcp = timeout(
+        STEP_TIMEOUT,
+        TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        during: "connecting over TCP",
+        secs: STEP_TIMEOUT.as_secs(),
+    })?
+    .map_err(|e| Error::Unreachable {
+        addr: addr.clone(),
+        reason: e.to_string(),
+    })?;
+    let _ = tcp.set_nodelay(true);
+
+    let server_name = endpoint.server_name()?;
+    let tls = timeout(
+        STEP_TIMEOUT,
+        tokio_rustls::TlsConnector::from(config).connect(server_name, tcp),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        during: "the TLS handshake",
+        secs: STEP_TIMEOUT.as_secs(),
+    })?
+    .map_err(|e| tls_error(&e, false, endpoint, identity))?;
+
+    let ws_config = WebSocketConfig::default()
+        .max_message_size(Some(HARD_INBOUND_LIMIT))
+        .max_frame_size(Some(HARD_INBOUND_LIMIT))
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(0);
+    let (mut ws, _response) = timeout(
+        STEP_TIMEOUT,
+        tokio_tungstenite::client_async_with_config(endpoint.ws_url.as_str(), tls, Some(ws_config)),
+    )
+    .await
+    .map_err(|_| Error::Timeout {
+        during: "the WebSocket upgrade",
+        secs: STEP_TIMEOUT.as_secs(),
+    })?
+    .map_err(|e| match e {
+        tungstenite::Error::Io(io) => tls_error(&io, true, endpoint, identity),
+        tungstenite::Error::Tls(t) => Error::Handshake {
+            host: endpoint.host.clone(),
+            detail: t.to_string(),
+        },
+        tungstenite::Error::Http(resp) => Error::UpgradeRefused {
+            status: resp.status().as_u16(),
+        },
+        other => Error::WebSocket(format!("the WebSocket upgrade failed: {other}")),
+    })?;
+
+    let first = timeout(STEP_TIMEOUT, ws.next())
+        .await
+        .map_err(|_| Error::Timeout {
+            during: "waiting for the Engine.IO open packet",
+            secs: STEP_TIMEOUT.as_secs(),
+        })?;
+    let open = match first {
+        Some(Ok(Message::Text(t))) => match packet::decode_eio(t.as_str()) {
+            Ok(EioPacket::Open(o)) => o,
+            Ok(_) => {
+                return Err(Error::Protocol(
+                    "the server's first packet was not an Engine.IO open".into(),
+                ));
+            }
+            Err(e) => {
+                return Err(Error::Protocol(format!(
+                    "invalid Engine.IO open packet: {e}"
+                )));
+            }
+        },
+        Some(Ok(other)) => {
+            return Err(Error::Protocol(format!(
+                "unexpected first WebSocket message: {other:?}"
+            )));
+        }
+        Some(Err(tungstenite::Error::Io(io))) => {
+            return Err(tls_error(&io, true, endpoint, identity));
+        }
+        Some(Err(e)) => return Err(Error::WebSocket(e.to_string())),
+        None => {
+            return Err(Error::ClientCertRefused {
+                agent_id: identity.agent_id.clone(),
+                detail: "the server closed the connection right after the WebSocket upgrade".into(),
+            });
+        }
+    };
+    Ok((ws, open))
+}
+
+fn tls_error(
+    e: &std::io::Error,
+    after_handshake: bool,
+    endpoint: &Endpoint,
+    identity: &Identity,
+) -> Error {
+    let host = endpoint.host.clone();
+    let detail = e.to_string();
+    match tls::classify_tls(e, after_handshake) {
+        TlsFailure::ServerUntrusted => Error::ServerUntrusted { host, detail },
+        TlsFailure::HostnameMismatch => Error::HostnameMismatch { host, detail },
+        TlsFailure::ServerCertTime => Error::ServerCertTime { host, detail },
+        TlsFailure::ClientCertRefused => Error::ClientCertRefused {
+            agent_id: identity.agent_id.clone(),
+            detail,
+        },
+        TlsFailure::Other if after_handshake => {
+            Error::WebSocket(format!("the WebSocket upgrade failed: {detail}"))
+        }
+        TlsFailure::Other => Error::Handshake { host, detail },
+    }
+}
+
+async fn send_text(ws: &mut Ws, text: String) -> Result<(), Error> {
+    match timeout(WRITE_TIMEOUT, ws.send(Message::text(text))).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Error::WebSocket(e.to_string())),
+        Err(_) => Err(Error::Timeout {
+            during: "writing to the WebSocket",
+            secs: WRITE_TIMEOUT.as_secs(),
+        }),
+    }
+}
+
+/// Handles one Socket.IO packet; returns the session end when the packet ends the session.
+fn on_message(text: &str, handler: &Arc<dyn Handler>, link: &Link) -> Option<SessionEnd> {
+    match packet::decode_sio(text) {
+        Ok(SioPacket::Event {
+            nsp,
+            id,
+            name,
+            args,
+        }) => {
+            if nsp != DEFAULT_NSP {
+                warn!(%nsp, event = %name, "cloud: ignoring an event for a namespace we did not join");
+                return None;
+            }
+            dispatch(handler.clone(), link.clone(), name, args, id);
+            None
+        }
+        Ok(SioPacket::Disconnect { nsp }) if nsp == DEFAULT_NSP => Some(SessionEnd::Lost {
+            reason: "the server disconnected us from namespace / (DISCONNECT)".into(),
+        }),
+        Ok(SioPacket::ConnectError { data, .. }) => Some(SessionEnd::Lost {
+            reason: format!("CONNECT_ERROR from the server: {data}"),
+        }),
+        Ok(SioPacket::Binary { ack, nsp, id, .. }) => {
+            let header = packet::decode_sio_header(text).ok();
+            let name = header
+                .as_ref()
+                .and_then(|h| packet::peek_event_name(h.payload));
+            warn!(
+                event = name.as_deref().unwrap_or("?"),
+                ack_id = ?id,
+                %nsp,
+                "cloud: refused a binary {} packet: binary payloads are not supported",
+                if ack { "ACK" } else { "EVENT" }
+            );
+            if let (false, Some(id)) = (ack, id) {
+                send_error_ack(link, id, name, "binary payloads are not supported".into());
+            }
+            None
+        }
+        Ok(other) => {
+            debug!(
+                kind = other.kind(),
+                "cloud: ignoring an unexpected Socket.IO packet"
+            );
+            None
+        }
+        Err(e) => {
+            let header = packet::decode_sio_header(text).ok();
+            warn!("cloud: refused a malformed Socket.IO packet: {e}");
+            if let Some((h, id)) = header
+                .filter(|h| h.kind == '2')
+                .and_then(|h| h.id.map(|id| (h, id)))
+            {
+                send_error_ack(
+                    link,
+                    id,
+                    packet::peek_event_name(h.payload),
+                    format!("malformed packet: {e}"),
+                );
+            }
+            None
+        }
+    }
+}
+
+/// Runs the handler for one event in its own task and sends its ack when one was asked for. A
+/// panicking handler still gets an (error) ack out, so the server never waits forever.
+fn dispatch(
+    handler: Arc<dyn Handler>,
+    link: Link,
+    name: String,
+    args: Vec<Value>,
+    id: Option<u64>,
+) {
+    debug!(event = %name, ack_id = ?id, "cloud: event received");
+    tokio::spawn(async move {
+        let fut = handler.on_event(name.clone(), args, link.clone());
+        let reply = match tokio::spawn(fut).await {
+            Ok(reply) => reply,
+            Err(e) => {
+                error!(event = %name, "cloud: the handler failed: {e}");
+                vec![error_payload(
+                    Some(name.clone()),
+                    "internal error while handling the request".into(),
+                )]
+            }
+        };
+        if let Some(id) = id
+            && link.ack(id, reply).await.is_err()
+        {
+            debug!(event = %name, ack_id = id, "cloud: the connection closed before the ack could be sent");
+        }
+    });
+}
+
+fn error_payload(action: Option<String>, error: String) -> Value {
+    json!({ "action": action, "correlation_id": null, "status": "error", "error": error })
+}
+
+fn send_error_ack(link: &Link, id: u64, name: Option<String>, error: String) {
+    let link = link.clone();
+    tokio::spawn(async move {
+        let _ = link.ack(id, vec![error_payload(name, error)]).await;
+    });
+}
+
+/// An inbound message over the limit: log it, and answer an event that asked for an ack.
+fn refuse_oversized(text: &str, link: &Link) {
+    let limit = MAX_INBOUND_MESSAGE;
+    let sio = text
+        .strip_prefix('4')
+        .and_then(|m| packet::decode_sio_header(m).ok());
+    match sio {
+        Some(h) if h.kind == '2' => {
+            let name = packet::peek_event_name(h.payload);
+            warn!(
+                bytes = text.len(),
+                event = name.as_deref().unwrap_or("?"),
+                ack_id = ?h.id,
+                "cloud: refused an inbound event of {} bytes (limit {limit} bytes)",
+                text.len()
+            );
+            if let Some(id) = h.id {
+                send_error_ack(
+                    link,
+                    id,
+                    name,
+                    format!(
+                        "message too large: {} bytes (limit {limit} bytes)",
+                        text.len()
+                    ),
+                );
+            }
+        }
+        _ => warn!(
+            bytes = text.len(),
+            "cloud: refused an inbound message of {} bytes (limit {limit} bytes)",
+            text.len()
+        ),
+    }
+}
+
+fn describe_ws_error(e: &tungstenite::Error) -> String {
+    match e {
+        tungstenite::Error::Capacity(c) => format!(
+            "refused an inbound message over {HARD_INBOUND_LIMIT} bytes ({c}); the connection cannot continue after it"
+        ),
+        tungstenite::Error::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "the server closed the connection without a goodbye".into()
+        }
+        other => format!("WebSocket error: {other}"),
+    }
+}
+
+fn close_reason(frame: Option<&tungstenite::protocol::CloseFrame>) -> String {
+    match frame {
+        Some(f) if f.reason.is_empty() => format!("code {}", u16::from(f.code)),
+        Some(f) => format!("code {}: {}", u16::from(f.code), f.reason),
+        None => "no close code".into(),
+    }
+}
+
+enum Control {
+    /// Pre-encoded Engine.IO text (pongs).
+    Text(String),
+    /// Say goodbye (`41`), close the WebSocket, stop.
+    Close,
+}
+
+/// The one task that writes to a connection. Returns why it stopped (only meaningful on failure).
+async fn writer(
+    mut sink: futures_util::stream::SplitSink<Ws, Message>,
+    mut out: mpsc::Receiver<Outbound>,
+    mut ctl: mpsc::Receiver<Control>,
+) -> String {
+    loop {
+        let text = tokio::select! {
+            biased;
+            c = ctl.recv() => match c {
+                Some(Control::Text(t)) => t,
+                Some(Control::Close) | None => {
+                    let bye = packet::encode_eio(&EioPacket::Message(packet::encode_sio(&SioPacket::Disconnect { nsp: DEFAULT_NSP.into() })));
+                    let _ = timeout(CLOSE_TIMEOUT, async {
+                        let _ = sink.send(Message::text(bye)).await;
+                        let _ = sink.close().await;
+                    })
+                    .await;
+                    return "closed by the agent".into();
+                }
+            },
+            o = out.recv() => match o {
+                Some(o) => encode_outbound(o),
+                // Unreachable while the session holds a Link clone; harmless otherwise.
+                None => std::future::pending().await,
+            },
+        };
+        match timeout(WRITE_TIMEOUT, sink.send(Message::text(text))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return format!("write failed: {e}"),
+            Err(_) => {
+                return format!(
+                    "a write did not finish within {} s",
+                    WRITE_TIMEOUT.as_secs()
+                );
+            }
+        }
+    }
+}
+
+fn encode_outbound(o: Outbound) -> String {
+    let sio = match o {
+        Outbound::Event { name, payload } => SioPacket::Event {
+            nsp: DEFAULT_NSP.into(),
+            id: None,
+            name,
+            args: vec![payload],
+        },
+        Outbound::Ack { id, args } => SioPacket::Ack {
+            nsp: DEFAULT_NSP.into(),
+            id,
+            args,
+        },
+    };
+    packet::encode_eio(&EioPacket::Message(packet::encode_sio(&sio)))
+}
+
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
+    }
+}
