@@ -189,11 +189,12 @@ impl App {
                 }
                 Err(rejection) => {
                     tracing::warn!(error = %rejection.error, "request refused");
-                    let ack = error_ack(
-                        name,
-                        &rejection.correlation_id,
-                        &rejection.error.to_string(),
-                    );
+                    let error = rejection.error.to_string();
+                    let ack = if Power::from_topic(name).is_some() {
+                        runtime::power_error(name, rejection.correlation_id, error)
+                    } else {
+                        error_ack(name, &rejection.correlation_id, &error)
+                    };
                     if let Some(event) = emit_event_of(name) {
                         emit(link, event, ack.clone()).await;
                     }
@@ -247,6 +248,12 @@ pub(crate) enum Power {
 }
 
 impl Power {
+    fn from_topic(topic: &str) -> Option<Self> {
+        [Power::Start, Power::Stop, Power::Restart]
+            .into_iter()
+            .find(|p| p.topic() == topic)
+    }
+
     fn topic(self) -> &'static str {
         match self {
             Power::Start => "start_device",

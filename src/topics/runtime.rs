@@ -67,14 +67,26 @@ pub(super) async fn power(
         }
         Err(e) => {
             tracing::warn!(error = %e, "{action} failed");
-            out.insert("success".to_owned(), Value::Bool(false));
-            out.insert("correlation_id".to_owned(), cid);
-            out.insert("status".to_owned(), Value::from("error"));
-            out.insert("error".to_owned(), Value::from(e.0));
+            out = power_map(action, cid, e.0);
         }
     }
     let out = Value::Object(out);
     emit(link, action, out.clone()).await;
+    out
+}
+
+/// `{action, success: false, correlation_id, status: "error", error}`: a failed power topic.
+pub(super) fn power_error(action: &str, correlation_id: Value, error: String) -> Value {
+    Value::Object(power_map(action, correlation_id, error))
+}
+
+fn power_map(action: &str, correlation_id: Value, error: String) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert("action".to_owned(), Value::from(action));
+    out.insert("success".to_owned(), Value::Bool(false));
+    out.insert("correlation_id".to_owned(), correlation_id);
+    out.insert("status".to_owned(), Value::from("error"));
+    out.insert("error".to_owned(), Value::from(error));
     out
 }
 

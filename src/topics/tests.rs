@@ -302,7 +302,10 @@ async fn emit_topics_also_emit_their_validation_errors() {
         vec![json!({"correlation_id": 8})],
     )
     .await;
-    assert_eq!(out["error"], "Missing required field: device_id");
+    assert_eq!(
+        out.to_string(),
+        r#"{"action":"start_device","success":false,"correlation_id":8,"status":"error","error":"Missing required field: device_id"}"#
+    );
     let emitted = next_emit(&mut rx).await;
     assert_eq!(
         (emitted.name.as_str(), emitted.payload),
@@ -620,4 +623,92 @@ fn validate_knows_every_topic_and_nothing_else() {
         ),
         Ok(Request::DeviceStatus(_))
     ));
+}
+
+/// A random JSON value of bounded depth, biased towards the shapes the contracts look at.
+fn random_value(rng: &mut impl rand::RngExt, depth: u32) -> Value {
+    const KEYS: &[&str] = &[
+        "correlation_id",
+        "container_name",
+        "vnic_configs",
+        "device_id",
+        "action",
+        "requested_at",
+        "cpuPeriod",
+        "memoryPeriod",
+        "name",
+        "parent_interface",
+        "network_mode",
+        "dns",
+        "method",
+        "api",
+        "port",
+        "headers",
+        "data",
+        "include_virtual",
+        "detailed",
+        "ip",
+        "mac",
+        "x",
+    ];
+    const STRINGS: &[&str] = &[
+        "",
+        " ",
+        "eth0",
+        "2025-11-20T20:30:45Z",
+        "2025-13-40",
+        "1h",
+        "GET",
+        "a234567890123456",
+    ];
+    match rng.random_range(0..if depth == 0 { 5 } else { 7 }) {
+        0 => Value::Null,
+        1 => Value::Bool(rng.random()),
+        2 => json!(rng.random_range(-70_000i64..70_000)),
+        3 => json!(rng.random::<f64>() * 1000.0),
+        4 => json!(STRINGS[rng.random_range(0..STRINGS.len())]),
+        5 => Value::Array(
+            (0..rng.random_range(0..4))
+                .map(|_| random_value(rng, depth - 1))
+                .collect(),
+        ),
+        _ => Value::Object(
+            (0..rng.random_range(0..8))
+                .map(|_| {
+                    (
+                        KEYS[rng.random_range(0..KEYS.len())].to_owned(),
+                        random_value(rng, depth - 1),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}
+
+#[test]
+fn validate_never_panics_and_errors_keep_known_prefixes() {
+    use rand::RngExt;
+    let mut rng = rand::rng();
+    let topics: Vec<&str> = topic_names().chain(["nope"]).collect();
+    for _ in 0..20_000 {
+        let topic = topics[rng.random_range(0..topics.len())];
+        let args: Vec<Value> = (0..rng.random_range(0..3))
+            .map(|_| random_value(&mut rng, 3))
+            .collect();
+        if let Err(r) = validate(topic, &args) {
+            let text = r.error.to_string();
+            let known = [
+                "Missing required field: ",
+                "Invalid field type: ",
+                "Invalid message: ",
+                "Unknown topic: ",
+            ]
+            .iter()
+            .any(|p| text.starts_with(p));
+            assert!(
+                known || matches!(r.error, ContractError::Semantic(_)),
+                "{topic} {args:?} -> {text}"
+            );
+        }
+    }
 }
