@@ -1,1 +1,548 @@
-//! TODO(owner): state
+//! The agent's state files under the state dir, with one owner: [`StateStore`].
+//!
+//! Files (formats are part of the compatibility contract, spec §1 — an agent replacing the Python one
+//! adopts its runtimes from them):
+//! - `runtime_vnics.json` (upstream §5.8): `{ "<runtime>": [ <vNIC object exactly as received>, … ] }`,
+//!   2-space indentation, insertion order, no trailing newline;
+//! - `data/clients.json` (upstream §5.2): `{ "<runtime>": {"ip": "<internal IP>", "name": "<runtime>"} }`,
+//!   4-space indentation, insertion order, no trailing newline;
+//! - `stopped_runtimes.json` (ours): `["<runtime>", …]`, the runtimes stopped by `stop_device`, so the
+//!   boot reconcile does not start them again.
+//!
+//! Both compatible files are written the way Python's `json.dump(…, indent=n)` writes them (`", "`
+//! and `": "` separators, non-ASCII escaped as `\uXXXX`), byte for byte.
+//!
+//! Every write is atomic (temp file in the same directory, write, fsync, rename, fsync of the
+//! directory) and serialized (the store's lock is held across the write). A file that cannot be
+//! parsed is never overwritten silently: it is renamed to `<file>.corrupt-<UTC timestamp>`, logged at
+//! ERROR and reported by [`StateStore::warnings`]; the store then starts from empty for that file.
+//!
+//! This module must never talk to Docker or decide anything about runtimes: it stores what it is told.
+
+use std::io::{self, Write as _};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex as StdMutex;
+
+use serde_json::{Map, Value};
+use tokio::sync::Mutex;
+use tracing::{error, warn};
+
+/// File name of the vNIC store, directly under the state dir.
+pub const VNICS_FILE: &str = "runtime_vnics.json";
+/// Path of the client registry, relative to the state dir.
+pub const CLIENTS_FILE: &str = "data/clients.json";
+/// File name of the stopped-by-request set, directly under the state dir.
+pub const STOPPED_FILE: &str = "stopped_runtimes.json";
+
+/// A state file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// File system error on `path`.
+    #[error("state file {}: {source}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The blocking file task could not be run (runtime shutting down).
+    #[error("state file task failed: {0}")]
+    Task(String),
+}
+
+/// One runtime's entry in `data/clients.json`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientEntry {
+    /// The runtime's address on `<name>_internal` (may be empty when unknown).
+    pub ip: String,
+    /// The runtime name (duplicates the key, as upstream writes it).
+    pub name: String,
+}
+
+#[derive(Debug, Default)]
+struct Files {
+    vnics: Map<String, Value>,
+    clients: Map<String, Value>,
+    stopped: Vec<String>,
+}
+
+/// The single owner of the state files. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct StateStore {
+    dir: PathBuf,
+    files: Mutex<Files>,
+    warnings: StdMutex<Vec<String>>,
+}
+
+impl StateStore {
+    /// Opens the store under `dir` (created if missing) and loads the three files. Missing files are
+    /// empty; corrupt ones are kept aside and reported (see the module docs). Fails only when the
+    /// directory cannot be created or a file cannot be read or moved aside.
+    pub async fn open(dir: impl Into<PathBuf>) -> Result<Self, StateError> {
+        let dir = dir.into();
+        let d = dir.clone();
+        let (files, warnings) = blocking(move || load_all(&d)).await??;
+        Ok(StateStore {
+            dir,
+            files: Mutex::new(files),
+            warnings: StdMutex::new(warnings),
+        })
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Problems found while loading (corrupt files kept aside), for operators and the
+    /// `__orchestrator__` status.
+    pub fn warnings(&self) -> Vec<String> {
+        self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Every runtime's persisted vNIC list, in file order.
+    pub async fn vnics(&self) -> Map<String, Value> {
+        self.files.lock().await.vnics.clone()
+    }
+
+    /// One runtime's persisted vNIC objects, if it has an entry.
+    pub async fn vnics_of(&self, runtime: &str) -> Option<Vec<Value>> {
+        match self.files.lock().await.vnics.get(runtime) {
+            Some(Value::Array(a)) => Some(a.clone()),
+            Some(_) | None => None,
+        }
+    }
+
+    /// Sets (or replaces, keeping its position) a runtime's vNIC list and rewrites the file.
+    pub async fn set_vnics(&self, runtime: &str, vnics: Vec<Value>) -> Result<(), StateError> {
+        let mut f = self.files.lock().await;
+        f.vnics.insert(runtime.to_owned(), Value::Array(vnics));
+        let bytes = encode_vnics(&f.vnics);
+        self.write(VNICS_FILE, bytes).await
+    }
+
+    /// The client registry, in file order.
+    pub async fn clients(&self) -> Vec<(String, ClientEntry)> {
+        let f = self.files.lock().await;
+        f.clients
+            .iter()
+            .map(|(k, v)| (k.clone(), client_entry(k, v)))
+            .collect()
+    }
+
+    /// One runtime's registry entry.
+    pub async fn client(&self, runtime: &str) -> Option<ClientEntry> {
+        let f = self.files.lock().await;
+        f.clients.get(runtime).map(|v| client_entry(runtime, v))
+    }
+
+    /// Registers (or updates) a runtime's internal IP and rewrites `data/clients.json`. A no-op write
+    /// is skipped.
+    pub async fn set_client(&self, runtime: &str, ip: &str) -> Result<(), StateError> {
+        let mut f = self.files.lock().await;
+        let entry = serde_json::json!({"ip": ip, "name": runtime});
+        if f.clients.get(runtime) == Some(&entry) {
+            return Ok(());
+        }
+        f.clients.insert(runtime.to_owned(), entry);
+        let bytes = encode_clients(&f.clients);
+        self.write(CLIENTS_FILE, bytes).await
+    }
+
+    /// Names known from the files (vNIC store first, then registry-only names): the runtimes adopted
+    /// as owned even without labels (e.g. created by the Python agent).
+    pub async fn known_runtimes(&self) -> Vec<String> {
+        let f = self.files.lock().await;
+        let mut names: Vec<String> = f.vnics.keys().cloned().collect();
+        for k in f.clients.keys() {
+            if !names.contains(k) {
+                names.push(k.clone());
+            }
+        }
+        names
+    }
+
+    /// Whether `runtime` appears in the vNIC store or the registry.
+    pub async fn is_known(&self, runtime: &str) -> bool {
+        let f = self.files.lock().await;
+        f.vnics.contains_key(runtime) || f.clients.contains_key(runtime)
+    }
+
+    /// Whether `stop_device` stopped this runtime (and nothing started it since).
+    pub async fn is_stopped(&self, runtime: &str) -> bool {
+        self.files.lock().await.stopped.iter().any(|s| s == runtime)
+    }
+
+    /// Records that the runtime was stopped (`true`) or started (`false`) on request.
+    pub async fn set_stopped(&self, runtime: &str, stopped: bool) -> Result<(), StateError> {
+        let mut f = self.files.lock().await;
+        let present = f.stopped.iter().any(|s| s == runtime);
+        if present == stopped {
+            return Ok(());
+        }
+        if stopped {
+            f.stopped.push(runtime.to_owned());
+        } else {
+            f.stopped.retain(|s| s != runtime);
+        }
+        let bytes = encode_stopped(&f.stopped);
+        self.write(STOPPED_FILE, bytes).await
+    }
+
+    /// Removes every trace of a runtime (vNICs, registry, stopped set), rewriting only the files that
+    /// changed.
+    pub async fn forget(&self, runtime: &str) -> Result<(), StateError> {
+        let mut f = self.files.lock().await;
+        if f.vnics.shift_remove(runtime).is_some() {
+            let bytes = encode_vnics(&f.vnics);
+            self.write(VNICS_FILE, bytes).await?;
+        }
+        if f.clients.shift_remove(runtime).is_some() {
+            let bytes = encode_clients(&f.clients);
+            self.write(CLIENTS_FILE, bytes).await?;
+        }
+        if f.stopped.iter().any(|s| s == runtime) {
+            f.stopped.retain(|s| s != runtime);
+            let bytes = encode_stopped(&f.stopped);
+            self.write(STOPPED_FILE, bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Writes one file atomically. Callers hold the `files` lock, which serializes writers.
+    async fn write(&self, rel: &'static str, bytes: Vec<u8>) -> Result<(), StateError> {
+        let path = self.dir.join(rel);
+        blocking(move || write_atomic(&path, &bytes)).await?
+    }
+}
+
+fn client_entry(key: &str, v: &Value) -> ClientEntry {
+    ClientEntry {
+        ip: v
+            .get("ip")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned(),
+        name: v
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or(key)
+            .to_owned(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, StateError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StateError::Task(e.to_string()))
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> StateError + '_ {
+    move |source| StateError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Writes `bytes` to `path` so that a crash leaves either the old or the new content.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StateError> {
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "state".into());
+    let tmp = dir.join(format!(".{file_name}.tmp-{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        // Make the rename itself durable.
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.map_err(io_err(path))
+}
+
+type Loaded = Result<(Files, Vec<String>), StateError>;
+
+fn load_all(dir: &Path) -> Loaded {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let mut warnings = Vec::new();
+    let mut files = Files::default();
+    if let Some(v) = load_one(&dir.join(VNICS_FILE), valid_vnics, &mut warnings)? {
+        files.vnics = v.as_object().cloned().unwrap_or_default();
+    }
+    if let Some(v) = load_one(&dir.join(CLIENTS_FILE), valid_clients, &mut warnings)? {
+        files.clients = v.as_object().cloned().unwrap_or_default();
+    }
+    if let Some(v) = load_one(&dir.join(STOPPED_FILE), valid_stopped, &mut warnings)? {
+        files.stopped = v
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+    }
+    Ok((files, warnings))
+}
+
+fn valid_vnics(v: &Value) -> bool {
+    v.as_object().is_some_and(|m| {
+        m.values()
+            .all(|l| l.as_array().is_some_and(|a| a.iter().all(Value::is_object)))
+    })
+}
+
+fn valid_clients(v: &Value) -> bool {
+    v.as_object().is_some_and(|m| {
+        m.values().all(|e| {
+            e.as_object()
+                .is_some_and(|o| o.get("ip").is_none_or(|ip| ip.is_string() || ip.is_null()))
+        })
+    })
+}
+
+fn valid_stopped(v: &Value) -> bool {
+    v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+}
+
+/// Reads and checks one file. Missing → `None`. Unparseable or wrongly shaped → moved aside,
+/// reported, `None`.
+fn load_one(
+    path: &Path,
+    valid: fn(&Value) -> bool,
+    warnings: &mut Vec<String>,
+) -> Result<Option<Value>, StateError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(io_err(path)(e)),
+    };
+    let why = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(v) if valid(&v) => return Ok(Some(v)),
+        Ok(_) => "unexpected structure".to_owned(),
+        Err(e) => e.to_string(),
+    };
+    let aside = corrupt_name(path);
+    std::fs::rename(path, &aside).map_err(io_err(path))?;
+    let msg = format!(
+        "state file {} is corrupt ({why}); kept aside as {} and starting from empty",
+        path.display(),
+        aside.display()
+    );
+    error!("{msg}");
+    warnings.push(msg);
+    Ok(None)
+}
+
+fn corrupt_name(path: &Path) -> PathBuf {
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!(
+            "[year][month][day]T[hour][minute][second]Z"
+        ))
+        .unwrap_or_else(|_| "unknown".into());
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".corrupt-{stamp}"));
+    let mut candidate = PathBuf::from(&name);
+    // Two corruptions within one second must not overwrite the first copy.
+    let mut n = 1;
+    while candidate.exists() {
+        let mut alt = name.clone();
+        alt.push(format!("-{n}"));
+        candidate = PathBuf::from(alt);
+        n += 1;
+    }
+    if n > 1 {
+        warn!(path = %candidate.display(), "several corrupt copies within one second");
+    }
+    candidate
+}
+
+/// `runtime_vnics.json` bytes: Python `json.dump(obj, f, indent=2)`.
+pub fn encode_vnics(map: &Map<String, Value>) -> Vec<u8> {
+    encode_python(&Value::Object(map.clone()), b"  ")
+}
+
+/// `data/clients.json` bytes: Python `json.dump(obj, f, indent=4)`.
+pub fn encode_clients(map: &Map<String, Value>) -> Vec<u8> {
+    encode_python(&Value::Object(map.clone()), b"    ")
+}
+
+fn encode_stopped(names: &[String]) -> Vec<u8> {
+    encode_python(
+        &Value::Array(names.iter().cloned().map(Value::String).collect()),
+        b"  ",
+    )
+}
+
+/// Serializes like Python's `json.dumps(v, indent=…)` with the default `ensure_ascii=True`.
+fn encode_python(v: &Value, indent: &[u8]) -> Vec<u8> {
+    use serde::Serialize as _;
+    let mut out = Vec::new();
+    let fmt = PythonFormatter(serde_json::ser::PrettyFormatter::with_indent(indent));
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    // Serializing a Value into a Vec cannot fail (no I/O errors, keys are strings).
+    if v.serialize(&mut ser).is_err() {
+        out.clear();
+    }
+    out
+}
+
+/// serde_json's pretty printer with Python's `ensure_ascii` escaping of non-ASCII characters.
+struct PythonFormatter<'a>(serde_json::ser::PrettyFormatter<'a>);
+
+impl serde_json::ser::Formatter for PythonFormatter<'_> {
+    fn write_string_fragment<W: ?Sized + io::Write>(
+        &mut self,
+        writer: &mut W,
+        fragment: &str,
+    ) -> io::Result<()> {
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if c.is_ascii() {
+                continue;
+            }
+            writer.write_all(&fragment.as_bytes()[start..i])?;
+            let mut buf = [0u16; 2];
+            for unit in c.encode_utf16(&mut buf) {
+                write!(writer, "\\u{unit:04x}")?;
+            }
+            start = i + c.len_utf8();
+        }
+        writer.write_all(&fragment.as_bytes()[start..])
+    }
+
+    fn begin_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + io::Write>(&mut self, w: &mut W) -> io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn vnics_file_matches_python_indent_2_byte_for_byte() {
+        // Produced by Python 3.11: json.dump(d, f, indent=2) for this d.
+        let d = json!({"plc-001": [{"name": "eth0", "parent_interface": "ens37",
+            "network_mode": "dhcp", "dns": ["8.8.8.8"], "mac_address": null, "n": 1.5,
+            "empty": [], "obj": {}}]});
+        let want = "{\n  \"plc-001\": [\n    {\n      \"name\": \"eth0\",\n      \
+\"parent_interface\": \"ens37\",\n      \"network_mode\": \"dhcp\",\n      \"dns\": [\n        \
+\"8.8.8.8\"\n      ],\n      \"mac_address\": null,\n      \"n\": 1.5,\n      \"empty\": [],\n      \
+\"obj\": {}\n    }\n  ]\n}";
+        let got = encode_vnics(d.as_object().unwrap());
+        assert_eq!(String::from_utf8(got).unwrap(), want);
+    }
+
+    #[test]
+    fn clients_file_matches_python_indent_4_byte_for_byte() {
+        let d = json!({"plc-001": {"ip": "172.19.0.2", "name": "plc-001"}});
+        let want = "{\n    \"plc-001\": {\n        \"ip\": \"172.19.0.2\",\n        \
+\"name\": \"plc-001\"\n    }\n}";
+        assert_eq!(
+            String::from_utf8(encode_clients(d.as_object().unwrap())).unwrap(),
+            want
+        );
+        assert_eq!(encode_clients(&Map::new()), b"{}");
+    }
+
+    #[test]
+    fn non_ascii_is_escaped_like_python_ensure_ascii() {
+        let d = json!({"k": "é😀\"\n"});
+        assert_eq!(
+            String::from_utf8(encode_vnics(d.as_object().unwrap())).unwrap(),
+            "{\n  \"k\": \"\\u00e9\\ud83d\\ude00\\\"\\n\"\n}"
+        );
+    }
+
+    #[tokio::test]
+    async fn writes_are_atomic_and_reloaded_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).await.unwrap();
+        s.set_vnics("b", vec![json!({"name": "x"})]).await.unwrap();
+        s.set_vnics("a", vec![]).await.unwrap();
+        s.set_client("b", "172.20.0.2").await.unwrap();
+        s.set_stopped("a", true).await.unwrap();
+        let s2 = StateStore::open(dir.path()).await.unwrap();
+        assert_eq!(s2.known_runtimes().await, ["b", "a"]);
+        assert_eq!(s2.client("b").await.unwrap().ip, "172.20.0.2");
+        assert!(s2.is_stopped("a").await);
+        s2.forget("b").await.unwrap();
+        s2.forget("a").await.unwrap();
+        assert!(s2.known_runtimes().await.is_empty());
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        assert_eq!(std::fs::read(dir.path().join(VNICS_FILE)).unwrap(), b"{}");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_file_is_kept_aside_and_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(VNICS_FILE), b"{\"plc\": [").unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join(CLIENTS_FILE), b"[1, 2]").unwrap();
+        let s = StateStore::open(dir.path()).await.unwrap();
+        assert_eq!(s.warnings().len(), 2, "{:?}", s.warnings());
+        assert!(s.vnics().await.is_empty());
+        let aside: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("runtime_vnics.json.corrupt-"))
+            .collect();
+        assert_eq!(aside.len(), 1);
+        assert_eq!(
+            std::fs::read(dir.path().join(&aside[0])).unwrap(),
+            b"{\"plc\": ["
+        );
+        assert!(!dir.path().join(VNICS_FILE).exists());
+    }
+}

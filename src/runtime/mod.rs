@@ -1,5 +1,482 @@
-//! Runtime (vPLC) orchestration on the Docker engine.
+//! Runtime (vPLC) orchestration on the Docker engine: create, delete, start/stop/restart, status,
+//! self-destruct and the boot reconcile, behind one service, [`Runtimes`].
+//!
+//! # Map
+//! - [`spec`]: the validated model of `create_new_runtime` (both vNIC field generations) — pure;
+//! - [`naming`]: Docker names (`<name>_internal`, `macvlan_<if>_<a.b.c.d>_<prefix>`), ownership labels,
+//!   name rules — pure;
+//! - [`net`]: IPv4 subnets, netmasks and MAC addresses — pure;
+//! - [`ops`]: the operation table (one operation per runtime, progress, outcome, warnings);
+//! - [`body`]: the container-create request for both Engine API paths (≥ 1.44 / < 1.44) — pure;
+//! - [`macvlan`]: MACVLAN get-or-create / reuse / clean-up, the internal bridge;
+//! - `create`, `delete`, `lifecycle`, `status`, `selfdestruct`, `reconcile`: the workflows;
+//! - [`command`], [`consumption`], [`rehome`]: `run_command`, per-runtime usage and re-homing after a
+//!   parent subnet change (owned by another author; they use the pieces above).
+//!
+//! # Ownership (spec §2 "The agent touches only what it owns")
+//! A container is a runtime of this agent when its labels say so ([`naming::is_ours`]: managed-by
+//! `orchestrator-agent` AND instance = this agent's state dir), or when its name appears in the state
+//! files (`runtime_vnics.json` / `data/clients.json`, e.g. written by the Python agent), and it is
+//! not one of [`naming::RESERVED_CONTAINER_NAMES`]. [`Runtimes::owned`] is the one check every
+//! topic goes through; anything else is refused with [`Error::NotOwned`].
+//!
+//! # Using the service (for `command`, `consumption`, `rehome`)
+//! ```ignore
+//! let rt: Runtimes = ...;                         // cheap to clone
+//! rt.docker();                                    // docker_api::Docker (negotiated on first use)
+//! rt.state();                                     // &StateStore: runtime_vnics.json, clients.json
+//! rt.ops().try_begin(name, OpKind::Rehome)?;      // per-runtime lock + progress in device status
+//! rt.owned(name).await?;                          // ownership check (Error::NotOwned / NotFound)
+//! rt.internal_ip(name).await?;                    // registry IP of an owned runtime
+//! let _g = rt.network_lock().await;               // serialize MACVLAN create/attach/clean-up
+//! macvlan::ensure(&rt, parent, subnet, gateway).await?;   // get-or-create a MACVLAN network
+//! macvlan::remove_if_unused(&rt, name).await;     // drop one of OUR MACVLAN networks nobody uses
+//! ```
+//! This module must never touch a container or network it does not own, block the async runtime,
+//! or call the engine without a timeout (the `docker_api` client enforces them).
 
 pub mod command;
 pub mod consumption;
 pub mod rehome;
+
+pub mod body;
+pub mod macvlan;
+pub mod naming;
+pub mod net;
+pub mod ops;
+pub mod spec;
+
+mod create;
+mod delete;
+mod lifecycle;
+mod reconcile;
+mod selfdestruct;
+mod selfid;
+mod service;
+mod status;
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use docker_api::{ContainerInspect, Docker};
+use tokio::task::JoinSet;
+
+use crate::netevents::InterfaceCache;
+use crate::state::{StateError, StateStore};
+
+pub use ops::{Busy, OpHandle, OpKind, OpRecord, Operations, Outcome};
+pub use selfid::SelfContainer;
+pub use spec::{CreateSpec, SpecError, VnicSpec};
+
+/// The runtime image of a standard installation (`--runtime-image` overrides it).
+pub const DEFAULT_RUNTIME_IMAGE: &str = "ghcr.io/autonomy-logic/openplc-runtime:latest";
+
+/// What the service needs to know about its environment.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// `--state-dir` (default `/var/orchestrator`): state files, and the instance label value.
+    pub state_dir: PathBuf,
+    /// `--runtime-image`: image reference; `runtime_version` replaces its tag.
+    pub runtime_image: String,
+    /// A pull is aborted when the engine reports no progress for this long.
+    pub pull_stall_timeout: Duration,
+    /// How long a create waits for netmon to know a parent interface's subnet.
+    pub subnet_wait: Duration,
+    /// Grace period of a stop before SIGKILL.
+    pub stop_grace: Duration,
+    /// Pause between accepting `delete_orchestrator` and starting the clean-up, so the response emit
+    /// leaves before anything is removed.
+    pub self_destruct_delay: Duration,
+}
+
+impl RuntimeConfig {
+    /// Defaults for `state_dir`: the standard image, 60 s pull stall, 3 s subnet wait, 10 s grace.
+    pub fn new(state_dir: impl Into<PathBuf>) -> Self {
+        RuntimeConfig {
+            state_dir: state_dir.into(),
+            runtime_image: DEFAULT_RUNTIME_IMAGE.to_owned(),
+            pull_stall_timeout: docker_api::DEFAULT_PULL_STALL_TIMEOUT,
+            subnet_wait: Duration::from_secs(3),
+            stop_grace: Duration::from_secs(10),
+            self_destruct_delay: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a runtime operation failed or was refused. The `Display` text goes to the cloud.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is invalid; names the field.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    /// Another operation holds the runtime.
+    #[error(transparent)]
+    Busy(#[from] Busy),
+    /// No such runtime (no container, no state).
+    #[error("Device {0} not found")]
+    NotFound(String),
+    /// The container exists but is not this agent's.
+    #[error("Container {name} is not a runtime managed by this agent; refusing to {action} it")]
+    NotOwned {
+        /// The container name.
+        name: String,
+        /// What was asked (`delete`, `stop`, …).
+        action: &'static str,
+    },
+    /// The engine refused or failed a call.
+    #[error("{context}: {source}")]
+    Docker {
+        /// What we were doing.
+        context: String,
+        /// The engine's error.
+        #[source]
+        source: docker_api::Error,
+    },
+    /// A state file could not be written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Anything else, described.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Error {
+    /// Wraps an engine error with what we were doing.
+    pub fn docker(context: impl Into<String>) -> impl FnOnce(docker_api::Error) -> Error {
+        let context = context.into();
+        move |source| Error::Docker { context, source }
+    }
+
+    /// Whether this is [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound(_))
+    }
+
+    /// Whether this is [`Error::NotOwned`].
+    pub fn is_not_owned(&self) -> bool {
+        matches!(self, Error::NotOwned { .. })
+    }
+
+    /// Whether this is [`Error::Busy`].
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Error::Busy(_))
+    }
+}
+
+/// An owned runtime as [`Runtimes::owned`] found it.
+#[derive(Debug, Clone)]
+pub struct Owned {
+    /// The runtime name.
+    pub name: String,
+    /// The container, when it exists.
+    pub container: Option<ContainerInspect>,
+    /// Owned through the state files only (no labels: adopted from the Python agent).
+    pub adopted: bool,
+}
+
+/// The runtime service. Cheap to clone; all clones share one state.
+#[derive(Clone)]
+pub struct Runtimes {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    docker: Docker,
+    state: Arc<StateStore>,
+    ops: Operations,
+    interfaces: InterfaceCache,
+    config: RuntimeConfig,
+    instance: String,
+    self_container: tokio::sync::Mutex<Option<SelfContainer>>,
+    net_lock: tokio::sync::Mutex<()>,
+    tasks: Mutex<JoinSet<()>>,
+}
+
+impl std::fmt::Debug for Runtimes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runtimes")
+            .field("state_dir", &self.inner.config.state_dir)
+            .field("image", &self.inner.config.runtime_image)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Runtimes {
+    /// Opens the state store under `config.state_dir` (adopting existing files; corrupt ones are kept
+    /// aside and reported) and builds the service. Does not touch the engine: call
+    /// [`Runtimes::spawn_reconcile`] once at start-up.
+    pub async fn open(
+        docker: Docker,
+        interfaces: InterfaceCache,
+        config: RuntimeConfig,
+    ) -> Result<Self, StateError> {
+        let state = Arc::new(StateStore::open(&config.state_dir).await?);
+        Ok(Self::new(docker, state, interfaces, config))
+    }
+
+    /// Builds the service on an open store.
+    pub fn new(
+        docker: Docker,
+        state: Arc<StateStore>,
+        interfaces: InterfaceCache,
+        config: RuntimeConfig,
+    ) -> Self {
+        // The instance label is the state dir as configured; normalise only trailing slashes so
+        // `/var/orchestrator/` and `/var/orchestrator` are the same agent.
+        let mut instance = config.state_dir.to_string_lossy().into_owned();
+        while instance.len() > 1 && instance.ends_with('/') {
+            instance.pop();
+        }
+        Runtimes {
+            inner: Arc::new(Inner {
+                docker,
+                state,
+                ops: Operations::new(),
+                interfaces,
+                config,
+                instance,
+                self_container: tokio::sync::Mutex::new(None),
+                net_lock: tokio::sync::Mutex::new(()),
+                tasks: Mutex::new(JoinSet::new()),
+            }),
+        }
+    }
+
+    /// The engine client.
+    pub fn docker(&self) -> &Docker {
+        &self.inner.docker
+    }
+
+    /// The state files' owner.
+    pub fn state(&self) -> &Arc<StateStore> {
+        &self.inner.state
+    }
+
+    /// The operation table.
+    pub fn ops(&self) -> &Operations {
+        &self.inner.ops
+    }
+
+    /// netmon's view of the host interfaces.
+    pub fn interfaces(&self) -> &InterfaceCache {
+        &self.inner.interfaces
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &RuntimeConfig {
+        &self.inner.config
+    }
+
+    /// The value of this agent's [`naming::LABEL_INSTANCE`] label.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
+    }
+
+    /// Serializes MACVLAN network creation, attachment and removal of unused networks, so a
+    /// clean-up never removes a network another operation is about to attach to.
+    pub async fn network_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.net_lock.lock().await
+    }
+
+    /// The agent's own container (spec §3), detected once and cached; [`SelfContainer::Host`] when
+    /// the agent runs on the host. Detection errors (engine down) are not cached.
+    pub async fn self_container(&self) -> SelfContainer {
+        let mut cached = self.inner.self_container.lock().await;
+        if let Some(s) = cached.as_ref() {
+            return s.clone();
+        }
+        match selfid::detect(&self.inner.docker).await {
+            Ok(s) => {
+                tracing::info!(self_container = ?s, "own container detected");
+                *cached = Some(s.clone());
+                s
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot detect the agent's own container yet");
+                SelfContainer::Host
+            }
+        }
+    }
+
+    /// Whether `name` is a runtime of this agent. `Ok` with the container (if any) when it is;
+    /// [`Error::NotOwned`] when a container of that name exists but is not ours (or is reserved);
+    /// [`Error::NotFound`] when there is neither a container nor state for it. `action` words the
+    /// refusal (`"delete"`, `"stop"`, `"query"`, …).
+    pub async fn owned(&self, name: &str, action: &'static str) -> Result<Owned, Error> {
+        let not_owned = || Error::NotOwned {
+            name: name.to_owned(),
+            action,
+        };
+        if naming::RESERVED_CONTAINER_NAMES.contains(&name) {
+            return Err(not_owned());
+        }
+        let known = self.inner.state.is_known(name).await;
+        match self.inner.docker.inspect_container(name).await {
+            Ok(c) => {
+                // Docker resolves ids and id prefixes too: only a name match counts.
+                if c.short_name() != name {
+                    return Err(not_owned());
+                }
+                if naming::is_ours(&c.config.labels, self.instance()) {
+                    Ok(Owned {
+                        name: name.to_owned(),
+                        container: Some(c),
+                        adopted: false,
+                    })
+                } else if known && !c.config.labels.contains_key(naming::LABEL_MANAGED_BY) {
+                    Ok(Owned {
+                        name: name.to_owned(),
+                        container: Some(c),
+                        adopted: true,
+                    })
+                } else {
+                    Err(not_owned())
+                }
+            }
+            Err(e) if e.is_not_found() => {
+                if known || self.has_internal_network(name).await {
+                    Ok(Owned {
+                        name: name.to_owned(),
+                        container: None,
+                        adopted: known,
+                    })
+                } else {
+                    Err(Error::NotFound(name.to_owned()))
+                }
+            }
+            Err(e) => Err(Error::docker(format!("inspecting container {name}"))(e)),
+        }
+    }
+
+    async fn has_internal_network(&self, name: &str) -> bool {
+        match self
+            .inner
+            .docker
+            .inspect_network(&naming::internal_network_name(name))
+            .await
+        {
+            Ok(n) => naming::is_ours(&n.labels, self.instance()),
+            Err(_) => false,
+        }
+    }
+
+    /// Every runtime this agent owns: containers with its labels, then names from the state files
+    /// (reserved names excluded).
+    pub async fn owned_runtime_names(&self) -> Result<Vec<String>, Error> {
+        let mut f = docker_api::Filters::new();
+        for l in naming::owner_filters(self.instance(), Some(naming::ROLE_RUNTIME)) {
+            f = f.label(l);
+        }
+        let list = self
+            .inner
+            .docker
+            .list_containers(true, &f)
+            .await
+            .map_err(Error::docker("listing the agent's containers"))?;
+        let mut names: Vec<String> = Vec::new();
+        for c in &list {
+            if let Some(n) = c.name()
+                && !names.iter().any(|x| x == n)
+            {
+                names.push(n.to_owned());
+            }
+        }
+        for n in self.inner.state.known_runtimes().await {
+            if !names.contains(&n) && !naming::RESERVED_CONTAINER_NAMES.contains(&n.as_str()) {
+                names.push(n);
+            }
+        }
+        Ok(names)
+    }
+
+    /// The registry (internal) IP of an owned runtime: `data/clients.json`, else a fresh inspect.
+    pub async fn internal_ip(&self, name: &str) -> Result<Ipv4Addr, Error> {
+        let owned = self.owned(name, "reach").await?;
+        if let Some(ip) = owned
+            .container
+            .as_ref()
+            .and_then(|c| internal_ip_of(c, name))
+        {
+            return Ok(ip);
+        }
+        self.inner
+            .state
+            .client(name)
+            .await
+            .and_then(|c| c.ip.parse().ok())
+            .ok_or_else(|| Error::NotFound(name.to_owned()))
+    }
+
+    /// Runs `fut` in the background, owned by the service (aborted by [`Runtimes::shutdown`]).
+    pub fn spawn(&self, fut: impl std::future::Future<Output = ()> + Send + 'static) {
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        // Reap finished tasks so the set does not grow with every operation.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(fut);
+    }
+
+    /// Aborts the background operations (process shutdown). Their operation handles record
+    /// "interrupted".
+    pub fn shutdown(&self) {
+        let mut tasks = self.inner.tasks.lock().unwrap_or_else(|p| p.into_inner());
+        tasks.abort_all();
+    }
+
+    /// Starts the boot reconcile in the background (see `reconcile`): adopt state, clean up what an
+    /// interrupted create left, start runtimes that should run, re-join internal networks, refresh
+    /// the registry, then let `rehome` catch up with subnet changes.
+    pub fn spawn_reconcile(&self) {
+        let rt = self.clone();
+        self.spawn(async move { reconcile::run(&rt).await });
+    }
+
+    /// Connects the agent's own container to `<name>_internal` (nothing to do on the host). An
+    /// existing attachment is success.
+    pub async fn join_internal(&self, name: &str) -> Result<(), Error> {
+        let SelfContainer::Container { id, .. } = self.self_container().await else {
+            return Ok(());
+        };
+        let net = naming::internal_network_name(name);
+        match self
+            .inner
+            .docker
+            .connect_network(&net, &id, &Default::default())
+            .await
+        {
+            Ok(()) => Ok(()),
+            Err(e)
+                if e.is_conflict()
+                    || e.engine_message()
+                        .is_some_and(|m| m.contains("already attached")) =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(Error::docker(format!("attaching the agent to {net}"))(e)),
+        }
+    }
+
+    /// Re-reads the runtime's internal IP from the engine and records it in the registry.
+    pub async fn refresh_registry(&self, name: &str) -> Result<Option<Ipv4Addr>, Error> {
+        let c = self
+            .inner
+            .docker
+            .inspect_container(name)
+            .await
+            .map_err(Error::docker(format!("inspecting container {name}")))?;
+        let ip = internal_ip_of(&c, name);
+        if let Some(ip) = ip {
+            self.inner.state.set_client(name, &ip.to_string()).await?;
+        }
+        Ok(ip)
+    }
+}
+
+/// The runtime's address on `<name>_internal`, from an inspect.
+pub fn internal_ip_of(c: &ContainerInspect, name: &str) -> Option<Ipv4Addr> {
+    c.network_settings
+        .networks
+        .get(&naming::internal_network_name(name))
+        .and_then(|e| e.ip_address.parse().ok())
+}

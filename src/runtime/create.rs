@@ -1,0 +1,349 @@
+//! `create_new_runtime`: validate, take the runtime's lock, answer `creating`, then in the background
+//! pull the image, make the networks, create, attach, start, verify, register and persist — and on
+//! any failure undo what this operation made (container, internal network, MACVLAN networks it
+//! created that nobody uses). Progress and outcome go to the operation table.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use docker_api::{PullOptions, RemoveContainerOptions};
+use serde_json::{Map, Value, json};
+use tracing::{Instrument, info_span, warn};
+
+use super::body::{self, Attachment, ContainerParams};
+use super::net::Ipv4Net;
+use super::spec::{self, CreateSpec, Mode};
+use super::{Error, OpHandle, OpKind, Runtimes, internal_ip_of, macvlan, naming};
+use crate::contract::CreateRuntimeRequest;
+
+/// How long the synchronous "name already in use" check may take before the ack; the background
+/// work checks again anyway.
+const QUICK_CHECK: Duration = Duration::from_secs(3);
+
+/// Validates and accepts a create; the work continues in the background.
+pub(super) async fn accept(
+    rt: &Runtimes,
+    req: CreateRuntimeRequest,
+) -> Result<Map<String, Value>, Error> {
+    let spec = spec::parse_create(
+        &req.container_name,
+        &req.vnic_configs,
+        req.runtime_version.as_deref(),
+    )?;
+    let name = spec.name.clone();
+    // An operation already running on the name wins over "in use" (a create in flight is not yet
+    // visible to the checks below).
+    if let Some(kind) = rt.ops().running(&name) {
+        return Err(super::Busy { name, kind }.into());
+    }
+    // Refused before taking the lock, so the refusal does not shadow the existing runtime's status.
+    let in_use = || Error::Failed(format!("Container name {name} is already in use"));
+    if rt.state().is_known(&name).await {
+        return Err(in_use());
+    }
+    if let Ok(Ok(_)) = tokio::time::timeout(QUICK_CHECK, rt.docker().inspect_container(&name)).await
+    {
+        return Err(in_use());
+    }
+    let op = rt.ops().try_begin(&name, OpKind::Create)?;
+    op.step(
+        "validating_config",
+        format!("validating the configuration of {name}"),
+    );
+    let worker = rt.clone();
+    let span = info_span!("create_runtime", runtime = %name);
+    rt.spawn(async move { run(&worker, spec, op).await }.instrument(span));
+    let mut body = Map::new();
+    body.insert("status".into(), json!("creating"));
+    body.insert("container_id".into(), json!(name));
+    body.insert(
+        "message".into(),
+        json!(format!("Container creation started for {name}")),
+    );
+    Ok(body)
+}
+
+/// What this operation made, for the rollback.
+#[derive(Debug, Default)]
+struct Made {
+    container: Option<String>,
+    internal_network: bool,
+    macvlans: Vec<String>,
+    state: bool,
+}
+
+async fn run(rt: &Runtimes, spec: CreateSpec, op: OpHandle) {
+    let mut made = Made::default();
+    match steps(rt, &spec, &op, &mut made).await {
+        Ok(()) => {
+            let n = spec.vnics.len();
+            let warnings = op.warnings().len();
+            let mut msg = format!(
+                "Runtime container {} created successfully with {n} virtual NIC{}",
+                spec.name,
+                if n == 1 { "" } else { "s" }
+            );
+            if warnings > 0 {
+                msg.push_str(&format!(" ({warnings} warning(s), see warnings)"));
+            }
+            op.succeed(msg);
+        }
+        Err(e) => {
+            op.step(
+                "rolling_back",
+                format!("creation failed: {e}; rolling back"),
+            );
+            rollback(rt, &spec.name, &made).await;
+            op.fail(e.to_string());
+        }
+    }
+}
+
+async fn steps(
+    rt: &Runtimes,
+    spec: &CreateSpec,
+    op: &OpHandle,
+    made: &mut Made,
+) -> Result<(), Error> {
+    let docker = rt.docker();
+    let name = spec.name.as_str();
+
+    match docker.inspect_container(name).await {
+        Ok(_) => {
+            return Err(Error::Failed(format!(
+                "Container name {name} is already in use"
+            )));
+        }
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(Error::docker(format!("inspecting container {name}"))(e)),
+    }
+
+    // Image: pull (stall timeout), else the local copy.
+    let (repo, tag) =
+        naming::runtime_image(&rt.config().runtime_image, spec.runtime_version.as_deref());
+    let image = if tag.starts_with('@') {
+        format!("{repo}{tag}")
+    } else {
+        format!("{repo}:{tag}")
+    };
+    op.step("pulling_image", format!("pulling {image}"));
+    let pull = PullOptions {
+        stall_timeout: rt.config().pull_stall_timeout,
+        ..Default::default()
+    };
+    if let Err(pull_err) = docker.pull_image(&image, &pull).await {
+        warn!(image = %image, error = %pull_err, "pull failed; trying the local image");
+        if let Err(e) = docker.inspect_image(&image).await {
+            let what = match &spec.runtime_version {
+                Some(v) => format!("Runtime version '{v}' not found"),
+                None => format!("Runtime image {image} not found"),
+            };
+            return Err(Error::Failed(format!(
+                "{what}: the pull failed ({pull_err}) and there is no local copy ({e})"
+            )));
+        }
+    }
+
+    // Networks. The lock keeps a concurrent clean-up from removing a MACVLAN network between its
+    // creation here and the container's attachment.
+    op.step(
+        "creating_networks",
+        "creating the internal and MACVLAN networks",
+    );
+    let net_guard = rt.network_lock().await;
+    made.internal_network = macvlan::ensure_internal(rt, name).await?;
+    let mut resolved: Vec<(usize, Ipv4Net, Option<Ipv4Addr>)> = Vec::new();
+    for v in &spec.vnics {
+        let (subnet, gateway) = match v.macvlan_subnet() {
+            Some(x) => x,
+            None => subnet_from_netmon(rt, &v.parent, v.gateway.or(v.parent_gateway)).await?,
+        };
+        spec::check_static_ip(v, subnet, gateway)?;
+        resolved.push((v.index, subnet, gateway));
+    }
+    let pairs: Vec<(usize, Ipv4Net)> = resolved.iter().map(|r| (r.0, r.1)).collect();
+    spec::check_distinct_networks(&spec.vnics, &pairs)?;
+    let mut attachments = Vec::new();
+    for (v, (_, subnet, gateway)) in spec.vnics.iter().zip(&resolved) {
+        let net = macvlan::ensure(rt, &v.parent, *subnet, *gateway).await?;
+        if net.created {
+            made.macvlans.push(net.name.clone());
+        }
+        attachments.push(Attachment {
+            vnic: v.index,
+            network: net.name,
+            ip: if v.mode == Mode::Static { v.ip } else { None },
+            mac: v.mac,
+        });
+    }
+
+    op.step("creating_container", format!("creating container {name}"));
+    let api = docker
+        .api_version()
+        .await
+        .map_err(Error::docker("negotiating the Engine API version"))?;
+    let plan = body::plan(
+        &ContainerParams {
+            name,
+            image: &image,
+            instance: rt.instance(),
+            dns: &spec.dns,
+            attachments: &attachments,
+        },
+        api,
+    );
+    let created = docker
+        .create_container(name, &plan.create)
+        .await
+        .map_err(|e| {
+            if e.is_conflict() {
+                Error::Failed(format!("Container name {name} is already in use"))
+            } else {
+                Error::docker(format!("creating container {name}"))(e)
+            }
+        })?;
+    made.container = Some(created.id.clone());
+    for w in created.warnings.iter().filter(|w| !w.is_empty()) {
+        op.warn(format!("engine warning on create: {w}"));
+    }
+    for (net, endpoint) in &plan.connect {
+        docker
+            .connect_network(net, &created.id, endpoint)
+            .await
+            .map_err(Error::docker(format!("connecting {name} to {net}")))?;
+    }
+    drop(net_guard);
+
+    op.step("starting", format!("starting {name}"));
+    docker
+        .start_container(&created.id)
+        .await
+        .map_err(Error::docker(format!("starting container {name}")))?;
+
+    op.step(
+        "registering",
+        "verifying addresses and registering the runtime",
+    );
+    let info = docker
+        .inspect_container(&created.id)
+        .await
+        .map_err(Error::docker(format!("inspecting container {name}")))?;
+    let unhonoured: Vec<usize> = plan.unhonoured_macs.iter().map(|a| a.vnic).collect();
+    for a in &attachments {
+        let v = &spec.vnics[a.vnic];
+        let ep = info.network_settings.networks.get(&a.network);
+        let actual_mac = ep
+            .map(|e| e.mac_address.to_ascii_lowercase())
+            .unwrap_or_default();
+        if let Some(want) = a.mac
+            && actual_mac != want.to_string()
+        {
+            let why = if unhonoured.contains(&a.vnic) {
+                format!(
+                    " (Docker Engine API {api} honours a MAC address on one network per container \
+                     only; per-network MACs need API 1.44)"
+                )
+            } else {
+                String::new()
+            };
+            op.warn(format!(
+                "vnic_configs[{}] ({}): requested MAC {want} but the engine assigned {}{why}",
+                a.vnic,
+                v.name,
+                if actual_mac.is_empty() {
+                    "none"
+                } else {
+                    &actual_mac
+                }
+            ));
+        }
+        if let Some(want) = a.ip {
+            let actual = ep.map(|e| e.ip_address.as_str()).unwrap_or_default();
+            if actual != want.to_string() {
+                op.warn(format!(
+                    "vnic_configs[{}] ({}): requested address {want} but the engine assigned {actual:?}",
+                    a.vnic, v.name
+                ));
+            }
+        }
+    }
+    if let Err(e) = rt.join_internal(name).await {
+        op.warn(format!(
+            "the agent could not join {}: {e}",
+            naming::internal_network_name(name)
+        ));
+    }
+    made.state = true;
+    match internal_ip_of(&info, name) {
+        Some(ip) => rt.state().set_client(name, &ip.to_string()).await?,
+        None => op.warn(format!(
+            "Could not retrieve internal IP for container {name}"
+        )),
+    }
+    rt.state().set_vnics(name, spec.raw_vnics.clone()).await?;
+    rt.state().set_stopped(name, false).await?;
+    Ok(())
+}
+
+/// The parent's subnet and gateway from netmon's cache, waiting for it up to the configured time.
+async fn subnet_from_netmon(
+    rt: &Runtimes,
+    parent: &str,
+    gateway_given: Option<Ipv4Addr>,
+) -> Result<(Ipv4Net, Option<Ipv4Addr>), Error> {
+    let missing = || {
+        Error::Failed(format!(
+            "Could not detect subnet for interface {parent}. Please provide parent_subnet and \
+             parent_gateway in the configuration."
+        ))
+    };
+    let info = rt
+        .interfaces()
+        .wait_for(parent, rt.config().subnet_wait)
+        .await
+        .ok_or_else(missing)?;
+    let subnet = info
+        .subnet()
+        .and_then(|s| s.parse::<Ipv4Net>().ok())
+        .ok_or_else(missing)?
+        .network();
+    let gateway = gateway_given.or_else(|| {
+        info.gateway
+            .as_deref()
+            .and_then(|g| g.parse::<Ipv4Addr>().ok())
+            .filter(|g| subnet.contains(*g))
+    });
+    Ok((subnet, gateway))
+}
+
+/// Undoes what a failed create made. Every step is attempted; failures are logged.
+async fn rollback(rt: &Runtimes, name: &str, made: &Made) {
+    let docker = rt.docker();
+    if let Some(id) = &made.container {
+        let opts = RemoveContainerOptions {
+            force: true,
+            volumes: true,
+        };
+        if let Err(e) = docker.remove_container(id, opts).await
+            && !e.is_not_found()
+        {
+            warn!(runtime = name, error = %e, "rollback: cannot remove the container");
+        }
+    }
+    if made.state
+        && let Err(e) = rt.state().forget(name).await
+    {
+        warn!(runtime = name, error = %e, "rollback: cannot clean the state files");
+    }
+    if made.internal_network
+        && let Err(e) = macvlan::remove_internal(rt, name, false).await
+    {
+        warn!(runtime = name, error = %e, "rollback: cannot remove the internal network");
+    }
+    let _guard = rt.network_lock().await;
+    for n in &made.macvlans {
+        if let Err(e) = macvlan::remove_if_unused(rt, n).await {
+            warn!(runtime = name, network = %n, error = %e, "rollback: cannot remove the MACVLAN network");
+        }
+    }
+}

@@ -1,0 +1,89 @@
+//! `start_device`, `stop_device`, `restart_device` on owned runtimes: act on the container, remember
+//! a requested stop (so the boot reconcile leaves it stopped), refresh the registry after a start.
+//! Answers `{success: true}` or an error (the topic layer renders `success: false`).
+
+use serde_json::{Map, Value, json};
+use tracing::warn;
+
+use super::{Error, OpKind, Runtimes};
+
+/// The three power actions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Power {
+    Start,
+    Stop,
+    Restart,
+}
+
+impl Power {
+    fn verb(self) -> &'static str {
+        match self {
+            Power::Start => "start",
+            Power::Stop => "stop",
+            Power::Restart => "restart",
+        }
+    }
+
+    fn kind(self) -> OpKind {
+        match self {
+            Power::Start => OpKind::Start,
+            Power::Stop => OpKind::Stop,
+            Power::Restart => OpKind::Restart,
+        }
+    }
+}
+
+/// Performs `power` on the runtime `name`.
+pub(super) async fn apply(
+    rt: &Runtimes,
+    name: &str,
+    power: Power,
+) -> Result<Map<String, Value>, Error> {
+    if let Some(kind) = rt.ops().running(name) {
+        return Err(super::Busy {
+            name: name.to_owned(),
+            kind,
+        }
+        .into());
+    }
+    let owned = rt.owned(name, power.verb()).await?;
+    let Some(container) = owned.container else {
+        return Err(Error::NotFound(name.to_owned()));
+    };
+    let op = rt.ops().try_begin(name, power.kind())?;
+    let docker = rt.docker();
+    let grace = rt.config().stop_grace;
+    let result = match power {
+        Power::Start => docker.start_container(&container.id).await,
+        Power::Stop => docker.stop_container(&container.id, grace).await,
+        Power::Restart => docker.restart_container(&container.id, grace).await,
+    };
+    if let Err(e) = result {
+        let e = Error::docker(format!("cannot {} {name}", power.verb()))(e);
+        op.fail(e.to_string());
+        return Err(e);
+    }
+    if let Err(e) = rt.state().set_stopped(name, power == Power::Stop).await {
+        warn!(runtime = name, error = %e, "cannot record the requested state");
+        op.warn(format!(
+            "the {} is not remembered across reboots: {e}",
+            power.verb()
+        ));
+    }
+    if power != Power::Stop {
+        if let Err(e) = rt.join_internal(name).await {
+            op.warn(e.to_string());
+        }
+        if let Err(e) = rt.refresh_registry(name).await {
+            op.warn(format!("could not refresh the internal IP: {e}"));
+        }
+    }
+    let warnings = op.warnings();
+    op.succeed(format!("{name}: {} done", power.verb()));
+    let mut body = Map::new();
+    body.insert("success".into(), json!(true));
+    if !warnings.is_empty() {
+        body.insert("warnings".into(), json!(warnings));
+    }
+    Ok(body)
+}

@@ -1,0 +1,302 @@
+//! The networks a runtime joins: MACVLAN networks (shared by the runtimes on one parent + subnet) and
+//! the runtime's own internal bridge `<name>_internal`.
+//!
+//! Get-or-create rules (fixing upstream §11 items 8–9): a network found under the expected name is
+//! reused only when its driver, parent and subnet match; when the engine says the pool overlaps, the
+//! existing MACVLAN network with the same parent and subnet (compared after normalising) is reused;
+//! anything else is an error naming the conflict. Only networks carrying this agent's labels are
+//! ever removed. Callers hold [`Runtimes::network_lock`] around create/attach and clean-up.
+
+use std::net::Ipv4Addr;
+
+use docker_api::{Filters, Ipam, IpamPool, NetworkCreate, NetworkInspect};
+use tracing::{debug, info, warn};
+
+use super::net::Ipv4Net;
+use super::{Error, Runtimes, SelfContainer, naming};
+
+/// A MACVLAN network a runtime can join.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MacvlanNet {
+    /// Its name.
+    pub name: String,
+    /// Whether this call created it (so a failed create may remove it again).
+    pub created: bool,
+}
+
+/// Whether `n` is a MACVLAN network on `parent` with `subnet` (normalised comparison).
+pub fn matches(n: &NetworkInspect, parent: &str, subnet: Ipv4Net) -> bool {
+    n.driver == "macvlan"
+        && n.options.get("parent").is_some_and(|p| p == parent)
+        && n.ipam.config.iter().any(|c| {
+            c.subnet
+                .as_deref()
+                .and_then(|s| s.parse::<Ipv4Net>().ok())
+                .is_some_and(|s| s.network() == subnet.network())
+        })
+}
+
+/// Gets or creates the MACVLAN network for `parent` + `subnet` (gateway used only when creating).
+pub async fn ensure(
+    rt: &Runtimes,
+    parent: &str,
+    subnet: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+) -> Result<MacvlanNet, Error> {
+    let docker = rt.docker();
+    let name = naming::macvlan_network_name(parent, subnet);
+    let mismatch = |n: &NetworkInspect| {
+        Error::Failed(format!(
+            "network {name} exists but is not a MACVLAN network on {parent} with subnet {} \
+             (driver {}, parent {}, subnets {:?})",
+            subnet.network(),
+            n.driver,
+            n.options.get("parent").map(String::as_str).unwrap_or("-"),
+            n.ipam
+                .config
+                .iter()
+                .filter_map(|c| c.subnet.clone())
+                .collect::<Vec<_>>()
+        ))
+    };
+    match docker.inspect_network(&name).await {
+        Ok(n) if matches(&n, parent, subnet) => {
+            debug!(network = %name, "reusing MACVLAN network");
+            return Ok(MacvlanNet {
+                name: n.name,
+                created: false,
+            });
+        }
+        Ok(n) => return Err(mismatch(&n)),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(Error::docker(format!("inspecting network {name}"))(e)),
+    }
+    let spec = NetworkCreate {
+        name: name.clone(),
+        driver: "macvlan".to_owned(),
+        ipam: Some(Ipam {
+            driver: "default".to_owned(),
+            config: vec![IpamPool {
+                subnet: Some(subnet.network().to_string()),
+                gateway: gateway.map(|g| g.to_string()),
+                ip_range: None,
+            }],
+            ..Default::default()
+        }),
+        options: [("parent".to_owned(), parent.to_owned())].into(),
+        labels: naming::macvlan_labels(rt.instance()),
+        ..Default::default()
+    };
+    match docker.create_network(&spec).await {
+        Ok(_) => {
+            info!(network = %name, parent, subnet = %subnet.network(), "created MACVLAN network");
+            Ok(MacvlanNet {
+                name,
+                created: true,
+            })
+        }
+        Err(e) if e.is_conflict() => {
+            // Created meanwhile by someone else: take it if it is the right one.
+            let n = docker
+                .inspect_network(&name)
+                .await
+                .map_err(Error::docker(format!("inspecting network {name}")))?;
+            if matches(&n, parent, subnet) {
+                Ok(MacvlanNet {
+                    name,
+                    created: false,
+                })
+            } else {
+                Err(mismatch(&n))
+            }
+        }
+        Err(e) if e.is_pool_overlap() => {
+            let all = docker
+                .list_networks(&Filters::new().driver("macvlan"))
+                .await
+                .map_err(Error::docker("listing MACVLAN networks"))?;
+            match all.into_iter().find(|n| matches(n, parent, subnet)) {
+                Some(n) => {
+                    info!(network = %n.name, "subnet already served by this MACVLAN network; reusing it");
+                    Ok(MacvlanNet {
+                        name: n.name,
+                        created: false,
+                    })
+                }
+                None => Err(Error::Failed(format!(
+                    "cannot create MACVLAN network {name}: subnet {} overlaps another network on \
+                     this host that is not a MACVLAN network on {parent}: {e}",
+                    subnet.network()
+                ))),
+            }
+        }
+        Err(e) => Err(Error::docker(format!("creating MACVLAN network {name}"))(e)),
+    }
+}
+
+/// Gets or creates `<runtime>_internal` (bridge, `Internal: true`, labelled). Returns whether it was
+/// created by this call.
+pub async fn ensure_internal(rt: &Runtimes, runtime: &str) -> Result<bool, Error> {
+    let docker = rt.docker();
+    let name = naming::internal_network_name(runtime);
+    let check = |n: &NetworkInspect| {
+        if n.driver == "bridge" && n.internal {
+            Ok(false)
+        } else {
+            Err(Error::Failed(format!(
+                "network {name} exists but is not an internal bridge (driver {}, internal {})",
+                n.driver, n.internal
+            )))
+        }
+    };
+    match docker.inspect_network(&name).await {
+        Ok(n) => return check(&n),
+        Err(e) if e.is_not_found() => {}
+        Err(e) => return Err(Error::docker(format!("inspecting network {name}"))(e)),
+    }
+    let spec = NetworkCreate {
+        name: name.clone(),
+        driver: "bridge".to_owned(),
+        internal: true,
+        labels: naming::internal_network_labels(runtime, rt.instance()),
+        ..Default::default()
+    };
+    match docker.create_network(&spec).await {
+        Ok(_) => Ok(true),
+        Err(e) if e.is_conflict() => {
+            let n = docker
+                .inspect_network(&name)
+                .await
+                .map_err(Error::docker(format!("inspecting network {name}")))?;
+            check(&n)
+        }
+        Err(e) => Err(Error::docker(format!("creating network {name}"))(e)),
+    }
+}
+
+/// Removes `<runtime>_internal` after detaching the agent's own container from it. The network is
+/// removed when it carries our labels, or when `adopted` (the Python agent made it unlabelled).
+/// Missing is success. Fails when other containers are still attached.
+pub async fn remove_internal(rt: &Runtimes, runtime: &str, adopted: bool) -> Result<(), Error> {
+    let docker = rt.docker();
+    let name = naming::internal_network_name(runtime);
+    let n = match docker.inspect_network(&name).await {
+        Ok(n) => n,
+        Err(e) if e.is_not_found() => return Ok(()),
+        Err(e) => return Err(Error::docker(format!("inspecting network {name}"))(e)),
+    };
+    let ours = naming::is_ours(&n.labels, rt.instance());
+    if !(ours || (adopted && n.labels.is_empty())) {
+        warn!(network = %name, "not removing a network this agent did not create");
+        return Ok(());
+    }
+    if let SelfContainer::Container { id, .. } = rt.self_container().await
+        && n.containers.contains_key(&id)
+        && let Err(e) = docker.disconnect_network(&name, &id, true).await
+        && !e.is_not_found()
+    {
+        warn!(network = %name, error = %e, "cannot detach the agent from the network");
+    }
+    match docker.remove_network(&n.id).await {
+        Ok(()) => {
+            info!(network = %name, "removed internal network");
+            Ok(())
+        }
+        Err(e) if e.is_not_found() => Ok(()),
+        Err(e) => Err(Error::docker(format!("removing network {name}"))(e)),
+    }
+}
+
+/// Removes the MACVLAN network `name` if it is ours and no container uses it. Returns whether it
+/// was removed. Callers hold [`Runtimes::network_lock`].
+pub async fn remove_if_unused(rt: &Runtimes, name: &str) -> Result<bool, Error> {
+    let docker = rt.docker();
+    let n = match docker.inspect_network(name).await {
+        Ok(n) => n,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(Error::docker(format!("inspecting network {name}"))(e)),
+    };
+    if n.driver != "macvlan"
+        || !naming::is_ours(&n.labels, rt.instance())
+        || !n.containers.is_empty()
+    {
+        return Ok(false);
+    }
+    match docker.remove_network(&n.id).await {
+        Ok(()) => {
+            info!(network = %name, "removed unused MACVLAN network");
+            Ok(true)
+        }
+        // Someone attached meanwhile (outside our lock) or it vanished: leave it.
+        Err(e) if e.is_not_found() || e.is_conflict() || e.status() == Some(403) => Ok(false),
+        Err(e) => Err(Error::docker(format!("removing network {name}"))(e)),
+    }
+}
+
+/// Names of this agent's networks with `role` (see [`naming::LABEL_ROLE`]).
+pub async fn list_ours(rt: &Runtimes, role: &str) -> Result<Vec<NetworkInspect>, Error> {
+    let mut f = Filters::new();
+    for l in naming::owner_filters(rt.instance(), Some(role)) {
+        f = f.label(l);
+    }
+    rt.docker()
+        .list_networks(&f)
+        .await
+        .map_err(Error::docker("listing the agent's networks"))
+}
+
+/// Removes every MACVLAN network of ours that no container uses. Returns the names removed.
+pub async fn remove_all_unused(rt: &Runtimes) -> Result<Vec<String>, Error> {
+    let mut removed = Vec::new();
+    for n in list_ours(rt, naming::ROLE_MACVLAN).await? {
+        if remove_if_unused(rt, &n.name).await? {
+            removed.push(n.name);
+        }
+    }
+    Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn net(driver: &str, parent: &str, subnet: &str) -> NetworkInspect {
+        serde_json::from_value(serde_json::json!({
+            "Name": "n", "Id": "i", "Driver": driver,
+            "Options": {"parent": parent},
+            "IPAM": {"Config": [{"Subnet": subnet}]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn reuse_needs_driver_parent_and_subnet_to_match() {
+        let s: Ipv4Net = "10.203.1.0/24".parse().unwrap();
+        assert!(matches(
+            &net("macvlan", "veth1", "10.203.1.0/24"),
+            "veth1",
+            s
+        ));
+        // Normalised: an engine that kept host bits still matches.
+        assert!(matches(
+            &net("macvlan", "veth1", "10.203.1.7/24"),
+            "veth1",
+            s
+        ));
+        assert!(!matches(
+            &net("bridge", "veth1", "10.203.1.0/24"),
+            "veth1",
+            s
+        ));
+        assert!(!matches(
+            &net("macvlan", "veth2", "10.203.1.0/24"),
+            "veth1",
+            s
+        ));
+        assert!(!matches(
+            &net("macvlan", "veth1", "10.203.1.0/25"),
+            "veth1",
+            s
+        ));
+    }
+}

@@ -1,0 +1,166 @@
+//! `delete_orchestrator`: answer `accepted` at once, then remove every runtime this agent owns (with
+//! their internal networks), the MACVLAN networks of ours left unused, the netmon container, and
+//! finally the agent's own container (spec §3; none when on the host). Progress is the operation
+//! `delete_orchestrator` of device `__orchestrator__`. If a runtime cannot be removed the agent keeps
+//! its own container, reports the error and can be asked again.
+
+use std::time::Duration;
+
+use docker_api::RemoveContainerOptions;
+use serde_json::{Map, Value, json};
+use tracing::{Instrument, info_span, warn};
+
+use super::{Error, OpHandle, OpKind, Runtimes, SelfContainer, delete, macvlan, naming};
+
+/// How long the self-destruct waits for an operation already running on a runtime.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+/// Accepts the request (refused while one runs) and starts the work in the background.
+pub(super) fn accept(rt: &Runtimes) -> Result<Map<String, Value>, Error> {
+    let id = naming::ORCHESTRATOR_DEVICE_ID;
+    let op = rt
+        .ops()
+        .try_begin(id, OpKind::SelfDestruct)
+        .map_err(|_| Error::Failed("Self-destruct operation already in progress".into()))?;
+    op.step("accepted", "self-destruct accepted");
+    let worker = rt.clone();
+    rt.spawn(async move { run(&worker, op).await }.instrument(info_span!("self_destruct")));
+    let mut body = Map::new();
+    body.insert("status".into(), json!("accepted"));
+    body.insert(
+        "message".into(),
+        json!(format!(
+            "Self-destruct started: removing all runtimes, their networks, the network monitor and \
+             the agent; poll get_device_status with device_id {id}"
+        )),
+    );
+    body.insert("poll_device_id".into(), json!(id));
+    Ok(body)
+}
+
+async fn run(rt: &Runtimes, op: OpHandle) {
+    // Let the response emit leave before anything disappears.
+    tokio::time::sleep(rt.config().self_destruct_delay).await;
+    let mut errors: Vec<String> = Vec::new();
+
+    op.step("deleting_runtimes", "removing every runtime of this agent");
+    match rt.owned_runtime_names().await {
+        Ok(names) => {
+            for name in names {
+                if let Err(e) = delete_one(rt, &name).await {
+                    errors.push(format!("{name}: {e}"));
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+
+    op.step(
+        "cleaning_networks",
+        "removing the agent's remaining networks",
+    );
+    match macvlan::list_ours(rt, naming::ROLE_INTERNAL).await {
+        Ok(nets) => {
+            for n in nets {
+                let runtime = n
+                    .labels
+                    .get(naming::LABEL_RUNTIME)
+                    .cloned()
+                    .unwrap_or_else(|| n.name.trim_end_matches(naming::INTERNAL_SUFFIX).to_owned());
+                if let Err(e) = macvlan::remove_internal(rt, &runtime, false).await {
+                    errors.push(e.to_string());
+                }
+            }
+        }
+        Err(e) => errors.push(e.to_string()),
+    }
+    {
+        let _g = rt.network_lock().await;
+        if let Err(e) = macvlan::remove_all_unused(rt).await {
+            errors.push(e.to_string());
+        }
+    }
+
+    if !errors.is_empty() {
+        op.fail(format!(
+            "self-destruct stopped before removing the agent: {}",
+            errors.join("; ")
+        ));
+        return;
+    }
+
+    op.step(
+        "deleting_netmon",
+        format!("removing {}", naming::NETMON_CONTAINER),
+    );
+    let force = RemoveContainerOptions {
+        force: true,
+        volumes: false,
+    };
+    match rt
+        .docker()
+        .remove_container(naming::NETMON_CONTAINER, force)
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => op.warn(format!(
+            "could not remove {}: {e}",
+            naming::NETMON_CONTAINER
+        )),
+    }
+
+    match rt.self_container().await {
+        SelfContainer::Host => op.succeed(
+            "all runtimes and networks removed; the agent runs on the host, so there is no \
+             container of its own to remove",
+        ),
+        SelfContainer::Container { id, name } => {
+            op.step(
+                "removing_self",
+                format!("removing the agent's container {name}"),
+            );
+            // Removing our own container ends this process; nothing after this line is expected
+            // to run when it succeeds.
+            match rt.docker().remove_container(&id, force).await {
+                Ok(()) => op.succeed(format!("removed the agent's container {name}")),
+                Err(e) => op.fail(format!(
+                    "could not remove the agent's container {name}: {e}"
+                )),
+            }
+        }
+    }
+}
+
+/// Deletes one runtime, waiting for an operation already running on it.
+async fn delete_one(rt: &Runtimes, name: &str) -> Result<(), Error> {
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    let op = loop {
+        match rt.ops().try_begin(name, OpKind::Delete) {
+            Ok(op) => break op,
+            Err(busy) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(runtime = name, "waiting: {busy}");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(busy) => return Err(busy.into()),
+        }
+    };
+    let owned = match rt.owned(name, "delete").await {
+        Ok(o) => o,
+        Err(e) => {
+            op.fail(e.to_string());
+            return if e.is_not_found() { Ok(()) } else { Err(e) };
+        }
+    };
+    match delete::remove_runtime(rt, &owned, &op).await {
+        Ok(()) => {
+            op.succeed(format!("{name} removed by the self-destruct"));
+            Ok(())
+        }
+        Err(e) => {
+            warn!(runtime = name, error = %e, "self-destruct could not remove a runtime");
+            op.fail(e.to_string());
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! `get_device_status` (upstream §12 items 1–2): a tracked create/delete (in progress or failed) is
+//! reported as such; otherwise the container's live state with its MACVLAN networks (internal
+//! bridges hidden), internal IP, uptime and the last operation's warnings. `__orchestrator__`
+//! reports the self-destruct and state-file warnings.
+
+use docker_api::{ContainerInspect, ContainerStatus};
+use serde_json::{Map, Value, json};
+use time::OffsetDateTime;
+
+use super::ops::{OpKind, OpRecord, Outcome};
+use super::{Error, Runtimes, internal_ip_of, naming};
+
+/// The status answer body for `device_id`.
+pub(super) async fn device_status(
+    rt: &Runtimes,
+    device_id: &str,
+) -> Result<Map<String, Value>, Error> {
+    if device_id == naming::ORCHESTRATOR_DEVICE_ID {
+        return Ok(orchestrator(rt));
+    }
+    let record = rt.ops().get(device_id);
+    if let Some(r) = &record {
+        let long_op = matches!(r.kind, OpKind::Create | OpKind::Delete);
+        if r.outcome == Outcome::Running || (r.outcome == Outcome::Failed && long_op) {
+            return Ok(r.to_status(device_id));
+        }
+    }
+    let owned = match rt.owned(device_id, "report on").await {
+        Ok(o) => o,
+        Err(Error::NotFound(_)) => return Ok(not_found(device_id, record.as_ref())),
+        Err(e) => return Err(e),
+    };
+    let Some(c) = owned.container else {
+        return Ok(not_found(device_id, record.as_ref()));
+    };
+    let mut body = container_status(device_id, &c);
+    if let Some(r) = record {
+        if !r.warnings.is_empty() {
+            body.insert("warnings".into(), json!(r.warnings));
+        }
+        body.insert("last_operation".into(), Value::Object(last_operation(&r)));
+    }
+    Ok(body)
+}
+
+fn not_found(device_id: &str, record: Option<&OpRecord>) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("status".into(), json!("not_found"));
+    m.insert("device_id".into(), json!(device_id));
+    let deleted =
+        record.is_some_and(|r| r.kind == OpKind::Delete && r.outcome == Outcome::Succeeded);
+    m.insert(
+        "message".into(),
+        json!(if deleted {
+            format!("Container {device_id} was deleted")
+        } else {
+            format!("Container {device_id} not found")
+        }),
+    );
+    m
+}
+
+fn last_operation(r: &OpRecord) -> Map<String, Value> {
+    let mut m = r.to_status("");
+    m.remove("device_id");
+    m
+}
+
+fn status_str(s: ContainerStatus) -> &'static str {
+    match s {
+        ContainerStatus::Created => "created",
+        ContainerStatus::Running => "running",
+        ContainerStatus::Paused => "paused",
+        ContainerStatus::Restarting => "restarting",
+        ContainerStatus::Removing => "removing",
+        ContainerStatus::Exited => "exited",
+        ContainerStatus::Dead => "dead",
+        _ => "unknown",
+    }
+}
+
+/// The upstream success shape from an inspect.
+pub(super) fn container_status(device_id: &str, c: &ContainerInspect) -> Map<String, Value> {
+    let mut m = Map::new();
+    m.insert("status".into(), json!("success"));
+    m.insert("device_id".into(), json!(device_id));
+    m.insert("container_status".into(), json!(status_str(c.state.status)));
+    m.insert("is_running".into(), json!(c.state.running));
+    let mut networks = Map::new();
+    for (name, ep) in &c.network_settings.networks {
+        if name.ends_with(naming::INTERNAL_SUFFIX) {
+            continue;
+        }
+        let opt = |s: &str| if s.is_empty() { Value::Null } else { json!(s) };
+        networks.insert(
+            name.clone(),
+            json!({
+                "ip_address": opt(&ep.ip_address),
+                "mac_address": opt(&ep.mac_address),
+                "gateway": opt(&ep.gateway),
+            }),
+        );
+    }
+    m.insert("networks".into(), Value::Object(networks));
+    m.insert("restart_count".into(), json!(c.restart_count));
+    if let Some(ip) = internal_ip_of(c, device_id) {
+        m.insert("internal_ip".into(), json!(ip.to_string()));
+    }
+    if c.state.running {
+        if let Some(up) = uptime_seconds(&c.state.started_at) {
+            m.insert("uptime_seconds".into(), json!(up));
+        }
+    } else {
+        m.insert("exit_code".into(), json!(c.state.exit_code));
+    }
+    if let Some(h) = c.state.health.as_ref().filter(|h| !h.status.is_empty()) {
+        m.insert("health_status".into(), json!(h.status));
+    }
+    m
+}
+
+fn uptime_seconds(started_at: &str) -> Option<i64> {
+    let t =
+        OffsetDateTime::parse(started_at, &time::format_description::well_known::Rfc3339).ok()?;
+    Some((OffsetDateTime::now_utc() - t).whole_seconds().max(0))
+}
+
+fn orchestrator(rt: &Runtimes) -> Map<String, Value> {
+    let id = naming::ORCHESTRATOR_DEVICE_ID;
+    let mut m = match rt.ops().get(id) {
+        Some(r) => r.to_status(id),
+        None => {
+            let mut m = Map::new();
+            m.insert("status".into(), json!("idle"));
+            m.insert("device_id".into(), json!(id));
+            m.insert(
+                "message".into(),
+                json!("No self-destruct operation has been requested"),
+            );
+            m
+        }
+    };
+    let state_warnings = rt.state().warnings();
+    if !state_warnings.is_empty() {
+        m.insert("state_warnings".into(), json!(state_warnings));
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn success_shape_hides_internal_networks() {
+        let c: ContainerInspect = serde_json::from_value(json!({
+            "Id": "abc", "Name": "/plc",
+            "State": {"Status": "running", "Running": true, "StartedAt": "2026-01-01T00:00:00.123456789Z"},
+            "RestartCount": 2,
+            "NetworkSettings": {"Networks": {
+                "plc_internal": {"IPAddress": "172.30.0.2", "MacAddress": "02:42:ac:1e:00:02"},
+                "macvlan_eth0_10.0.0.0_24": {"IPAddress": "10.0.0.5", "MacAddress": "02:00:00:00:00:05", "Gateway": "10.0.0.1"}
+            }}
+        }))
+        .unwrap();
+        let s = container_status("plc", &c);
+        assert_eq!(s["status"], "success");
+        assert_eq!(s["container_status"], "running");
+        assert_eq!(s["is_running"], true);
+        assert_eq!(s["internal_ip"], "172.30.0.2");
+        assert_eq!(s["restart_count"], 2);
+        assert!(s["uptime_seconds"].as_i64().unwrap() > 0);
+        assert_eq!(
+            s["networks"],
+            json!({"macvlan_eth0_10.0.0.0_24": {"ip_address": "10.0.0.5",
+                   "mac_address": "02:00:00:00:00:05", "gateway": "10.0.0.1"}})
+        );
+        assert!(s.get("exit_code").is_none());
+    }
+}
