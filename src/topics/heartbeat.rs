@@ -119,6 +119,8 @@ impl HostState {
                     Ok(Err(e)) => tracing::warn!(error = %e, "disk usage unavailable"),
                     Err(e) => tracing::warn!(error = %e, "disk sampling task failed"),
                 }
+                // Wake the waiters either way; on failure they keep the previous figure.
+                tx.send_modify(|_| {});
                 in_flight.store(false, Ordering::Release);
             });
         }
