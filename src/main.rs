@@ -1,5 +1,126 @@
 //! `orchestrator-agent`: parses the command line and wires the library's modules together.
+//!
+//! The order is: configuration, logging, then (inside the async runtime) the shutdown signal, the
+//! agent's services ([`build_services`], the one place to add a service), and the cloud link,
+//! which runs until SIGTERM or SIGINT. Nothing here exits because the cloud, the certificate or
+//! the Docker engine is unavailable; only a malformed command line ends the process early.
 
-fn main() {
-    println!("orchestrator-agent: not wired yet");
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Parser;
+use orchestrator_agent::cloud::{self, Handler};
+use orchestrator_agent::config::Config;
+use orchestrator_agent::{logging, netevents, runtime, topics};
+use tokio::sync::watch;
+use tracing::{error, info};
+
+fn main() -> ExitCode {
+    let started = Instant::now();
+    let config = Config::parse();
+    let _log_guard = match logging::init(config.log_level.as_deref(), &config.log_dir()) {
+        Ok(guard) => guard,
+        Err(e) => {
+            eprintln!("orchestrator-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            error!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config, started)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
+    // A malformed --server is the one error no retry fixes: say so now, not after waiting.
+    cloud::tls::Endpoint::parse(&config.server)?;
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        server = %config.server,
+        state_dir = %config.state_dir.display(),
+        "orchestrator-agent starting"
+    );
+    let stop = shutdown_signal()?;
+
+    let Some(handler) = wait_or_stop(&stop, build_services(&config, started)).await else {
+        info!("stopped before the agent was ready");
+        return Ok(());
+    };
+    let handler = handler?;
+    let mut stop_link = stop.clone();
+    cloud::run(config.link(), handler, async move {
+        let _ = stop_link.wait_for(|stop| *stop).await;
+    })
+    .await?;
+    info!("orchestrator-agent stopped");
+    Ok(())
+}
+
+/// Builds the agent's services and the topics handler the cloud link dispatches to. Background
+/// tasks started here live as long as the process.
+async fn build_services(config: &Config, started: Instant) -> anyhow::Result<Arc<dyn Handler>> {
+    let interfaces = netevents::InterfaceCache::new();
+    netevents::spawn_listener(config.state_dir.join("netmon.sock"), interfaces.clone());
+
+    // Runtimes first: the boot reconcile must not wait for the certificate or the cloud.
+    let docker = docker_api::Docker::new(docker_api::DockerConfig::from_host(&config.docker_host)?);
+    let mut runtime_config = runtime::RuntimeConfig::new(&config.state_dir);
+    runtime_config.runtime_image = config.runtime_image.clone();
+    let runtimes = runtime::Runtimes::open(docker, interfaces.clone(), runtime_config)
+        .await
+        .context("cannot open the state files")?;
+    runtimes.spawn_reconcile();
+
+    let agent_id = cloud::identity::wait_for_agent_id(&config.mtls_dir()).await;
+    info!(agent_id = %agent_id, "agent id {agent_id}");
+
+    let services = topics::Services {
+        agent_id,
+        started,
+        interfaces,
+        runtime: Arc::new(runtimes),
+    };
+    Ok(Arc::new(topics::App::new(services)))
+}
+
+/// Runs `fut` unless shutdown is asked first (then `None`).
+async fn wait_or_stop<T>(stop: &watch::Receiver<bool>, fut: impl Future<Output = T>) -> Option<T> {
+    let mut stop = stop.clone();
+    tokio::select! {
+        v = fut => Some(v),
+        _ = stop.wait_for(|stop| *stop) => None,
+    }
+}
+
+/// A flag that turns true on SIGTERM or SIGINT.
+fn shutdown_signal() -> anyhow::Result<watch::Receiver<bool>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        info!("{name} received: shutting down");
+        let _ = tx.send(true);
+    });
+    Ok(rx)
 }
