@@ -134,23 +134,24 @@ pub async fn execute(
             agent,
             topic,
             args,
-            ack: false,
-        } => match cloud.emit(agent.as_deref(), &topic, args) {
-            Ok(()) => json!({"cn": agent, "emitted": topic}).to_string(),
-            Err(e) => error_line(&e),
-        },
-        Command::Emit {
-            agent,
-            topic,
-            args,
-            ack: true,
-        } => match cloud
-            .emit_with_ack(agent.as_deref(), &topic, args, timeout)
-            .await
-        {
-            Ok(values) => json!({"cn": agent, "ack": topic, "args": values}).to_string(),
-            Err(e) => error_line(&e),
-        },
+            ack,
+        } => {
+            // Resolve the CN first so the answer says which agent it came from.
+            let result = match cloud.resolve_agent(agent.as_deref()) {
+                Err(e) => Err(e),
+                Ok(cn) if ack => cloud
+                    .emit_with_ack(Some(&cn), &topic, args, timeout)
+                    .await
+                    .map(|values| json!({"cn": cn, "ack": topic, "args": values})),
+                Ok(cn) => cloud
+                    .emit(Some(&cn), &topic, args)
+                    .map(|()| json!({"cn": cn, "emitted": topic})),
+            };
+            match result {
+                Ok(v) => v.to_string(),
+                Err(e) => json!({"error": e.to_string(), "topic": topic}).to_string(),
+            }
+        }
     };
     let _ = out.send(line).await;
 }

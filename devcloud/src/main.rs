@@ -104,7 +104,7 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the tokio runtime")?;
-    rt.block_on(async move {
+    let result = rt.block_on(async move {
         match cli.cmd {
             Cmd::Init(args) => {
                 let paths = init(&args).await?;
@@ -129,7 +129,10 @@ fn main() -> anyhow::Result<()> {
                 serve(cfg, &paths, (!no_http).then_some(http), ack_timeout).await
             }
         }
-    })
+    });
+    // tokio's stdin reader is a blocking thread that may sit in read(2) forever; do not wait for it.
+    rt.shutdown_background();
+    result
 }
 
 async fn init(args: &PkiArgs) -> anyhow::Result<pki::PkiPaths> {
@@ -225,7 +228,7 @@ async fn serve(
         }
         None => None,
     };
-    eprintln!("devcloud: type `{}` on stdin", console::HELP);
+    eprintln!("devcloud: stdin {}", console::HELP);
 
     // stdin EOF ends the console, not the server (devcloud may run with stdin closed).
     let console_task = tokio::spawn(console::run(

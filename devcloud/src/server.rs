@@ -36,6 +36,8 @@ use crate::wire::{InArgs, OutArgs};
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long shutdown waits for Socket.IO to say goodbye before it cuts connections.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown lets connections finish on their own after the close.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 /// Largest Engine.IO message accepted from an agent (the agent itself refuses more than 1 MiB inbound;
 /// what it sends, e.g. consumption series, may be larger).
 const MAX_PAYLOAD: u64 = 8 * 1024 * 1024;
@@ -153,6 +155,11 @@ impl Drop for Inner {
             task.abort();
         }
         lock(&self.conns).abort_all();
+        // Upgraded websocket sessions live in socketioxide's own tasks; close them too.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let io = self.io.clone();
+            rt.spawn(async move { io.close().await });
+        }
     }
 }
 
@@ -333,7 +340,9 @@ impl DevCloud {
         self.inner.gate.is_frozen()
     }
 
-    /// Disconnects every agent's Socket.IO session but keeps listening (agents will reconnect).
+    /// Sends every agent a Socket.IO DISCONNECT and keeps listening. Note that socket.io clients do
+    /// not reconnect on their own after a server-side disconnect; to test reconnection use
+    /// [`DevCloud::shutdown`] and start again on the same address.
     pub fn disconnect_all(&self) {
         let sockets: Vec<SocketRef> = self
             .inner
@@ -357,6 +366,8 @@ impl DevCloud {
         }
         // A frozen server cannot say goodbye; let the data flow for the close.
         self.inner.gate.thaw();
+        // Like a real cloud going down (socket.io's io.close()): the transport closes, there is no
+        // Socket.IO DISCONNECT (after one, socket.io clients do not reconnect).
         if tokio::time::timeout(CLOSE_TIMEOUT, self.inner.io.close())
             .await
             .is_err()
@@ -364,10 +375,36 @@ impl DevCloud {
             tracing::warn!("Socket.IO close timed out; cutting connections");
         }
         let mut conns = std::mem::take(&mut *lock(&self.inner.conns));
-        conns.abort_all();
-        while conns.join_next().await.is_some() {}
-        self.inner.shared.agents().clear();
+        // Give the goodbyes a moment to reach the wire, then cut whatever is left.
+        let drained = tokio::time::timeout(CLOSE_GRACE, async {
+            while conns.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            conns.abort_all();
+            while conns.join_next().await.is_some() {}
+        }
+        // socketioxide's close does not run disconnect handlers; report the sessions it ended.
+        let ended = std::mem::take(&mut *self.inner.shared.agents());
+        for a in ended {
+            tracing::info!(cn = %a.cn, sid = %a.socket.id, "agent disconnected (server shutdown)");
+            let _ = self.inner.shared.events.send(CloudEvent::Disconnected {
+                cn: a.cn,
+                sid: a.socket.id.to_string(),
+                reason: format!("{:?}", DisconnectReason::ClosingServer),
+            });
+        }
         tracing::info!(addr = %self.inner.local_addr, "devcloud stopped");
+    }
+
+    /// The CN [`DevCloud::emit_with_ack`] would talk to for `agent` (None = the most recent agent).
+    pub fn resolve_agent(&self, agent: Option<&str>) -> Result<String> {
+        let agents = self.inner.shared.agents();
+        match agent {
+            Some(cn) if agents.iter().any(|a| a.cn == cn) => Ok(cn.to_owned()),
+            Some(cn) => Err(Error::AgentNotConnected(cn.to_owned())),
+            None => agents.last().map(|a| a.cn.clone()).ok_or(Error::NoAgent),
+        }
     }
 
     /// The session to talk to: the newest one of `agent`, or the newest of all.

@@ -2,161 +2,15 @@
 //! loopback only. The client is `tests/sio_client.py`, run with the python of `ORCH_TEST_PYTHON`
 //! (scripts/test.sh creates that venv), falling back to `target/test-venv/bin/python`.
 
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+mod common;
+
 use std::time::Duration;
 
-use devcloud::pki::{self, PkiOptions, PkiPaths};
+use common::{ClientOpts, PyClient, STEP, http_request, make_pki, start};
+use devcloud::pki::{self, PkiOptions};
 use devcloud::{CloudEvent, DevCloud, ServerConfig};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::broadcast;
-
-const STEP: Duration = Duration::from_secs(20);
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("ORCH_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
-    assert!(
-        fallback.exists(),
-        "no python with python-socketio: set ORCH_TEST_PYTHON or create {} \
-         (python3 -m venv target/test-venv && target/test-venv/bin/pip install python-socketio aiohttp)",
-        fallback.display()
-    );
-    fallback
-}
-
-/// A PKI in a temp dir (removed on drop).
-struct Pki {
-    _dir: tempfile::TempDir,
-    paths: PkiPaths,
-}
-
-/// Server logs in test output (`RUST_LOG=devcloud=debug cargo test -- --nocapture`).
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_test_writer()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .try_init();
-}
-
-fn make_pki(opts: &PkiOptions) -> Pki {
-    init_logs();
-    let dir = tempfile::Builder::new()
-        .prefix("devcloud-test-")
-        .tempdir()
-        .expect("tempdir");
-    let paths = pki::generate(dir.path(), opts).expect("generate pki");
-    Pki { _dir: dir, paths }
-}
-
-async fn start(pki: &Pki, listen: &str, ping: Duration) -> DevCloud {
-    let cfg = ServerConfig {
-        ping_interval: ping,
-        ping_timeout: ping,
-        ..ServerConfig::from_pki(&pki.paths, listen.parse().expect("listen address"))
-    };
-    DevCloud::start(cfg).await.expect("start devcloud")
-}
-
-/// The python client process (killed on drop).
-struct PyClient {
-    child: Child,
-    stdin: ChildStdin,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-struct ClientOpts<'a> {
-    ca: &'a Path,
-    cert: &'a Path,
-    key: &'a Path,
-    transport: &'a str,
-    reconnect: bool,
-}
-
-impl<'a> ClientOpts<'a> {
-    fn trusted(p: &'a PkiPaths) -> Self {
-        Self {
-            ca: &p.ca_cert,
-            cert: &p.client_cert,
-            key: &p.client_key,
-            transport: "websocket",
-            reconnect: false,
-        }
-    }
-}
-
-impl PyClient {
-    fn spawn(cloud: &DevCloud, o: &ClientOpts<'_>) -> PyClient {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sio_client.py");
-        let mut cmd = Command::new(python());
-        cmd.arg(script)
-            .arg("--url")
-            .arg(cloud.url())
-            .arg("--ca")
-            .arg(o.ca)
-            .arg("--cert")
-            .arg(o.cert)
-            .arg("--key")
-            .arg(o.key)
-            .arg("--transport")
-            .arg(o.transport)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true);
-        if o.reconnect {
-            cmd.arg("--reconnect");
-        }
-        let mut child = cmd.spawn().expect("spawn python client");
-        let stdin = child.stdin.take().expect("piped stdin");
-        let stdout = child.stdout.take().expect("piped stdout");
-        PyClient {
-            child,
-            stdin,
-            lines: BufReader::new(stdout).lines(),
-        }
-    }
-
-    /// The next JSON line whose "type" is `ty` (other lines are skipped).
-    async fn expect(&mut self, ty: &str) -> Value {
-        let deadline = tokio::time::Instant::now() + STEP;
-        loop {
-            let line = tokio::time::timeout_at(deadline, self.lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("client: no {ty:?} line in time"))
-                .expect("client stdout")
-                .unwrap_or_else(|| panic!("client exited before a {ty:?} line"));
-            let v: Value = serde_json::from_str(&line).expect("client JSON line");
-            if v["type"] == ty {
-                return v;
-            }
-            assert_ne!(v["type"], "connect_error", "client could not connect: {v}");
-        }
-    }
-
-    async fn send(&mut self, cmd: Value) {
-        self.stdin
-            .write_all(format!("{cmd}\n").as_bytes())
-            .await
-            .expect("client stdin");
-        self.stdin.flush().await.expect("client stdin flush");
-    }
-
-    async fn exit_code(mut self) -> Option<i32> {
-        tokio::time::timeout(STEP, self.child.wait())
-            .await
-            .expect("client exits in time")
-            .expect("client wait")
-            .code()
-    }
-}
 
 /// The next notification matching `pred`.
 async fn next_matching(
@@ -183,7 +37,7 @@ async fn trusted_client_connects_and_the_server_sees_its_certificate_cn() {
     });
     let cloud = start(&pki, "127.0.0.1:0", Duration::from_secs(25)).await;
     let mut rx = cloud.subscribe();
-    let mut client = PyClient::spawn(&cloud, &ClientOpts::trusted(&pki.paths));
+    let mut client = PyClient::spawn(&cloud.url(), &ClientOpts::trusted(&pki.paths));
     client.expect("connected").await;
     let ev = next_matching(&mut rx, |e| matches!(e, CloudEvent::Connected { .. })).await;
     let CloudEvent::Connected { cn, .. } = ev else {
@@ -215,7 +69,7 @@ async fn client_events_reach_subscribers_with_every_argument() {
     let pki = make_pki(&PkiOptions::default());
     let cloud = start(&pki, "127.0.0.1:0", Duration::from_secs(25)).await;
     let mut rx = cloud.subscribe();
-    let mut client = PyClient::spawn(&cloud, &ClientOpts::trusted(&pki.paths));
+    let mut client = PyClient::spawn(&cloud.url(), &ClientOpts::trusted(&pki.paths));
     client.expect("connected").await;
 
     let hb = json!({"agent_id": "x", "status": "active", "cpu_usage": 1.5});
@@ -248,7 +102,7 @@ async fn client_events_reach_subscribers_with_every_argument() {
 async fn emit_with_ack_sends_each_argument_and_returns_the_whole_ack() {
     let pki = make_pki(&PkiOptions::default());
     let cloud = start(&pki, "127.0.0.1:0", Duration::from_secs(25)).await;
-    let mut client = PyClient::spawn(&cloud, &ClientOpts::trusted(&pki.paths));
+    let mut client = PyClient::spawn(&cloud.url(), &ClientOpts::trusted(&pki.paths));
     client.expect("connected").await;
     let cn = cloud
         .wait_for_agent(Some(pki::DEFAULT_AGENT_ID), STEP)
@@ -325,7 +179,7 @@ async fn polling_transport_clients_are_identified_too() {
         transport: "polling",
         ..ClientOpts::trusted(&pki.paths)
     };
-    let mut client = PyClient::spawn(&cloud, &opts);
+    let mut client = PyClient::spawn(&cloud.url(), &opts);
     client.expect("connected").await;
     let ack = cloud
         .emit_with_ack(Some(pki::DEFAULT_AGENT_ID), "ping", vec![json!(1)], STEP)
@@ -349,7 +203,7 @@ async fn client_certificate_from_another_ca_is_refused() {
         transport: "websocket",
         reconnect: false,
     };
-    let mut client = PyClient::spawn(&cloud, &opts);
+    let mut client = PyClient::spawn(&cloud.url(), &opts);
     let line = client
         .lines
         .next_line()
@@ -380,7 +234,7 @@ async fn server_certificate_from_another_ca_is_refused_by_the_client() {
         ..ServerConfig::from_pki(&pki.paths, "127.0.0.1:0".parse().expect("addr"))
     };
     let cloud = DevCloud::start(cfg).await.expect("start");
-    let mut client = PyClient::spawn(&cloud, &ClientOpts::trusted(&pki.paths));
+    let mut client = PyClient::spawn(&cloud.url(), &ClientOpts::trusted(&pki.paths));
     let line = client
         .lines
         .next_line()
@@ -401,15 +255,21 @@ async fn shutdown_frees_the_port_and_a_restarted_server_gets_the_client_back() {
         reconnect: true,
         ..ClientOpts::trusted(&pki.paths)
     };
-    let mut client = PyClient::spawn(&cloud, &opts);
+    let mut client = PyClient::spawn(&cloud.url(), &opts);
     client.expect("connected").await;
     cloud
         .wait_for_agent(None, STEP)
         .await
         .expect("first connection");
 
+    let mut rx = cloud.subscribe();
     cloud.shutdown().await;
-    client.expect("disconnected").await;
+    let gone = client.expect("disconnected").await;
+    // Like a real cloud going down: the transport closes (no Socket.IO DISCONNECT, after which
+    // socket.io clients would not reconnect), so the client retries.
+    assert_ne!(gone["reason"], "io server disconnect", "{gone}");
+    let ev = next_matching(&mut rx, |e| matches!(e, CloudEvent::Disconnected { .. })).await;
+    assert!(matches!(ev, CloudEvent::Disconnected { cn, .. } if cn == pki::DEFAULT_AGENT_ID));
     cloud.shutdown().await; // idempotent
 
     let cloud = start(&pki, &addr.to_string(), Duration::from_secs(25)).await;
@@ -432,7 +292,7 @@ async fn frozen_server_goes_silent_until_the_client_gives_up() {
     let pki = make_pki(&PkiOptions::default());
     // Short pings so the client's dead-link detection (interval + timeout) fires quickly.
     let cloud = start(&pki, "127.0.0.1:0", Duration::from_millis(500)).await;
-    let mut client = PyClient::spawn(&cloud, &ClientOpts::trusted(&pki.paths));
+    let mut client = PyClient::spawn(&cloud.url(), &ClientOpts::trusted(&pki.paths));
     client.expect("connected").await;
     cloud.wait_for_agent(None, STEP).await.expect("connected");
 
@@ -449,7 +309,7 @@ async fn frozen_server_goes_silent_until_the_client_gives_up() {
     assert_eq!(client.exit_code().await, Some(0));
 
     cloud.thaw();
-    let mut client = PyClient::spawn(&cloud, &ClientOpts::trusted(&pki.paths));
+    let mut client = PyClient::spawn(&cloud.url(), &ClientOpts::trusted(&pki.paths));
     client.expect("connected").await;
     cloud.shutdown().await;
 }
@@ -473,7 +333,7 @@ async fn http_endpoint_emits_and_lists_agents() {
     let (status, body) = http_request(http, "POST", "/emit/x", "{}").await;
     assert_eq!(status, 404, "{body}");
 
-    let mut client = PyClient::spawn(&cloud, &ClientOpts::trusted(&pki.paths));
+    let mut client = PyClient::spawn(&cloud.url(), &ClientOpts::trusted(&pki.paths));
     client.expect("connected").await;
     cloud.wait_for_agent(None, STEP).await.expect("connected");
 
@@ -516,38 +376,11 @@ async fn http_endpoint_emits_and_lists_agents() {
     cloud.shutdown().await;
 }
 
-/// A one-shot HTTP/1.1 request over a raw socket; returns the status and the JSON body.
-async fn http_request(
-    addr: std::net::SocketAddr,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> (u16, Value) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.expect("write");
-    let mut resp = String::new();
-    tokio::time::timeout(STEP, s.read_to_string(&mut resp))
-        .await
-        .expect("response in time")
-        .expect("read");
-    let status: u16 = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .expect("status code");
-    let body = resp.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    (status, serde_json::from_str(body).expect("JSON body"))
-}
-
 #[tokio::test]
 async fn console_lines_become_emits_and_acks_become_lines() {
     let pki = make_pki(&PkiOptions::default());
     let cloud = start(&pki, "127.0.0.1:0", Duration::from_secs(25)).await;
-    let mut client = PyClient::spawn(&cloud, &ClientOpts::trusted(&pki.paths));
+    let mut client = PyClient::spawn(&cloud.url(), &ClientOpts::trusted(&pki.paths));
     client.expect("connected").await;
     cloud.wait_for_agent(None, STEP).await.expect("connected");
 
