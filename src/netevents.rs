@@ -286,7 +286,8 @@ impl InterfaceCache {
         self.inner.discovered.load(Ordering::Relaxed)
     }
 
-    /// Subscribes to interface changes (sent after the cache is updated).
+    /// Subscribes to interface changes (sent after the cache is updated). A receiver more than
+    /// 256 changes behind gets `RecvError::Lagged`: re-read [`InterfaceCache::list`] then.
     pub fn subscribe(&self) -> broadcast::Receiver<NetworkChange> {
         self.inner.changes.subscribe()
     }
@@ -307,7 +308,8 @@ impl InterfaceCache {
         tokio::time::timeout(timeout, wait).await.ok().flatten()
     }
 
-    /// Applies one decoded event and broadcasts what changed. Returns the changes.
+    /// Applies one decoded event and broadcasts what changed. Returns the changes. The listener
+    /// is the only caller in production; tests (here and in `runtime`) feed the cache with it.
     pub fn apply(&self, event: NetmonEvent) -> Vec<NetworkChange> {
         let changes = {
             let mut map = self.inner.map.write().unwrap_or_else(|e| e.into_inner());
