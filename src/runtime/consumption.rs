@@ -3,7 +3,12 @@
 //!
 //! Owns: the 48 h ring buffer of each runtime ([`DeviceUsage`]), sampling the Engine's one-shot
 //! stats of the given runtimes concurrently ([`DeviceUsage::sample`], every heartbeat — 5 s — from
-//! a task of the runtime service, see [`spawn_sampler`]), and the answer body.
+//! a task of the runtime service, see [`spawn`]), and the answer body ([`handle`]).
+//!
+//! Wiring in the runtime service: `consumption::spawn(&rt)` once at start-up (the sampler task is
+//! owned by the service's task set) and `RuntimeOps::consumption_device` → [`handle`]. Until
+//! `Runtimes` holds the [`DeviceUsage`] itself, it is found through [`usage_of`] (one per agent
+//! instance, i.e. per state dir).
 //!
 //! CPU % = Δ container CPU time / Δ host CPU time × online CPUs × 100 between two consecutive
 //! one-shot samples (100 % = one CPU busy; `docker stats`' formula, over our 5 s interval rather than
@@ -16,12 +21,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use docker_api::{ContainerStats, Docker};
 use serde_json::{Map, Value, json};
 
+use crate::contract::DeviceConsumptionRequest;
+use crate::runtime::Runtimes;
+use crate::topics::{OpError, OpResult};
 use crate::usage::{CAPACITY, Period, RingBuffer};
 
 /// Interval between samples: the heartbeat's.
@@ -247,30 +255,95 @@ pub fn not_found_message(device_id: &str) -> String {
     format!("Device {device_id} not found")
 }
 
-/// Runs [`DeviceUsage::sample`] every [`SAMPLE_INTERVAL`] until the returned handle is aborted
-/// (the runtime service owns it and aborts it on shutdown). `targets` lists, each tick, the
-/// running runtimes to sample and the names of all existing ones (whose history is kept).
-/// A tick that takes longer than the interval delays the next one instead of piling up.
-pub fn spawn_sampler<F, Fut>(
-    usage: Arc<DeviceUsage>,
-    docker: Docker,
-    targets: F,
-) -> tokio::task::JoinHandle<()>
+/// The [`DeviceUsage`] of the agent instance `rt` belongs to (created on first use).
+pub fn usage_of(rt: &Runtimes) -> Arc<DeviceUsage> {
+    static BY_INSTANCE: OnceLock<Mutex<HashMap<String, Arc<DeviceUsage>>>> = OnceLock::new();
+    let map = BY_INSTANCE.get_or_init(|| Mutex::new(HashMap::new()));
+    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
+    map.entry(rt.instance().to_string())
+        .or_insert_with(|| Arc::new(DeviceUsage::default()))
+        .clone()
+}
+
+/// `RuntimeOps::consumption_device`: the history of an OWNED runtime (see [`DeviceUsage::report`]);
+/// `Device <id> not found` for unknown devices and for containers that are not ours.
+pub async fn handle(rt: &Runtimes, req: DeviceConsumptionRequest) -> OpResult {
+    match rt.owned(&req.device_id, "query").await {
+        Ok(_) => {}
+        Err(e) if e.is_not_found() || e.is_not_owned() => {
+            return Err(OpError::new(not_found_message(&req.device_id)));
+        }
+        Err(e) => return Err(OpError::new(e.to_string())),
+    }
+    Ok(usage_of(rt).report(
+        &req.device_id,
+        &req.cpu_period,
+        &req.memory_period,
+        crate::timefmt::now_unix(),
+    ))
+}
+
+/// The runtimes to sample now: `(running ones, all existing ones)`.
+async fn targets(rt: &Runtimes) -> (Vec<SampleTarget>, Vec<String>) {
+    let names = match rt.owned_runtime_names().await {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::debug!(error = %e, "consumption: cannot list runtimes");
+            return (Vec::new(), Vec::new());
+        }
+    };
+    let mut running = Vec::new();
+    for name in &names {
+        if let Ok(owned) = rt.owned(name, "query").await
+            && let Some(c) = owned.container
+            && c.state.running
+        {
+            running.push(SampleTarget {
+                name: name.clone(),
+                container: c.id.clone(),
+            });
+        }
+    }
+    (running, names)
+}
+
+/// Takes one sample of every owned running runtime (e.g. from `RuntimeOps::on_heartbeat`).
+pub async fn sample_now(rt: &Runtimes) {
+    let (running, existing) = targets(rt).await;
+    usage_of(rt)
+        .sample(rt.docker(), &running, &existing, crate::timefmt::now_unix())
+        .await;
+}
+
+/// Starts the 5 s sampler as a task owned by the runtime service (stopped by its shutdown).
+pub fn spawn(rt: &Runtimes) {
+    let usage = usage_of(rt);
+    let docker = rt.docker().clone();
+    let for_targets = rt.clone();
+    rt.spawn(run_sampler(usage, docker, move || {
+        let rt = for_targets.clone();
+        async move { targets(&rt).await }
+    }));
+}
+
+/// Runs [`DeviceUsage::sample`] every [`SAMPLE_INTERVAL`], forever (the owner aborts it).
+/// `targets` lists, each tick, the running runtimes to sample and the names of all existing ones
+/// (whose history is kept). A tick that takes longer than the interval delays the next one instead
+/// of piling up.
+pub async fn run_sampler<F, Fut>(usage: Arc<DeviceUsage>, docker: Docker, targets: F)
 where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = (Vec<SampleTarget>, Vec<String>)> + Send,
 {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let (running, existing) = targets().await;
-            usage
-                .sample(&docker, &running, &existing, crate::timefmt::now_unix())
-                .await;
-        }
-    })
+    let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let (running, existing) = targets().await;
+        usage
+            .sample(&docker, &running, &existing, crate::timefmt::now_unix())
+            .await;
+    }
 }
 
 /// Averages consecutive points into at most `max` buckets (timestamp of each bucket's last

@@ -11,15 +11,9 @@
 //! follow redirects, block (every call is async with timeouts), or log header values or bodies
 //! (they may carry credentials).
 //!
-//! How the runtime service uses it (its `RuntimeOps::run_command`):
-//! ```ignore
-//! command::run_request(&req, |device_id| async move {
-//!     // internal IP of the OWNED runtime `device_id`, else CommandError::DeviceNotFound /
-//!     // CommandError::NoInternalIp
-//! }, &Limits::default()).await
-//! ```
-//! or, piece by piece: [`HttpCommand::new`], [`execute`], [`object_form_answer`] /
-//! [`legacy_form_answer`].
+//! The runtime service's `RuntimeOps::run_command` is [`handle`]`(&rt, req)`. The pieces are public
+//! for other callers and tests: [`run_request`] (with any address resolver), [`HttpCommand::new`],
+//! [`execute`], [`object_form_answer`] / [`legacy_form_answer`].
 
 mod http;
 mod validate;
@@ -32,6 +26,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use crate::contract::{RunCommandForm, RunCommandRequest};
+use crate::runtime::Runtimes;
 use crate::topics::OpError;
 
 pub use validate::{
@@ -137,10 +132,20 @@ pub enum CommandError {
     /// No runtime of ours has this name (also for containers we do not own: we do not reveal them).
     #[error("Device not found: {0}")]
     DeviceNotFound(String),
-    /// The runtime is ours but has no address on its internal network (not running, or never
-    /// attached).
-    #[error("Device {0} has no internal IP address (is it running?)")]
+    /// The runtime is ours but has no address on its internal network (never attached).
+    #[error("Device {0} has no internal IP address")]
     NoInternalIp(String),
+    /// The runtime is ours but its container is not running.
+    #[error("Device {0} is not running")]
+    NotRunning(String),
+    /// The runtime could not be looked up (engine error).
+    #[error("Cannot look up device {device_id}: {reason}")]
+    Lookup {
+        /// The device.
+        device_id: String,
+        /// Why.
+        reason: String,
+    },
     /// TCP connect failed (refused, unreachable...).
     #[error("Cannot connect to the runtime at {addr}: {source}")]
     Connect {
@@ -226,6 +231,44 @@ pub async fn execute(
         ),
     }
     result
+}
+
+/// `RuntimeOps::run_command` of the runtime service: [`run_request`] with [`Limits::default`],
+/// resolving the device to the internal IP of an OWNED, running runtime. Unknown devices and
+/// containers the agent does not own (`orchestrator_agent`, `autonomy_netmon`, anything without
+/// our labels or state entry) are both `Device not found: <id>`.
+pub async fn handle(rt: &Runtimes, req: RunCommandRequest) -> Result<Value, OpError> {
+    run_request(&req, |device_id| resolve(rt, device_id), &Limits::default()).await
+}
+
+async fn resolve(rt: &Runtimes, device_id: String) -> Result<Ipv4Addr, CommandError> {
+    let owned = match rt.owned(&device_id, "send a command to").await {
+        Ok(o) => o,
+        Err(e) if e.is_not_found() || e.is_not_owned() => {
+            return Err(CommandError::DeviceNotFound(device_id));
+        }
+        Err(e) => {
+            return Err(CommandError::Lookup {
+                device_id,
+                reason: e.to_string(),
+            });
+        }
+    };
+    match &owned.container {
+        None => return Err(CommandError::NotRunning(device_id)),
+        Some(c) if !c.state.running => return Err(CommandError::NotRunning(device_id)),
+        Some(c) => {
+            if let Some(ip) = crate::runtime::internal_ip_of(c, &device_id) {
+                return Ok(ip);
+            }
+        }
+    }
+    // Adopted runtimes attached before this agent knew them: the registry has the address.
+    rt.state()
+        .client(&device_id)
+        .await
+        .and_then(|c| c.ip.parse().ok())
+        .ok_or(CommandError::NoInternalIp(device_id))
 }
 
 /// The whole `run_command` for [`crate::topics::RuntimeOps::run_command`]: validates the request
