@@ -1,3 +1,565 @@
-//! Re-homing runtimes after a parent interface's subnet changed (work in progress).
+//! Re-homing runtimes when the subnet of their MACVLAN parent interface changes (spec §2 "Network
+//! changes"; fixes upstream §7.6 and §11 items 2 and 11).
+//!
+//! Owns: the subscription to netevents' interface changes ([`spawn`]), the boot catch-up
+//! ([`reconcile`]) and the execution of a re-home plan ([`rehome_interface`]). The decisions —
+//! what to disconnect, remove, create and connect, which IP and MAC to ask for, how to update the
+//! persisted vNIC objects — are the pure functions of [`plan`].
+//!
+//! Behaviour:
+//! - acts at once on every change netmon reports (netmon already debounces: no second debounce);
+//! - compares the parent's new subnet with the subnet of the MACVLAN network(s) each runtime is
+//!   really attached to on that parent: nothing happens when they match (no churn);
+//! - otherwise, under the service's network lock: force-disconnect every affected runtime from the
+//!   old network(s) of that parent, remove the old networks nobody uses any more (an overlapping
+//!   new subnet, e.g. a /24 widened to a /23, cannot be created while they exist, and engines
+//!   before 27.0.1 allow one MACVLAN network per parent), get-or-create the new subnet's network,
+//!   connect all affected runtimes concurrently keeping a static IP that lies in the new subnet
+//!   (else Docker's IPAM assigns one and the status says so) and the MAC where the engine honours
+//!   it (API ≥ 1.54; below, the status says the MAC could not be kept), update
+//!   `runtime_vnics.json` in place, and record the outcome as the runtime's `rehome` operation
+//!   (visible in `get_device_status`);
+//! - an interface that went down, lost its IPv4 or disappeared: recorded in the status of the
+//!   runtimes on it, nothing is changed on the engine.
+//!
+//! Must never: touch containers or networks the agent does not own (runtimes come from the state
+//! files; only networks with our labels, or unlabelled ones named by the upstream convention, are
+//! removed), act on a runtime another operation holds, or block the async runtime.
 
 pub mod plan;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use docker_api::{EndpointConfig, EndpointIpamConfig, Filters, NetworkInspect};
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, info, warn};
+
+use self::plan::{EndpointView, MacvlanView, ParentState, Plan, RuntimeView};
+use super::net::Ipv4Net;
+use super::{Error, OpHandle, OpKind, Runtimes, macvlan, naming};
+
+/// How long [`reconcile`] waits for netmon's first discovery before giving up for this boot.
+pub const DISCOVERY_WAIT: Duration = Duration::from_secs(60);
+
+/// What one re-home did, for logs, tests and the benchmark.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The parent interface.
+    pub interface: String,
+    /// Runtimes attached to the new network: `(runtime, network, address)`.
+    pub rehomed: Vec<(String, String, Option<Ipv4Addr>)>,
+    /// Runtimes whose re-home failed: `(runtime, error)`.
+    pub failed: Vec<(String, String)>,
+    /// Runtimes already on the right subnet.
+    pub unchanged: Vec<String>,
+    /// Runtimes on a parent that is down (recorded only).
+    pub down: Vec<String>,
+    /// Runtimes skipped because another operation held them.
+    pub busy: Vec<String>,
+    /// Old networks removed.
+    pub removed_networks: Vec<String>,
+}
+
+/// Subscribes to netevents' changes and re-homes the runtimes of each changed interface, in a task
+/// owned by the service. Call once at start-up, after [`Runtimes`] is built. A lagging subscriber
+/// (changes lost) re-checks every parent interface.
+pub fn spawn(rt: &Runtimes) {
+    let mut changes = rt.interfaces().subscribe();
+    let rt2 = rt.clone();
+    rt.spawn(async move {
+        loop {
+            match changes.recv().await {
+                Ok(change) => {
+                    debug!(interface = %change.interface, "network change");
+                    let rt3 = rt2.clone();
+                    rt2.spawn(async move {
+                        rehome_interface(&rt3, &change.interface).await;
+                    });
+                }
+                Err(RecvError::Lagged(n)) => {
+                    warn!(
+                        missed = n,
+                        "missed network changes; re-checking every parent interface"
+                    );
+                    let rt3 = rt2.clone();
+                    rt2.spawn(async move { rehome_all(&rt3).await });
+                }
+                Err(RecvError::Closed) => break,
+            }
+        }
+    });
+}
+
+/// Boot catch-up: once netmon's first discovery arrived (up to [`DISCOVERY_WAIT`]), re-homes the
+/// runtimes whose parent subnet changed while the agent was down. Interfaces netmon does not know
+/// (down or gone) are logged, not recorded as events.
+pub async fn reconcile(rt: &Runtimes) {
+    let waited = tokio::time::timeout(DISCOVERY_WAIT, async {
+        while !rt.interfaces().is_discovered() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    if waited.is_err() {
+        warn!("no network discovery from netmon yet; skipping the boot re-home check");
+        return;
+    }
+    rehome_all(rt).await;
+}
+
+async fn rehome_all(rt: &Runtimes) {
+    let parents: BTreeSet<String> = persisted_views(rt)
+        .await
+        .iter()
+        .flat_map(|r| r.vnics.iter().map(|v| v.parent.clone()))
+        .collect();
+    let mut set = tokio::task::JoinSet::new();
+    for parent in parents {
+        let rt = rt.clone();
+        set.spawn(async move { rehome_interface(&rt, &parent).await });
+    }
+    while set.join_next().await.is_some() {}
+}
+
+/// Re-homes the runtimes on `interface` according to netmon's current view of it (the interface
+/// cache). Safe to call any time: a runtime already on the right subnet is left alone.
+pub async fn rehome_interface(rt: &Runtimes, interface: &str) -> Report {
+    let state = ParentState::from_info(rt.interfaces().get(interface).as_ref());
+    let _net = rt.network_lock().await;
+    let mut report = Report {
+        interface: interface.to_string(),
+        ..Report::default()
+    };
+    let runtimes: Vec<RuntimeView> = persisted_views(rt)
+        .await
+        .into_iter()
+        .filter(|r| r.vnics.iter().any(|v| v.parent == interface))
+        .collect();
+    if runtimes.is_empty() {
+        return report;
+    }
+    let runtimes = with_endpoints(rt, runtimes).await;
+    let networks = match macvlans_on(rt, interface).await {
+        Ok(n) => n,
+        Err(e) => {
+            warn!(interface, error = %e, "re-home: cannot list MACVLAN networks");
+            for r in &runtimes {
+                report.failed.push((r.name.clone(), e.to_string()));
+            }
+            return report;
+        }
+    };
+    let mac_on_connect = match rt.docker().api_version().await {
+        Ok(v) => v.honours_mac_on_connect(),
+        Err(_) => false,
+    };
+    let plan = plan::plan(interface, &state, &runtimes, &networks, mac_on_connect);
+    report.unchanged = plan.unchanged.clone();
+    if let ParentState::Up { subnet, gateway } = &state {
+        // Keep the persisted fields in step even when the engine side already is (e.g. the agent
+        // stopped between connecting and writing the file).
+        for name in &plan.unchanged {
+            persist(rt, name, interface, *subnet, *gateway, None).await;
+        }
+    }
+    record_down(rt, &plan, &mut report);
+    if plan.is_noop() {
+        debug!(interface, unchanged = ?plan.unchanged, "re-home: nothing to do");
+        return report;
+    }
+    execute(rt, &state, plan, &mut report).await;
+    report
+}
+
+fn record_down(rt: &Runtimes, plan: &Plan, report: &mut Report) {
+    for (name, reason) in &plan.down {
+        report.down.push(name.clone());
+        match rt.ops().try_begin(name, OpKind::Rehome) {
+            Ok(op) => {
+                op.warn(format!(
+                    "parent interface {} is {reason}; the runtime was left as it is and will be \
+                     re-attached when the interface has an IPv4 subnet again",
+                    plan.interface
+                ));
+                op.succeed(format!(
+                    "parent interface {} is {reason}; nothing changed",
+                    plan.interface
+                ));
+            }
+            Err(busy) => debug!(runtime = %name, %busy, "not recording interface down"),
+        }
+    }
+}
+
+async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mut Report) {
+    let ParentState::Up { subnet, gateway } = *state else {
+        return;
+    };
+    let interface = plan.interface.clone();
+    let Some(target) = plan.target.clone() else {
+        return;
+    };
+    // One operation per runtime: skip (and report) runtimes another operation holds.
+    let mut ops: BTreeMap<String, OpHandle> = BTreeMap::new();
+    for name in plan.affected() {
+        match rt.ops().try_begin(&name, OpKind::Rehome) {
+            Ok(op) => {
+                op.step(
+                    "reconnecting_network",
+                    format!(
+                        "{interface} moved to {subnet}; re-attaching to {}",
+                        target.network
+                    ),
+                );
+                ops.insert(name, op);
+            }
+            Err(busy) => {
+                warn!(runtime = %name, %busy, "re-home skipped: runtime busy");
+                report.busy.push(name);
+            }
+        }
+    }
+    plan.disconnects.retain(|(r, _)| ops.contains_key(r));
+    plan.connects.retain(|c| ops.contains_key(&c.runtime));
+    info!(
+        interface, subnet = %subnet, network = %target.network,
+        runtimes = ?ops.keys().collect::<Vec<_>>(), "re-homing runtimes"
+    );
+
+    // 1. Disconnect, concurrently.
+    let mut set = tokio::task::JoinSet::new();
+    for (runtime, network) in plan.disconnects.clone() {
+        let docker = rt.docker().clone();
+        set.spawn(async move {
+            let r = docker.disconnect_network(&network, &runtime, true).await;
+            (runtime, network, r)
+        });
+    }
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        let Ok((runtime, network, r)) = joined else {
+            continue;
+        };
+        match r {
+            Ok(()) => debug!(runtime = %runtime, network = %network, "disconnected"),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => {
+                failed.insert(
+                    runtime.clone(),
+                    format!("cannot disconnect from {network}: {e}"),
+                );
+            }
+        }
+    }
+
+    // 2. Remove the old networks nobody uses any more.
+    for name in &plan.remove {
+        match remove_if_empty(rt, name).await {
+            Ok(true) => {
+                info!(network = %name, "removed the old MACVLAN network");
+                report.removed_networks.push(name.clone());
+            }
+            Ok(false) => debug!(network = %name, "old network still in use; kept"),
+            Err(e) => warn!(network = %name, error = %e, "cannot remove the old network"),
+        }
+    }
+
+    // 3. Get or create the new subnet's network.
+    let connects: Vec<_> = plan
+        .connects
+        .iter()
+        .filter(|c| !failed.contains_key(&c.runtime))
+        .cloned()
+        .collect();
+    let network = if connects.is_empty() {
+        None
+    } else {
+        match macvlan::ensure(rt, &interface, subnet, gateway).await {
+            Ok(n) => Some(n.name),
+            Err(e) => {
+                for c in &connects {
+                    failed.insert(
+                        c.runtime.clone(),
+                        format!("cannot get or create {}: {e}", target.network),
+                    );
+                }
+                None
+            }
+        }
+    };
+
+    // 4. Connect, concurrently.
+    let mut attached: BTreeMap<String, Option<Ipv4Addr>> = BTreeMap::new();
+    if let Some(network) = &network {
+        let mut set = tokio::task::JoinSet::new();
+        for c in connects.clone() {
+            let docker = rt.docker().clone();
+            let network = network.clone();
+            set.spawn(async move {
+                let r = connect(&docker, &network, &c).await;
+                (c, r)
+            });
+        }
+        while let Some(joined) = set.join_next().await {
+            let Ok((c, r)) = joined else { continue };
+            match r {
+                Ok((ip, extra_warning)) => {
+                    if let Some(op) = ops.get(&c.runtime) {
+                        for w in c.warnings.iter().chain(extra_warning.iter()) {
+                            op.warn(w.clone());
+                        }
+                    }
+                    attached.insert(c.runtime.clone(), ip);
+                }
+                Err(e) => {
+                    failed.insert(
+                        c.runtime.clone(),
+                        format!("cannot connect to {network}: {e}"),
+                    );
+                }
+            }
+        }
+    }
+
+    // 5. Persist and record.
+    for (name, op) in ops {
+        if let Some(error) = failed.remove(&name) {
+            report.failed.push((name.clone(), error.clone()));
+            op.fail(format!(
+                "re-attaching after {interface} moved to {subnet} failed: {error}"
+            ));
+            continue;
+        }
+        let connect = connects.iter().find(|c| c.runtime == name);
+        let ip = attached.get(&name).copied().flatten();
+        let new_static = connect.and_then(|c| c.replaces_static_ip.and(ip));
+        persist(rt, &name, &interface, subnet, gateway, new_static).await;
+        match (connect, &network) {
+            (Some(_), Some(net)) => {
+                report.rehomed.push((name.clone(), net.clone(), ip));
+                let addr = ip.map_or("an address from Docker".to_string(), |i| i.to_string());
+                op.succeed(format!(
+                    "{interface} moved to {subnet}: re-attached to {net} with {addr}"
+                ));
+            }
+            _ => op.succeed(format!(
+                "{interface} moved to {subnet}: detached from the old network (already on {})",
+                target.network
+            )),
+        }
+    }
+    info!(
+        interface,
+        rehomed = report.rehomed.len(),
+        failed = report.failed.len(),
+        "re-home done"
+    );
+}
+
+/// Connects one runtime; a requested address that the engine refuses (e.g. taken) is retried
+/// with an IPAM-assigned one. Returns the address the endpoint got and an extra warning.
+async fn connect(
+    docker: &docker_api::Docker,
+    network: &str,
+    c: &plan::Connect,
+) -> Result<(Option<Ipv4Addr>, Option<String>), docker_api::Error> {
+    let endpoint = |ip: Option<Ipv4Addr>| EndpointConfig {
+        ipam_config: ip.map(|ip| EndpointIpamConfig {
+            ipv4_address: Some(ip),
+        }),
+        mac_address: c.mac.map(|m| m.to_string()),
+        ..Default::default()
+    };
+    let mut warning = None;
+    match docker
+        .connect_network(network, &c.runtime, &endpoint(c.ip))
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if c.ip.is_some() && !e.is_not_found() && !e.is_transport() => {
+            let ip = c.ip.map(|i| i.to_string()).unwrap_or_default();
+            warning = Some(format!(
+                "address {ip} could not be kept on {network} ({e}); Docker assigned one"
+            ));
+            docker
+                .connect_network(network, &c.runtime, &endpoint(None))
+                .await?;
+        }
+        Err(e) => return Err(e),
+    }
+    let ip = docker
+        .inspect_container(&c.runtime)
+        .await
+        .ok()
+        .and_then(|i| i.network_settings.networks.get(network).cloned())
+        .and_then(|e| e.ip_address.parse().ok())
+        .or(c.ip);
+    Ok((ip, warning))
+}
+
+/// Updates the runtime's persisted vNICs on `interface` (failures are logged: the engine side is
+/// what matters, and the next change or boot re-checks).
+async fn persist(
+    rt: &Runtimes,
+    runtime: &str,
+    interface: &str,
+    subnet: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+    new_static_ip: Option<Ipv4Addr>,
+) {
+    let Some(mut vnics) = rt.state().vnics_of(runtime).await else {
+        return;
+    };
+    let mut changed = false;
+    for vnic in vnics.iter_mut() {
+        let Some(map) = vnic.as_object_mut() else {
+            continue;
+        };
+        if map.get("parent_interface").and_then(Value::as_str) != Some(interface) {
+            continue;
+        }
+        changed |= plan::update_vnic_json(map, subnet, gateway, new_static_ip);
+    }
+    if changed && let Err(e) = rt.state().set_vnics(runtime, vnics).await {
+        warn!(runtime, error = %e, "re-home: cannot update runtime_vnics.json");
+    }
+}
+
+/// Removes the network `name` when no container is attached. Ours are removed through the
+/// runtime service's helper; unlabelled upstream-named ones (the Python agent's) directly.
+async fn remove_if_empty(rt: &Runtimes, name: &str) -> Result<bool, Error> {
+    let n = match rt.docker().inspect_network(name).await {
+        Ok(n) => n,
+        Err(e) if e.is_not_found() => return Ok(false),
+        Err(e) => return Err(Error::docker(format!("inspecting network {name}"))(e)),
+    };
+    if naming::is_ours(&n.labels, rt.instance()) {
+        return macvlan::remove_if_unused(rt, name).await;
+    }
+    if !n.containers.is_empty() || !is_adoptable(&n) {
+        return Ok(false);
+    }
+    match rt.docker().remove_network(&n.id).await {
+        Ok(()) => Ok(true),
+        Err(e) if e.is_not_found() || e.is_conflict() || e.status() == Some(403) => Ok(false),
+        Err(e) => Err(Error::docker(format!("removing network {name}"))(e)),
+    }
+}
+
+/// An unlabelled MACVLAN network named `macvlan_<parent>_<subnet>` after its own parent and
+/// subnet: made by the Python agent this one replaced.
+fn is_adoptable(n: &NetworkInspect) -> bool {
+    n.driver == "macvlan"
+        && !n.labels.contains_key(naming::LABEL_MANAGED_BY)
+        && n.options.get("parent").is_some_and(|parent| {
+            subnets(n)
+                .iter()
+                .any(|s| naming::macvlan_network_name(parent, *s) == n.name)
+        })
+}
+
+fn subnets(n: &NetworkInspect) -> Vec<Ipv4Net> {
+    n.ipam
+        .config
+        .iter()
+        .filter_map(|c| c.subnet.as_deref()?.parse::<Ipv4Net>().ok())
+        .map(|s| s.network())
+        .collect()
+}
+
+/// Every runtime in `runtime_vnics.json` with its vNICs (no endpoints yet).
+async fn persisted_views(rt: &Runtimes) -> Vec<RuntimeView> {
+    rt.state()
+        .vnics()
+        .await
+        .into_iter()
+        .filter(|(name, _)| !naming::RESERVED_CONTAINER_NAMES.contains(&name.as_str()))
+        .map(|(name, vnics)| {
+            let vnics = vnics
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .enumerate()
+                        .filter_map(|(i, v)| plan::vnic_view(i, v.as_object()?))
+                        .collect()
+                })
+                .unwrap_or_default();
+            RuntimeView {
+                name,
+                vnics,
+                endpoints: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// Fills in each runtime's current endpoints (container inspect, concurrently). Runtimes whose
+/// container does not exist are dropped: there is nothing to attach.
+async fn with_endpoints(rt: &Runtimes, runtimes: Vec<RuntimeView>) -> Vec<RuntimeView> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, r) in runtimes.iter().enumerate() {
+        let docker = rt.docker().clone();
+        let name = r.name.clone();
+        set.spawn(async move { (i, docker.inspect_container(&name).await) });
+    }
+    let mut found: BTreeMap<usize, Vec<EndpointView>> = BTreeMap::new();
+    while let Some(joined) = set.join_next().await {
+        let Ok((i, result)) = joined else { continue };
+        match result {
+            Ok(c) => {
+                let endpoints = c
+                    .network_settings
+                    .networks
+                    .iter()
+                    .map(|(net, e)| EndpointView {
+                        network: net.clone(),
+                        ip: e.ip_address.parse().ok(),
+                        mac: e.mac_address.parse().ok(),
+                    })
+                    .collect();
+                found.insert(i, endpoints);
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => warn!(runtime = %runtimes[i].name, error = %e, "re-home: cannot inspect"),
+        }
+    }
+    runtimes
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, mut r)| {
+            r.endpoints = found.remove(&i)?;
+            Some(r)
+        })
+        .collect()
+}
+
+/// The MACVLAN networks on `interface`, with their containers (the list call leaves them out).
+async fn macvlans_on(rt: &Runtimes, interface: &str) -> Result<Vec<MacvlanView>, Error> {
+    let list = rt
+        .docker()
+        .list_networks(&Filters::new().driver("macvlan"))
+        .await
+        .map_err(Error::docker("listing MACVLAN networks"))?;
+    let mut out = Vec::new();
+    for n in list
+        .into_iter()
+        .filter(|n| n.options.get("parent").is_some_and(|p| p == interface))
+    {
+        let n = match rt.docker().inspect_network(&n.id).await {
+            Ok(n) => n,
+            Err(e) if e.is_not_found() => continue,
+            Err(e) => return Err(Error::docker(format!("inspecting network {}", n.name))(e)),
+        };
+        out.push(MacvlanView {
+            subnets: subnets(&n),
+            containers: n.containers.values().map(|c| c.name.clone()).collect(),
+            removable: naming::is_ours(&n.labels, rt.instance()) || is_adoptable(&n),
+            parent: interface.to_string(),
+            name: n.name,
+        });
+    }
+    Ok(out)
+}
