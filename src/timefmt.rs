@@ -236,4 +236,25 @@ mod tests {
         assert!(text.ends_with('Z') && text.len() == 27, "{text}");
         assert!(is_iso8601(&text));
     }
+
+    #[test]
+    fn mutated_dates_never_panic() {
+        use rand::RngExt;
+        let mut rng = rand::rng();
+        let alphabet = b"0123456789-:T Zz+.,xW\xc3";
+        let seed = b"2025-11-20T20:30:45.123456+03:00";
+        for _ in 0..50_000 {
+            let mut bytes = seed[..rng.random_range(0..=seed.len())].to_vec();
+            for _ in 0..rng.random_range(0..4) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = rng.random_range(0..bytes.len());
+                bytes[at] = alphabet[rng.random_range(0..alphabet.len())];
+            }
+            if let Ok(text) = std::str::from_utf8(&bytes) {
+                let _ = parse_iso8601(text);
+            }
+        }
+    }
 }

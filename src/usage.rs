@@ -298,4 +298,21 @@ mod tests {
             assert_eq!(Period::parse_or_last_hour(bad, NOW), Period::last_hour(NOW));
         }
     }
+
+    #[test]
+    fn random_periods_never_panic() {
+        use rand::RngExt;
+        let mut rng = rand::rng();
+        let alphabet = [
+            "1", "9", "-", "+", "_", " ", ",", "h", "m", "d", "H", ".", "é", "\u{3000}",
+        ];
+        for _ in 0..50_000 {
+            let text: String = (0..rng.random_range(0..8))
+                .map(|_| alphabet[rng.random_range(0..alphabet.len())])
+                .collect();
+            for now in [0, NOW, i64::MAX, i64::MIN] {
+                let _ = Period::parse(&text, now);
+            }
+        }
+    }
 }
