@@ -88,7 +88,7 @@ impl Period {
     /// The last hour before `now`.
     pub fn last_hour(now: i64) -> Self {
         Self {
-            start: now - 3600,
+            start: now.saturating_sub(3600),
             end: now,
         }
     }
