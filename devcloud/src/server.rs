@@ -21,6 +21,7 @@ use serde::Serialize;
 use serde_json::Value;
 use socketioxide::SocketIo;
 use socketioxide::extract::{AckSender, Data, Event, SocketRef};
+use socketioxide::handler::ConnectHandler;
 use socketioxide::socket::DisconnectReason;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{broadcast, watch};
@@ -199,11 +200,18 @@ impl DevCloud {
             agents: Mutex::new(Vec::new()),
         });
         {
-            let shared = shared.clone();
-            io.ns("/", move |socket: SocketRef| {
+            let on_connect = {
                 let shared = shared.clone();
-                async move { on_connect(socket, shared) }
-            });
+                move |socket: SocketRef| {
+                    announce(socket, &shared);
+                    std::future::ready(())
+                }
+            };
+            let middleware = {
+                let shared = shared.clone();
+                move |socket: SocketRef| std::future::ready(register_handlers(&socket, &shared))
+            };
+            io.ns("/", on_connect.with(middleware));
         }
 
         let gate = Arc::new(Gate::default());
@@ -263,14 +271,7 @@ impl DevCloud {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Subscribed before looking, so a connection between the two is not missed.
-            let found = {
-                let agents = self.inner.shared.agents();
-                match agent {
-                    Some(cn) => agents.iter().any(|a| a.cn == cn).then(|| cn.to_owned()),
-                    None => agents.last().map(|a| a.cn.clone()),
-                }
-            };
-            if let Some(cn) = found {
+            if let Ok(cn) = self.resolve_agent(agent) {
                 return Ok(cn);
             }
             match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -551,65 +552,78 @@ async fn serve_connection(
     }
 }
 
-fn on_connect(socket: SocketRef, shared: Arc<Shared>) {
+/// Connect middleware: runs before socketioxide sends the CONNECT answer, so the event and
+/// disconnect handlers are in place before the agent can send anything. Refuses a session without a
+/// TLS identity (only possible if the service were mounted without the TLS wrapper).
+///
+/// The handlers do their work in the closure body, which socketioxide runs synchronously when the
+/// packet arrives (only the returned future is spawned): events are published in arrival order.
+fn register_handlers(socket: &SocketRef, shared: &Arc<Shared>) -> Result<(), String> {
     let Some(identity) = socket.req_parts().extensions.get::<PeerIdentity>().cloned() else {
-        // Only reachable if the service is mounted without the TLS wrapper.
-        tracing::warn!(sid = %socket.id, "Socket.IO session without a TLS identity; disconnecting");
-        let _ = socket.disconnect();
-        return;
+        tracing::warn!(sid = %socket.id, "Socket.IO session without a TLS identity; refused");
+        return Err("no client certificate identity".to_owned());
     };
     let cn = identity.cn;
     let sid = socket.id.to_string();
-    tracing::info!(%cn, %sid, "agent connected");
-    shared.agents().push(Agent {
-        cn: cn.clone(),
-        socket: socket.clone(),
-    });
-    let _ = shared.events.send(CloudEvent::Connected {
-        cn: cn.clone(),
-        sid: sid.clone(),
-    });
-
     {
         let shared = shared.clone();
         let cn = cn.clone();
-        let sid = sid.clone();
         socket.on_fallback(
             move |Event(name): Event, Data(InArgs(args)): Data<InArgs>, ack: AckSender| {
-                let shared = shared.clone();
-                let cn = cn.clone();
-                let sid = sid.clone();
-                async move {
-                    tracing::info!(%cn, event = %name, args = %json_text(&args), "event from agent");
-                    // An agent that asks for an ack gets an empty one (what a handler returning
-                    // nothing answers in python-socketio); without an ack id this does nothing.
-                    let _ = ack.send(&OutArgs(&[]));
-                    let _ = shared.events.send(CloudEvent::Event(AgentEvent {
-                        agent_cn: cn,
-                        sid,
-                        name,
-                        args,
-                        received_at: SystemTime::now(),
-                    }));
-                }
+                tracing::info!(%cn, event = %name, args = %json_text(&args), "event from agent");
+                // An agent that asks for an ack gets an empty one (what a handler returning
+                // nothing answers in python-socketio); without an ack id this does nothing.
+                let _ = ack.send(&OutArgs(&[]));
+                let _ = shared.events.send(CloudEvent::Event(AgentEvent {
+                    agent_cn: cn,
+                    sid,
+                    name,
+                    args,
+                    received_at: SystemTime::now(),
+                }));
+                std::future::ready(())
             },
         );
     }
-
+    let shared = shared.clone();
     socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
-        let shared = shared.clone();
-        let cn = cn.clone();
-        async move {
-            let sid = s.id.to_string();
-            tracing::info!(%cn, %sid, ?reason, "agent disconnected");
-            shared.agents().retain(|a| a.socket.id != s.id);
+        let sid = s.id.to_string();
+        tracing::info!(%cn, %sid, ?reason, "agent disconnected");
+        let was_listed = {
+            let mut agents = shared.agents();
+            let before = agents.len();
+            agents.retain(|a| a.socket.id != s.id);
+            agents.len() != before
+        };
+        // Sessions removed by shutdown() were already reported.
+        if was_listed {
             let _ = shared.events.send(CloudEvent::Disconnected {
                 cn,
                 sid,
                 reason: format!("{reason:?}"),
             });
         }
+        std::future::ready(())
     });
+    Ok(())
+}
+
+/// Connect handler: runs right after the CONNECT answer is queued; lists and announces the agent.
+fn announce(socket: SocketRef, shared: &Shared) {
+    let Some(identity) = socket.req_parts().extensions.get::<PeerIdentity>() else {
+        return; // refused by register_handlers
+    };
+    if !socket.connected() {
+        return; // already gone; nothing to list
+    }
+    let cn = identity.cn.clone();
+    let sid = socket.id.to_string();
+    tracing::info!(%cn, %sid, "agent connected");
+    shared.agents().push(Agent {
+        cn: cn.clone(),
+        socket,
+    });
+    let _ = shared.events.send(CloudEvent::Connected { cn, sid });
 }
 
 /// Resolves once `stop` is true (or its sender is gone).

@@ -95,6 +95,20 @@ async fn client_events_reach_subscribers_with_every_argument() {
     assert_eq!(ev.name, "two_args");
     assert_eq!(ev.args, vec![json!("a"), json!({"b": 2})]);
     assert_eq!(client.expect("ack").await["args"], json!([]));
+
+    // Events are published in the order they arrived.
+    for n in 0..20 {
+        client
+            .send(json!({"op": "emit", "event": "seq", "args": [n]}))
+            .await;
+    }
+    for n in 0..20 {
+        let ev = next_matching(&mut rx, |e| matches!(e, CloudEvent::Event(_))).await;
+        let CloudEvent::Event(ev) = ev else {
+            unreachable!("matched Event")
+        };
+        assert_eq!((ev.name.as_str(), &ev.args), ("seq", &vec![json!(n)]));
+    }
     cloud.shutdown().await;
 }
 
