@@ -151,13 +151,20 @@ pub struct EventStream {
 }
 
 impl EventStream {
-    /// Subscribes (in the calling thread's network namespace). Needs a tokio runtime.
+    /// Subscribes (in the calling thread's network namespace) with a 1 MiB kernel receive
+    /// queue. Needs a tokio runtime.
     pub fn subscribe() -> Result<Self> {
+        Self::subscribe_with_queue(EVENT_SOCKET_RCVBUF)
+    }
+
+    /// Subscribes with a kernel receive queue of `bytes` (`SO_RCVBUF`, best effort: the kernel
+    /// caps it at `net.core.rmem_max` and doubles it for bookkeeping).
+    pub fn subscribe_with_queue(bytes: usize) -> Result<Self> {
         let mut sock = TokioSocket::new(NETLINK_ROUTE).map_err(|e| Error::io("socket", e))?;
         {
             let s = sock.socket_mut();
             // Best effort: the kernel caps it at rmem_max; overruns are handled anyway.
-            let _ = s.set_rx_buf_sz(EVENT_SOCKET_RCVBUF);
+            let _ = s.set_rx_buf_sz(bytes);
             s.bind_auto().map_err(|e| Error::io("bind", e))?;
             for group in [
                 libc::RTNLGRP_LINK,

@@ -307,3 +307,26 @@ fn event_stream_reports_address_route_and_link_changes() {
         .await;
     });
 }
+
+#[test]
+fn an_overrun_receive_queue_asks_for_a_resync_instead_of_losing_changes_silently() {
+    let ns = Netns::new();
+    ns.ip(&["link", "add", "nm0", "type", "veth", "peer", "name", "nm1"]);
+    let name = ns.name.clone();
+    ns.run_in(move || async move {
+        // The smallest queue the kernel allows, then far more changes than fit, unread.
+        let mut stream = EventStream::subscribe_with_queue(1).expect("subscribe");
+        let batch: String = (1..=200)
+            .map(|h| format!("addr add 10.202.9.{h}/24 dev nm0\n"))
+            .collect();
+        let mut child = Command::new("ip")
+            .args(["-n", &name, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("ip -batch");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), batch.as_bytes())
+            .expect("write batch");
+        assert!(child.wait().expect("ip -batch").success());
+        wait_for(&mut stream, "resync", |e| *e == Event::Resync).await;
+    });
+}
