@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use docker_api::{
     ApiVersion, ContainerCreate, EndpointConfig, EndpointIpamConfig, HostConfig, LogConfig,
-    NetworkingConfig, RestartPolicy, RestartPolicyName, Ulimit,
+    NetworkingConfig, RestartPolicy, RestartPolicyName,
 };
 
 use super::naming;
@@ -86,18 +86,10 @@ fn host_config(p: &ContainerParams<'_>, network_mode: String) -> HostConfig {
         dns: p.dns.iter().map(ToString::to_string).collect(),
         // Real-time scheduling for the PLC scan cycle (upstream §12 item 7), nothing broader.
         cap_add: vec!["SYS_NICE".to_owned()],
-        ulimits: vec![
-            Ulimit {
-                name: "rtprio".to_owned(),
-                soft: 99,
-                hard: 99,
-            },
-            Ulimit {
-                name: "memlock".to_owned(),
-                soft: -1,
-                hard: -1,
-            },
-        ],
+        // No rtprio/memlock ulimits: raising them fails container start where the engine itself
+        // runs with lower limits (rootless, nested, some distributions); SYS_NICE suffices for
+        // sched_setscheduler within the default limits.
+        ulimits: Vec::new(),
         log_config: Some(LogConfig {
             kind: "json-file".to_owned(),
             config: BTreeMap::from([
