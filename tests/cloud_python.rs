@@ -195,3 +195,18 @@ fn sigterm_says_goodbye_and_exits_cleanly() {
         v.get("disconnect").is_some()
     });
 }
+
+#[test]
+fn a_refused_namespace_connect_is_reported_and_retried_until_accepted() {
+    let pki = Pki::new();
+    let mut server =
+        PyServer::start_with(&pki.good, 0, 25.0, 20.0, &["--refuse", "Not authorized"]);
+    let agent = Agent::start(&server.url(), &pki.good.ca_cert, &pki.good.agent_dir);
+    agent.expect_log(
+        "refused the namespace connect (CONNECT_ERROR): Not authorized",
+        CONNECT_WAIT,
+    );
+    server.send(json!({"refuse": null}));
+    let connect = server.expect(0, CONNECT_WAIT, "connect", is_connect);
+    assert_eq!(connect["cn"], json!(AGENT_ID));
+}

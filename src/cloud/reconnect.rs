@@ -31,7 +31,7 @@ where
     let mut backoff = Backoff::new();
     let mut reporter = Reporter::default();
     let mut warned_key_mode = false;
-    info!(url = %endpoint.ws_url, "cloud link starting: {}", endpoint.ws_url);
+    info!("cloud link starting: {}", endpoint.ws_url);
     loop {
         let mut connected: Option<Connected> = None;
         let attempt = async {

@@ -158,8 +158,6 @@ where
     let since = Instant::now();
     *connected = Some(Connected { since });
     info!(
-        agent_id = %identity.agent_id,
-        url = %endpoint.ws_url,
         sid = %sid,
         "connected as {} to {} (ping every {} ms, timeout {} ms)",
         identity.agent_id, endpoint.ws_url, open.ping_interval_ms, open.ping_timeout_ms

@@ -227,6 +227,17 @@ impl PyServer {
     /// Starts the server with the PKI's server certificate, requiring client certificates from its
     /// CA. `port` 0 picks a free one. Ping cadence in seconds.
     pub fn start(pki: &PkiPaths, port: u16, ping_interval: f64, ping_timeout: f64) -> Self {
+        Self::start_with(pki, port, ping_interval, ping_timeout, &[])
+    }
+
+    /// Like [`PyServer::start`] with extra arguments for the script (e.g. `--refuse MESSAGE`).
+    pub fn start_with(
+        pki: &PkiPaths,
+        port: u16,
+        ping_interval: f64,
+        ping_timeout: f64,
+        extra: &[&str],
+    ) -> Self {
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sio_server.py");
         let mut child = Command::new(python())
             .arg(&script)
@@ -239,6 +250,7 @@ impl PyServer {
             .args(["--port", &port.to_string()])
             .args(["--ping-interval", &ping_interval.to_string()])
             .args(["--ping-timeout", &ping_timeout.to_string()])
+            .args(extra)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

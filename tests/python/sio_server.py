@@ -6,7 +6,7 @@ so the agent's link is tested against it as well as against devcloud.
 
 Usage:
   sio_server.py --cert server.crt --key server.key --ca ca.crt [--port 0]
-                [--ping-interval 25] [--ping-timeout 20]
+                [--ping-interval 25] [--ping-timeout 20] [--refuse MESSAGE]
 
 Prints one JSON object per line on stdout:
   {"ready": <port>}                         once listening
@@ -21,6 +21,7 @@ Reads one JSON command per line on stdin:
   {"emit_binary": <topic>, "id": <any>}      emits a bytes argument (a BINARY_EVENT)
   {"sleep": <seconds>}                       blocks the event loop: no pings, no answers
   {"disconnect": true}                       server-side disconnect of every client
+  {"refuse": <message or null>}              refuse (CONNECT_ERROR) or accept namespace connects
   {"stop": true}                             exits
 """
 
@@ -61,6 +62,7 @@ async def main():
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--ping-interval", type=float, default=25)
     ap.add_argument("--ping-timeout", type=float, default=20)
+    ap.add_argument("--refuse", default=None, help="refuse namespace connects with this message")
     args = ap.parse_args()
 
     sio = socketio.AsyncServer(
@@ -73,9 +75,13 @@ async def main():
     app = web.Application()
     sio.attach(app)
     sids = []
+    state = {"refuse": args.refuse}
 
     @sio.event
     async def connect(sid, environ, auth=None):
+        if state["refuse"]:
+            out({"refused": sid, "cn": peer_cn(environ)})
+            raise socketio.exceptions.ConnectionRefusedError(state["refuse"])
         sids.append(sid)
         out({"connect": sid, "cn": peer_cn(environ)})
 
@@ -152,6 +158,9 @@ async def main():
             out({"sleeping": cmd["sleep"]})
             time.sleep(cmd["sleep"])  # deliberately blocks the loop
             out({"awake": True})
+        elif "refuse" in cmd:
+            state["refuse"] = cmd["refuse"]
+            out({"refuse": cmd["refuse"]})
         elif "disconnect" in cmd:
             for sid in list(sids):
                 await sio.disconnect(sid)
