@@ -325,12 +325,19 @@ impl DevCloud {
 
     /// Stops all I/O on every connection (TCP stays open): pings, pongs, acks and handshakes stall.
     /// For testing how the agent handles a server that stops answering.
+    ///
+    /// The server's own heartbeat still runs: after `ping_interval + ping_timeout` it ends the
+    /// Socket.IO session on its side (a `Disconnected` notification, reason `HeartbeatTimeout`), yet
+    /// the TCP connection stays open and silent until [`DevCloud::thaw`] or [`DevCloud::shutdown`].
+    /// New connections are accepted by the kernel but their TLS handshake stalls; they too stay
+    /// open and silent until thawed.
     pub fn freeze(&self) {
         tracing::info!("freezing all connections");
         self.inner.gate.freeze();
     }
 
-    /// Undoes [`DevCloud::freeze`].
+    /// Undoes [`DevCloud::freeze`]: stalled I/O resumes; connections whose session already ended
+    /// while frozen are closed now.
     pub fn thaw(&self) {
         tracing::info!("thawing all connections");
         self.inner.gate.thaw();
