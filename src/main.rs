@@ -85,10 +85,10 @@ async fn build_services(config: &Config, started: Instant) -> anyhow::Result<Arc
     let runtimes = runtime::Runtimes::open(docker, interfaces.clone(), runtime_config)
         .await
         .context("cannot open the state files")?;
-    runtimes.spawn_reconcile();
+    runtimes.start_background();
 
     let agent_id = cloud::identity::wait_for_agent_id(&config.mtls_dir()).await;
-    info!(agent_id = %agent_id, "agent id {agent_id}");
+    info!("agent id {agent_id}");
 
     let services = topics::Services {
         agent_id,

@@ -206,7 +206,7 @@ impl std::fmt::Debug for Runtimes {
 impl Runtimes {
     /// Opens the state store under `config.state_dir` (adopting existing files; corrupt ones are kept
     /// aside and reported) and builds the service. Does not touch the engine: call
-    /// [`Runtimes::spawn_reconcile`] once at start-up.
+    /// [`Runtimes::start_background`] once at start-up.
     pub async fn open(
         docker: Docker,
         interfaces: InterfaceCache,
@@ -424,12 +424,16 @@ impl Runtimes {
         tasks.abort_all();
     }
 
-    /// Starts the boot reconcile in the background (see `reconcile`): adopt state, clean up what an
-    /// interrupted create left, start runtimes that should run, re-join internal networks, refresh
-    /// the registry, then let `rehome` catch up with subnet changes.
-    pub fn spawn_reconcile(&self) {
+    /// Starts the service's background work, once at start-up: the boot reconcile (adopt state,
+    /// clean up what an interrupted create left, start runtimes that should run, re-join internal
+    /// networks, refresh the registry, then `rehome`'s catch-up with subnets that changed while the
+    /// agent was down), the subscription to network changes (`rehome`) and the per-runtime usage
+    /// sampler (`consumption`). None of it waits for the cloud.
+    pub fn start_background(&self) {
         let rt = self.clone();
         self.spawn(async move { reconcile::run(&rt).await });
+        rehome::spawn(self);
+        consumption::spawn(self);
     }
 
     /// Connects the agent's own container to `<name>_internal` (nothing to do on the host). An

@@ -8,6 +8,7 @@
 //!   restart policy does not retry a start that failed at boot, moby#39559);
 //! - the agent re-joins each runtime's internal network and the registry gets fresh internal IPs;
 //! - MACVLAN networks of ours that nobody uses are removed;
+//! - finally `rehome` catches up with parent subnets that changed while the agent was down.
 //!
 //! Every runtime is handled under its operation lock, so a command arriving meanwhile is never
 //! mistaken for leftovers.
@@ -57,6 +58,7 @@ pub(super) async fn run(rt: &Runtimes) {
             Err(e) => warn!(error = %e, "reconcile: cannot clean MACVLAN networks"),
         }
     }
+    super::rehome::reconcile(rt).await;
     info!("reconcile done");
 }
 

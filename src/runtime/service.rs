@@ -75,13 +75,8 @@ impl RuntimeOps for Runtimes {
     }
 
     fn consumption_device(&self, req: DeviceConsumptionRequest) -> BoxFuture<OpResult> {
-        // Until `consumption` provides `handle(&Runtimes, DeviceConsumptionRequest)`.
-        let _ = req;
-        Box::pin(async {
-            Err(OpError::new(
-                "get_consumption_device is not available yet on this agent",
-            ))
-        })
+        let rt = self.clone();
+        Box::pin(async move { super::consumption::handle(&rt, req).await })
     }
 
     fn delete_orchestrator(&self, _req: BaseMessage) -> BoxFuture<OpResult> {
