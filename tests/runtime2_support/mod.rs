@@ -189,3 +189,197 @@ impl Drop for VethGuard {
             .output();
     }
 }
+
+/// The loopback-registry name of the test server image: the agent's pull fails at once on
+/// 127.0.0.1:9 and it falls back to the local image (never any traffic off the machine).
+pub const SERVER_IMAGE_LOOPBACK: &str = "127.0.0.1:9/orchestrator-test/https-server:latest";
+
+/// `autonomy-netmon` next to the test binaries (`cargo build -p autonomy-netmon`).
+pub fn netmon_binary() -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    // target/<profile>/deps/<test> → target/<profile>/autonomy-netmon
+    let dir = exe
+        .parent()
+        .and_then(|d| d.parent())
+        .expect("target profile dir");
+    let bin = dir.join("autonomy-netmon");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p autonomy-netmon`",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `autonomy-netmon` serving `socket`, killed on drop.
+pub struct NetmonGuard {
+    child: std::process::Child,
+}
+
+impl NetmonGuard {
+    /// Starts netmon with a short debounce (tests) and waits for its socket.
+    pub fn start(socket: &std::path::Path) -> Self {
+        let child = Command::new(netmon_binary())
+            .arg("--socket")
+            .arg(socket)
+            .args(["--debounce", "300ms", "--log-level", "warn"])
+            .spawn()
+            .expect("netmon starts");
+        let guard = Self { child };
+        for _ in 0..100 {
+            if socket.exists() {
+                return guard;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("netmon did not create {}", socket.display());
+    }
+}
+
+impl Drop for NetmonGuard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Removes every container and network carrying `edge.autonomy.instance=<instance>` on drop: what
+/// an agent under test created with this state dir.
+pub struct InstanceCleanup {
+    pub instance: String,
+}
+
+impl Drop for InstanceCleanup {
+    fn drop(&mut self) {
+        let filter = format!("label=edge.autonomy.instance={}", self.instance);
+        if let Some(ids) = docker_try(&["ps", "-aq", "--filter", &filter]) {
+            for id in ids.split_whitespace() {
+                let _ = docker_try(&["rm", "-f", id]);
+            }
+        }
+        if let Some(ids) = docker_try(&["network", "ls", "-q", "--filter", &filter]) {
+            for id in ids.split_whitespace() {
+                let _ = docker_try(&["network", "rm", id]);
+            }
+        }
+    }
+}
+
+/// `docker inspect` of a container's endpoints: network name → (IPv4, MAC, endpoint id).
+pub fn endpoints(container: &str) -> std::collections::BTreeMap<String, (String, String, String)> {
+    let out = docker(&[
+        "inspect",
+        "--format",
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}} {{$v.MacAddress}} {{$v.EndpointID}}\n{{end}}",
+        container,
+    ]);
+    out.lines()
+        .filter_map(|l| {
+            let mut p = l.split_whitespace();
+            Some((
+                p.next()?.to_string(),
+                (
+                    p.next().unwrap_or("").to_string(),
+                    p.next().unwrap_or("").to_string(),
+                    p.next().unwrap_or("").to_string(),
+                ),
+            ))
+        })
+        .collect()
+}
+
+/// Polls `f` every 100 ms until it returns `Some`, up to `timeout`.
+pub async fn eventually<T>(
+    timeout: std::time::Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// An in-process agent library stack on a fresh state dir: the real engine, a real netmon feeding
+/// the interface cache, and the runtime service (`Runtimes`) — everything the cloud topics call,
+/// without the cloud link.
+pub struct LibAgent {
+    pub rt: orchestrator_agent::runtime::Runtimes,
+    pub dir: tempfile::TempDir,
+    _cleanup: InstanceCleanup,
+    _netmon: NetmonGuard,
+}
+
+impl LibAgent {
+    pub async fn start() -> Self {
+        require_engine_and_image();
+        let dir = tempfile::tempdir().expect("temp state dir");
+        let instance = dir.path().to_string_lossy().into_owned();
+        let cleanup = InstanceCleanup { instance };
+        let socket = dir.path().join("netmon.sock");
+        let netmon = NetmonGuard::start(&socket);
+        let cache = orchestrator_agent::netevents::InterfaceCache::new();
+        orchestrator_agent::netevents::spawn_listener(socket, cache.clone());
+        let docker = docker_api::Docker::from_env().expect("docker client");
+        let mut config = orchestrator_agent::runtime::RuntimeConfig::new(dir.path());
+        config.runtime_image = SERVER_IMAGE_LOOPBACK.to_string();
+        let rt = orchestrator_agent::runtime::Runtimes::open(docker, cache.clone(), config)
+            .await
+            .expect("state dir opens");
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+            while !cache.is_discovered() {
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        })
+        .await;
+        assert!(waited.is_ok(), "netmon discovery did not arrive");
+        Self {
+            rt,
+            dir,
+            _cleanup: cleanup,
+            _netmon: netmon,
+        }
+    }
+
+    /// Creates a runtime through the real create workflow and waits for its outcome.
+    pub async fn create(&self, name: &str, vnics: serde_json::Value) {
+        use orchestrator_agent::topics::RuntimeOps;
+        let msg = serde_json::json!({
+            "correlation_id": 1, "container_name": name, "vnic_configs": vnics
+        });
+        let req = orchestrator_agent::contract::CreateRuntimeRequest::parse(
+            msg.as_object().expect("object"),
+        )
+        .expect("valid create request");
+        self.rt.create(req).await.expect("create accepted");
+        let ops = self.rt.ops().clone();
+        let record = eventually(std::time::Duration::from_secs(90), "create", || {
+            ops.get(name)
+                .filter(|r| r.outcome != orchestrator_agent::runtime::Outcome::Running)
+        })
+        .await;
+        assert_eq!(
+            record.outcome,
+            orchestrator_agent::runtime::Outcome::Succeeded,
+            "create failed: {record:?}"
+        );
+    }
+
+    /// The persisted vNIC objects of `name`.
+    pub async fn vnics(&self, name: &str) -> Vec<serde_json::Value> {
+        self.rt.state().vnics_of(name).await.unwrap_or_default()
+    }
+}
+
+impl Drop for LibAgent {
+    fn drop(&mut self) {
+        self.rt.shutdown();
+    }
+}

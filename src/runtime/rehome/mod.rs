@@ -291,6 +291,18 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
         }
     };
 
+    // The persisted gateway follows the new network's, so the stored vNIC never keeps a gateway
+    // outside its subnet: netmon's default route, else the network's configured gateway, else the
+    // subnet's first host address (what Docker's IPAM takes when none is given).
+    let gateway = match (&network, gateway) {
+        (_, Some(g)) => Some(g),
+        (Some(net), None) => match network_gateway(rt, net).await {
+            Some(g) => Some(g),
+            None => first_host(subnet),
+        },
+        (None, None) => None,
+    };
+
     // 4. Connect, concurrently.
     let mut attached: BTreeMap<String, Option<Ipv4Addr>> = BTreeMap::new();
     if let Some(network) = &network {
@@ -426,6 +438,20 @@ async fn persist(
     if changed && let Err(e) = rt.state().set_vnics(runtime, vnics).await {
         warn!(runtime, error = %e, "re-home: cannot update runtime_vnics.json");
     }
+}
+
+/// The first host address of `subnet` (none for /31 and /32).
+fn first_host(subnet: Ipv4Net) -> Option<Ipv4Addr> {
+    (subnet.prefix() < 31).then(|| Ipv4Addr::from(u32::from(subnet.network().addr()) + 1))
+}
+
+/// The IPv4 gateway configured on `network`, when it was given at creation.
+async fn network_gateway(rt: &Runtimes, network: &str) -> Option<Ipv4Addr> {
+    let n = rt.docker().inspect_network(network).await.ok()?;
+    n.ipam
+        .config
+        .iter()
+        .find_map(|c| c.gateway.as_deref()?.parse().ok())
 }
 
 /// Removes the network `name` when no container is attached. Ours are removed through the
