@@ -65,13 +65,8 @@ impl RuntimeOps for Runtimes {
     }
 
     fn run_command(&self, req: RunCommandRequest) -> BoxFuture<Result<Value, OpError>> {
-        // Until `command` provides `handle(&Runtimes, RunCommandRequest)`.
-        let _ = req;
-        Box::pin(async {
-            Err(OpError::new(
-                "run_command is not available yet on this agent",
-            ))
-        })
+        let rt = self.clone();
+        Box::pin(async move { super::command::handle(&rt, req).await })
     }
 
     fn consumption_device(&self, req: DeviceConsumptionRequest) -> BoxFuture<OpResult> {
