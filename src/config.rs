@@ -24,7 +24,7 @@ pub const DEFAULT_RUNTIME_IMAGE: &str = "ghcr.io/autonomy-logic/openplc-runtime:
 /// Every flag can also be given through the environment variable shown with it; a flag on the
 /// command line wins over the environment.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "orchestrator-agent", version, about, long_about = None)]
+#[command(name = "orchestrator-agent", version)]
 pub struct Config {
     /// The cloud to connect to: https://host[:port]. The link uses
     /// wss://host[:port]/socket.io/ (Engine.IO v4, WebSocket only) with mutual TLS; plain http is

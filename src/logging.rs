@@ -155,7 +155,11 @@ impl DailyFile {
     }
 
     fn roll_if_needed(&mut self) {
-        let today = OffsetDateTime::now_utc().date();
+        self.roll_to(OffsetDateTime::now_utc().date());
+    }
+
+    /// Switches to `today`'s file when the date changed (separate from the clock for tests).
+    fn roll_to(&mut self, today: Date) {
         if today == self.date {
             return;
         }
@@ -245,6 +249,24 @@ mod tests {
         let text = std::fs::read_to_string(logs.join(file_name(today))).expect("read");
         assert_eq!(text, "hello\nagain\n", "appends, never truncates");
         assert!(!old.exists() && recent.exists() && foreign.exists());
+    }
+
+    #[test]
+    fn a_new_day_opens_a_new_file_and_prunes_by_the_new_date() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let today = OffsetDateTime::now_utc().date();
+        let mut f = DailyFile::open(dir.path(), 7).expect("open");
+        f.write_all(b"day one\n").expect("write");
+        let later = today + time::Duration::days(7);
+        f.roll_to(later);
+        // Straight to the file: `write` would roll back to the real date.
+        f.file.write_all(b"day eight\n").expect("write");
+        assert!(
+            !dir.path().join(file_name(today)).exists(),
+            "a 7-day-old file is pruned"
+        );
+        let text = std::fs::read_to_string(dir.path().join(file_name(later))).expect("read");
+        assert_eq!(text, "day eight\n");
     }
 
     #[test]
