@@ -35,6 +35,10 @@ pub enum PacketError {
     BadAckPayload,
     #[error("a {0} packet must carry an ack id")]
     MissingAckId(&'static str),
+    #[error("a {0} packet cannot carry an ack id")]
+    UnexpectedAckId(&'static str),
+    #[error("invalid {0} payload")]
+    BadPayload(&'static str),
 }
 
 /// The server's handshake (`0{...}`), as far as the client needs it.
@@ -312,6 +316,11 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, PacketError> {
     let json = |s: &str| -> Result<Value, PacketError> {
         serde_json::from_str(s).map_err(|e| PacketError::BadJson(e.to_string()))
     };
+    // As socket.io-parser validates: CONNECT carries an optional object, DISCONNECT nothing,
+    // CONNECT_ERROR an object or a string, and none of them an ack id.
+    if let (Some(_), Some(kind)) = (h.id, no_id_kind(h.kind)) {
+        return Err(PacketError::UnexpectedAckId(kind));
+    }
     Ok(match h.kind {
         '0' => {
             let data = if h.payload.is_empty() {
@@ -319,9 +328,17 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, PacketError> {
             } else {
                 Some(json(h.payload)?)
             };
+            if data.as_ref().is_some_and(|d| !d.is_object()) {
+                return Err(PacketError::BadPayload("CONNECT"));
+            }
             SioPacket::Connect { nsp, data }
         }
-        '1' => SioPacket::Disconnect { nsp },
+        '1' => {
+            if !h.payload.is_empty() {
+                return Err(PacketError::BadPayload("DISCONNECT"));
+            }
+            SioPacket::Disconnect { nsp }
+        }
         '2' => {
             let Value::Array(mut items) = json(h.payload)? else {
                 return Err(PacketError::BadEventPayload);
@@ -347,11 +364,10 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, PacketError> {
             SioPacket::Ack { nsp, id, args }
         }
         '4' => {
-            let data = if h.payload.is_empty() {
-                Value::Null
-            } else {
-                json(h.payload)?
-            };
+            let data = json(h.payload)?;
+            if !(data.is_object() || data.is_string()) {
+                return Err(PacketError::BadPayload("CONNECT_ERROR"));
+            }
             SioPacket::ConnectError { nsp, data }
         }
         // '5' | '6': checked by decode_sio_header.
@@ -362,6 +378,16 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, PacketError> {
             id: h.id,
         },
     })
+}
+
+/// The packet kinds that never carry an ack id, by name.
+fn no_id_kind(kind: char) -> Option<&'static str> {
+    match kind {
+        '0' => Some("CONNECT"),
+        '1' => Some("DISCONNECT"),
+        '4' => Some("CONNECT_ERROR"),
+        _ => None,
+    }
 }
 
 /// The event name of an EVENT packet's payload, read without parsing the rest of the array: for
@@ -568,10 +594,75 @@ mod tests {
         );
         assert_eq!(decode_sio("5x-[]"), Err(PacketError::BadAttachments));
         assert_eq!(decode_sio("5[]"), Err(PacketError::BadAttachments));
+        assert_eq!(
+            decode_sio("034"),
+            Err(PacketError::UnexpectedAckId("CONNECT"))
+        );
+        assert_eq!(decode_sio("0 34"), Err(PacketError::BadPayload("CONNECT")));
+        assert_eq!(
+            decode_sio("1[]"),
+            Err(PacketError::BadPayload("DISCONNECT"))
+        );
+        assert_eq!(
+            decode_sio("4[1]"),
+            Err(PacketError::BadPayload("CONNECT_ERROR"))
+        );
+        assert!(matches!(decode_sio("4"), Err(PacketError::BadJson(_))));
         // Multi-byte characters right after the type must not split a char boundary.
         assert!(decode_sio("2é").is_err());
         assert!(decode_sio("é").is_err());
         assert!(decode_eio("é").is_err());
+    }
+
+    /// A poor man's fuzzer until the cargo-fuzz targets exist: random strings over the packet
+    /// alphabet never panic the decoders, and whatever decodes re-encodes to the same packet.
+    #[test]
+    fn random_input_never_panics_and_decoded_packets_re_encode_stably() {
+        const ALPHABET: &[&str] = &[
+            "0",
+            "1",
+            "2",
+            "3",
+            "4",
+            "5",
+            "6",
+            "7",
+            "9",
+            "-",
+            "/",
+            ",",
+            "[",
+            "]",
+            "{",
+            "}",
+            "\"",
+            ":",
+            "a",
+            "x",
+            " ",
+            "é",
+            "\\",
+            "null",
+            "\"sid\"",
+            "\"ev\"",
+            "18446744073709551616",
+        ];
+        for _ in 0..20_000 {
+            let len = rand::random_range(0..24);
+            let text: String = (0..len)
+                .map(|_| ALPHABET[rand::random_range(0..ALPHABET.len())])
+                .collect();
+            let _ = decode_eio(&text);
+            let _ = decode_sio_header(&text);
+            let _ = peek_event_name(&text);
+            if let Ok(p) = decode_sio(&text) {
+                let again = decode_sio(&encode_sio(&p));
+                // BINARY packets re-encode without their placeholder payload; all else is exact.
+                if !matches!(p, SioPacket::Binary { .. }) {
+                    assert_eq!(again.as_ref(), Ok(&p), "input {text:?}");
+                }
+            }
+        }
     }
 
     #[test]
