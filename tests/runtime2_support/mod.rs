@@ -383,3 +383,190 @@ impl Drop for LibAgent {
         self.rt.shutdown();
     }
 }
+
+/// The real agent binary connected to an in-process devcloud, with a real netmon, on a fresh
+/// state dir; everything the agent creates (its instance label) is removed on drop.
+pub struct AgentWorld {
+    pub cloud: devcloud::DevCloud,
+    pub pki: devcloud::pki::PkiPaths,
+    pub state_dir: std::path::PathBuf,
+    agent: std::process::Child,
+    pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    cid: u64,
+    _cleanup: InstanceCleanup,
+    _netmon: NetmonGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl AgentWorld {
+    pub async fn start() -> Self {
+        use std::io::BufRead;
+        require_engine_and_image();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let agent_id = unique("r2-agent-");
+        let pki_dir = dir.path().join("pki");
+        let pki = tokio::task::spawn_blocking(move || {
+            devcloud::pki::generate(
+                &pki_dir,
+                &devcloud::pki::PkiOptions {
+                    agent_id,
+                    ..Default::default()
+                },
+            )
+        })
+        .await
+        .expect("join")
+        .expect("dev PKI");
+        let cloud = devcloud::DevCloud::start(devcloud::ServerConfig::from_pki(
+            &pki,
+            "127.0.0.1:0".parse().expect("literal"),
+        ))
+        .await
+        .expect("devcloud starts");
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir_all(&state_dir).expect("state dir");
+        let cleanup = InstanceCleanup {
+            instance: state_dir.to_string_lossy().into_owned(),
+        };
+        let netmon = NetmonGuard::start(&state_dir.join("netmon.sock"));
+        let mut agent = Command::new(env!("CARGO_BIN_EXE_orchestrator-agent"))
+            .arg("--server")
+            .arg(cloud.url())
+            .arg("--ca-file")
+            .arg(&pki.ca_cert)
+            .arg("--mtls-dir")
+            .arg(&pki.agent_dir)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args([
+                "--runtime-image",
+                SERVER_IMAGE_LOOPBACK,
+                "--log-level",
+                "info",
+            ])
+            .env_remove("HOST_NAME")
+            .env_remove("DOCKER_HOST")
+            .env_remove("RUST_LOG")
+            .env("HOSTNAME", "runtime2-test-host")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the agent binary starts");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        for stream in [
+            agent
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            agent
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = log.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    log.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+        }
+        let world = Self {
+            cloud,
+            pki,
+            state_dir,
+            agent,
+            log,
+            cid: 1,
+            _cleanup: cleanup,
+            _netmon: netmon,
+            _dir: dir,
+        };
+        if let Err(e) = world
+            .cloud
+            .wait_for_agent(
+                Some(&world.pki.agent_id),
+                std::time::Duration::from_secs(60),
+            )
+            .await
+        {
+            panic!("agent did not connect: {e}\n{}", world.logs());
+        }
+        world
+    }
+
+    pub fn logs(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .join("\n")
+    }
+
+    /// Emits `topic` with `args` and returns the ack values.
+    pub async fn emit(
+        &self,
+        topic: &str,
+        args: Vec<serde_json::Value>,
+        timeout: std::time::Duration,
+    ) -> Vec<serde_json::Value> {
+        match self
+            .cloud
+            .emit_with_ack(Some(&self.pki.agent_id), topic, args, timeout)
+            .await
+        {
+            Ok(v) => v,
+            Err(e) => panic!("{topic}: no ack: {e}\n{}", self.logs()),
+        }
+    }
+
+    /// Sends `topic` with one object (a fresh `correlation_id` added) and returns the first ack value.
+    pub async fn call(&mut self, topic: &str, mut payload: serde_json::Value) -> serde_json::Value {
+        self.cid += 1;
+        if let Some(obj) = payload.as_object_mut() {
+            obj.entry("correlation_id")
+                .or_insert(serde_json::json!(self.cid));
+        }
+        self.emit(topic, vec![payload], std::time::Duration::from_secs(60))
+            .await
+            .into_iter()
+            .next()
+            .unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Creates a runtime through `create_new_runtime` and waits until it runs.
+    pub async fn create_runtime(&mut self, name: &str, vnics: serde_json::Value) {
+        let ack = self
+            .call(
+                "create_new_runtime",
+                serde_json::json!({"container_name": name, "vnic_configs": vnics}),
+            )
+            .await;
+        assert_eq!(ack["status"], "creating", "{ack}\n{}", self.logs());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+        loop {
+            let s = self
+                .call("get_device_status", serde_json::json!({"device_id": name}))
+                .await;
+            if s["status"] == "success" && s["is_running"] == true {
+                return;
+            }
+            assert!(
+                s["status"] != "error" && std::time::Instant::now() < deadline,
+                "runtime {name} did not come up: {s}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+    }
+}
+
+impl Drop for AgentWorld {
+    fn drop(&mut self) {
+        let _ = self.agent.kill();
+        let _ = self.agent.wait();
+    }
+}
