@@ -91,8 +91,14 @@ threads=$(field Threads)
 echo "==> 1,000 address changes" >&2
 batch="$work/batch"
 : >"$batch"
+# 500 adds, 499 deletes (secondaries before their primary: deleting a primary deletes its
+# secondaries with it) and one gateway change, so the final state differs from the initial one
+# and exactly one debounced network_change is due.
 for net in 251 252; do for h in $(seq 1 250); do echo "addr add 10.202.$net.$h/24 dev nm0" >>"$batch"; done; done
-for net in 251 252; do for h in $(seq 1 250); do echo "addr del 10.202.$net.$h/24 dev nm0" >>"$batch"; done; done
+for h in $(seq 250 -1 1); do echo "addr del 10.202.252.$h/24 dev nm0" >>"$batch"; done
+for h in $(seq 250 -1 2); do echo "addr del 10.202.251.$h/24 dev nm0" >>"$batch"; done
+echo "route replace default via 10.202.250.253 dev nm0" >>"$batch"
+[ "$(wc -l <"$batch")" -eq 1000 ] || { echo "batch is not 1,000 changes" >&2; exit 1; }
 before_changes=$(grep -c network_change "$work/lines" || true)
 c0=$(ticks); m0=$(oncpu_ns)
 start=$(date +%s.%N)

@@ -79,6 +79,19 @@ impl Tracker {
             let current = interface_info(snap, index, timestamp)
                 .unwrap_or_else(|| InterfaceInfo::removed(&name, index, timestamp.to_owned()));
             let previous = self.last.get(&index);
+            // A renamed interface: the old name is gone as far as clients can tell.
+            if let Some(p) = previous
+                && p.interface != name
+                && p.is_reportable()
+                && !self.filter.ignores(&p.interface)
+            {
+                out.push(InterfaceInfo::removed(
+                    &p.interface,
+                    index,
+                    timestamp.to_owned(),
+                ));
+            }
+            let previous = previous.filter(|p| p.interface == name);
             let report = if current.is_reportable() {
                 previous.is_none_or(|p| !p.same_state(&current))
             } else {
@@ -230,6 +243,20 @@ mod tests {
             &[],
         );
         assert!(t.changes(&now, &[2, 4, 5, 99], "t1").is_empty());
+    }
+
+    #[test]
+    fn a_renamed_interface_is_reported_removed_under_its_old_name_and_new_under_the_new() {
+        let base = snap(&[(2, "eth0", true)], &[(2, [10, 202, 0, 5], 24)], &[]);
+        let mut t = tracker_with(&base);
+        let renamed = snap(&[(2, "lan0", true)], &[(2, [10, 202, 0, 5], 24)], &[]);
+        let out = t.changes(&renamed, &[2], "t1");
+        assert_eq!(out.len(), 2, "{out:?}");
+        assert_eq!(
+            (out[0].interface.as_str(), out[0].status),
+            ("eth0", Some(Status::Removed))
+        );
+        assert_eq!((out[1].interface.as_str(), out[1].status), ("lan0", None));
     }
 
     #[test]
