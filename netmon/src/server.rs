@@ -180,3 +180,47 @@ async fn serve_client(id: u64, stream: UnixStream, mut rx: mpsc::Receiver<Arc<st
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stuck_client_is_dropped_while_a_reading_client_gets_every_line() {
+        const LINES: usize = 1000;
+        let mut clients = Clients::new();
+        let (stuck, _stuck_peer) = UnixStream::pair().expect("pair");
+        let (good, good_peer) = UnixStream::pair().expect("pair");
+        clients.add(stuck, Arc::from("discovery\n"));
+        clients.add(good, Arc::from("discovery\n"));
+        let reader = tokio::spawn(async move {
+            let mut lines = BufReader::new(good_peer).lines();
+            let mut n = 0;
+            while n < LINES + 1 {
+                match lines.next_line().await {
+                    Ok(Some(_)) => n += 1,
+                    _ => break,
+                }
+            }
+            n
+        });
+        // 8 MB in total: far more than the stuck client's socket buffer plus queue.
+        let line: Arc<str> = Arc::from(format!("{}\n", "x".repeat(8192)));
+        for _ in 0..LINES {
+            clients.broadcast(&line);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(
+            clients.len(),
+            1,
+            "the stuck client should have been dropped"
+        );
+        let n = tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .expect("reader finished")
+            .expect("reader task");
+        assert_eq!(n, LINES + 1);
+    }
+}
