@@ -230,3 +230,61 @@ async fn an_unchanged_subnet_causes_no_churn_and_a_link_down_is_only_recorded() 
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(endpoints(&name), before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_binary_rehomes_on_netmon_events_and_reports_it_in_the_device_status() {
+    let parent = unique("r2a");
+    let _veth = VethGuard::new(&parent, Some("10.203.144.1/24"));
+    let mut world = runtime2_support::AgentWorld::start().await;
+    let name = unique("r2rh-agent-");
+    // Production field names: `ip`, dotted `subnet`, `gateway`, `static`.
+    world
+        .create_runtime(
+            &name,
+            json!([{"name": "eth0", "parent_interface": parent, "network_mode": "static",
+                "ip": "10.203.144.80", "subnet": "255.255.255.0", "gateway": "10.203.144.1"}]),
+        )
+        .await;
+    let new_net = format!("macvlan_{parent}_10.203.144.0_23");
+
+    ip(&["addr", "del", "10.203.144.1/24", "dev", &parent]);
+    ip(&["addr", "add", "10.203.144.1/23", "dev", &parent]);
+
+    let deadline = std::time::Instant::now() + WAIT;
+    let status = loop {
+        let s = world
+            .call("get_device_status", json!({"device_id": name}))
+            .await;
+        if s["networks"].get(&new_net).is_some() && s["last_operation"]["status"] == "success" {
+            break s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not re-homed: {s}\n{}",
+            world.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(status["networks"][&new_net]["ip_address"], "10.203.144.80");
+    assert_eq!(
+        status["networks"].as_object().map(|n| n.len()),
+        Some(1),
+        "{status}"
+    );
+    assert_eq!(status["last_operation"]["operation"], "rehome");
+    assert!(
+        status["warnings"].as_array().is_some_and(|w| w
+            .iter()
+            .any(|w| w.as_str().is_some_and(|w| w.contains("MAC")))),
+        "the MAC could not be kept on API 1.41: {status}"
+    );
+    let text = tokio::fs::read_to_string(world.state_dir.join("runtime_vnics.json"))
+        .await
+        .expect("state file");
+    let state: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(
+        state[&name][0],
+        json!({"name": "eth0", "parent_interface": parent, "network_mode": "static",
+            "ip": "10.203.144.80", "subnet": "255.255.254.0", "gateway": "10.203.144.1"})
+    );
+}

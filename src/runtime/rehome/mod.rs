@@ -127,20 +127,26 @@ async fn rehome_all(rt: &Runtimes) {
 /// Re-homes the runtimes on `interface` according to netmon's current view of it (the interface
 /// cache). Safe to call any time: a runtime already on the right subnet is left alone.
 pub async fn rehome_interface(rt: &Runtimes, interface: &str) -> Report {
-    let state = ParentState::from_info(rt.interfaces().get(interface).as_ref());
-    let _net = rt.network_lock().await;
     let mut report = Report {
         interface: interface.to_string(),
         ..Report::default()
     };
+    if !persisted_views(rt)
+        .await
+        .iter()
+        .any(|r| r.vnics.iter().any(|v| v.parent == interface))
+    {
+        return report; // most changes concern interfaces no runtime uses
+    }
+    // Everything from reading the engine to the last connect happens under the network lock, so
+    // the plan is made on what the engine really has and no create or clean-up interleaves.
+    let _net = rt.network_lock().await;
+    let state = ParentState::from_info(rt.interfaces().get(interface).as_ref());
     let runtimes: Vec<RuntimeView> = persisted_views(rt)
         .await
         .into_iter()
         .filter(|r| r.vnics.iter().any(|v| v.parent == interface))
         .collect();
-    if runtimes.is_empty() {
-        return report;
-    }
     let runtimes = with_endpoints(rt, runtimes).await;
     let networks = match macvlans_on(rt, interface).await {
         Ok(n) => n,
