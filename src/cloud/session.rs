@@ -166,7 +166,8 @@ where
     let (sink, mut stream) = ws.split();
     let (out_tx, out_rx) = mpsc::channel::<Outbound>(OUT_QUEUE);
     let (ctl_tx, ctl_rx) = mpsc::channel::<Control>(8);
-    let mut writer = tokio::spawn(writer(sink, out_rx, ctl_rx));
+    let max_out = usize::try_from(open.max_payload).unwrap_or(usize::MAX);
+    let mut writer = tokio::spawn(writer(sink, out_rx, ctl_rx, max_out));
     let link = Link::new(out_tx, Arc::from(identity.agent_id.as_str()));
     let heartbeat = tokio::spawn(handler.on_connect(link.clone()));
     // Aborts the per-connection tasks however this function ends.
@@ -560,6 +561,7 @@ async fn writer(
     mut sink: futures_util::stream::SplitSink<Ws, Message>,
     mut out: mpsc::Receiver<Outbound>,
     mut ctl: mpsc::Receiver<Control>,
+    max_out: usize,
 ) -> String {
     loop {
         let text = tokio::select! {
@@ -577,7 +579,10 @@ async fn writer(
                 }
             },
             o = out.recv() => match o {
-                Some(o) => encode_outbound(o),
+                Some(o) => match encode_outbound(o, max_out) {
+                    Some(text) => text,
+                    None => continue,
+                },
                 // Unreachable while the session holds a Link clone; harmless otherwise.
                 None => std::future::pending().await,
             },
@@ -595,21 +600,58 @@ async fn writer(
     }
 }
 
-fn encode_outbound(o: Outbound) -> String {
-    let sio = match o {
-        Outbound::Event { name, payload } => SioPacket::Event {
-            nsp: DEFAULT_NSP.into(),
-            id: None,
-            name,
-            args: vec![payload],
-        },
-        Outbound::Ack { id, args } => SioPacket::Ack {
-            nsp: DEFAULT_NSP.into(),
-            id,
-            args,
-        },
+/// Encodes a queued packet. The server closes the session on a message over its `maxPayload`
+/// (from the open packet; 0 means no limit), so such a message is not sent: an event is dropped
+/// and an ack is replaced by an error ack, both with a warning.
+fn encode_outbound(o: Outbound, max_payload: usize) -> Option<String> {
+    let encode = |sio: SioPacket| packet::encode_eio(&EioPacket::Message(packet::encode_sio(&sio)));
+    let nsp = || DEFAULT_NSP.to_owned();
+    let (text, ack_id) = match o {
+        Outbound::Event { name, payload } => {
+            let text = encode(SioPacket::Event {
+                nsp: nsp(),
+                id: None,
+                name: name.clone(),
+                args: vec![payload],
+            });
+            if max_payload > 0 && text.len() > max_payload {
+                warn!(
+                    event = %name,
+                    "cloud: not sending a {} byte event over the server's limit of {max_payload} bytes",
+                    text.len()
+                );
+                return None;
+            }
+            (text, None)
+        }
+        Outbound::Ack { id, args } => (
+            encode(SioPacket::Ack {
+                nsp: nsp(),
+                id,
+                args,
+            }),
+            Some(id),
+        ),
     };
-    packet::encode_eio(&EioPacket::Message(packet::encode_sio(&sio)))
+    match ack_id {
+        Some(id) if max_payload > 0 && text.len() > max_payload => {
+            warn!(
+                ack_id = id,
+                "cloud: an answer of {} bytes is over the server's limit of {max_payload} bytes; sending an error instead",
+                text.len()
+            );
+            let error = json!({
+                "status": "error",
+                "error": format!("answer too large: {} bytes (server limit {max_payload} bytes)", text.len()),
+            });
+            Some(encode(SioPacket::Ack {
+                nsp: nsp(),
+                id,
+                args: vec![error],
+            }))
+        }
+        _ => Some(text),
+    }
 }
 
 struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
@@ -619,5 +661,66 @@ impl Drop for AbortOnDrop {
         for h in &self.0 {
             h.abort();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outbound_packets_over_the_server_limit_are_not_sent_as_is() {
+        let small = Outbound::Event {
+            name: "heartbeat".into(),
+            payload: json!({"a": 1}),
+        };
+        assert_eq!(
+            encode_outbound(small, 100).as_deref(),
+            Some(r#"42["heartbeat",{"a":1}]"#)
+        );
+        let big = || json!("x".repeat(200));
+        assert_eq!(
+            encode_outbound(
+                Outbound::Event {
+                    name: "e".into(),
+                    payload: big()
+                },
+                100
+            ),
+            None
+        );
+        assert!(
+            encode_outbound(
+                Outbound::Event {
+                    name: "e".into(),
+                    payload: big()
+                },
+                0
+            )
+            .is_some()
+        );
+        let ack = encode_outbound(
+            Outbound::Ack {
+                id: 7,
+                args: vec![big()],
+            },
+            150,
+        )
+        .expect("an ack is always sent");
+        assert!(
+            ack.starts_with("437[{") && ack.contains("answer too large"),
+            "{ack}"
+        );
+        assert_eq!(
+            encode_outbound(
+                Outbound::Ack {
+                    id: 3,
+                    args: vec![]
+                },
+                100
+            )
+            .as_deref(),
+            Some("433[]")
+        );
     }
 }
