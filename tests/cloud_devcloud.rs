@@ -185,6 +185,9 @@ async fn a_frozen_server_is_detected_as_dead_and_left() {
     let mut rx = cloud.subscribe();
     let agent = Agent::start(&cloud.url(), &pki.good.ca_cert, &pki.good.agent_dir);
     next_connect(&mut rx, &agent, CONNECT_WAIT).await;
+    // devcloud publishes the connection before its CONNECT reply is on the wire: freeze only once
+    // the agent has it.
+    expect_log(&agent, "connected as", CONNECT_WAIT);
 
     cloud.freeze();
     expect_log(&agent, "no ping from the server", Duration::from_secs(10));

@@ -93,6 +93,14 @@ where
             () = tokio::time::sleep_until(ns_deadline) => {
                 return Err(Error::Timeout { during: "waiting for the namespace connect reply", secs: STEP_TIMEOUT.as_secs() });
             }
+            // The ping cadence applies from the open packet on: a server that goes silent
+            // before answering the connect is as dead as one that goes silent later.
+            () = tokio::time::sleep_until(deadline) => {
+                return Err(Error::Protocol(format!(
+                    "no ping from the server for {:.1} s (pingInterval + pingTimeout) while waiting for the namespace connect reply",
+                    ping_window.as_secs_f64()
+                )));
+            }
             () = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
         };
         let text = match msg {
