@@ -172,12 +172,19 @@ fn the_agent_waits_for_a_certificate_written_after_it_started() {
     let agent = Agent::start(&server.url(), &pki.good.ca_cert, mtls.path());
     agent.expect_log("does not exist (yet)", Duration::from_secs(10));
     std::thread::sleep(Duration::from_secs(1));
-    for name in ["client.crt", "client.key"] {
-        std::fs::copy(pki.good.agent_dir.join(name), mtls.path().join(name))
-            .expect("copy identity");
-    }
+    std::fs::copy(&pki.good.client_cert, mtls.path().join("client.crt")).expect("copy");
+    // A key others may read works, with a warning (made readable before it appears).
+    let staged = mtls.path().join("staged.key");
+    std::fs::copy(&pki.good.client_key, &staged).expect("copy");
+    std::fs::set_permissions(&staged, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    std::fs::rename(&staged, mtls.path().join("client.key")).expect("rename");
     let connect = server.expect(0, CONNECT_WAIT, "connect", is_connect);
     assert_eq!(connect["cn"], json!(AGENT_ID));
+    agent.expect_log(
+        "is readable by group or others (mode 644)",
+        Duration::from_secs(5),
+    );
 }
 
 #[test]
