@@ -286,10 +286,14 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
         match macvlan::ensure(rt, &interface, subnet, gateway).await {
             Ok(n) => Some(n.name),
             Err(e) => {
+                // Never leave a runtime without its LAN: go back to the old network when it is
+                // still there (e.g. it could not be removed, so the engine refused a second
+                // MACVLAN network on the parent).
                 for c in &connects {
+                    let back = go_back(rt, c).await;
                     failed.insert(
                         c.runtime.clone(),
-                        format!("cannot get or create {}: {e}", target.network),
+                        format!("cannot get or create {}: {e}; {back}", target.network),
                     );
                 }
                 None
@@ -375,6 +379,29 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
         failed = report.failed.len(),
         "re-home done"
     );
+}
+
+/// Reconnects a runtime to the network it was detached from; says how that went.
+async fn go_back(rt: &Runtimes, c: &plan::Connect) -> String {
+    let Some((network, ip)) = &c.previous else {
+        return "the runtime has no MACVLAN attachment on this parent now".into();
+    };
+    let endpoint = EndpointConfig {
+        ipam_config: ip.map(|ip| EndpointIpamConfig {
+            ipv4_address: Some(ip),
+        }),
+        ..Default::default()
+    };
+    match rt
+        .docker()
+        .connect_network(network, &c.runtime, &endpoint)
+        .await
+    {
+        Ok(()) => format!("the runtime was put back on {network}"),
+        Err(e) => format!(
+            "putting it back on {network} failed too ({e}); it has no MACVLAN attachment on this parent now"
+        ),
+    }
 }
 
 /// Connects one runtime; a requested address that the engine refuses (e.g. taken) is retried

@@ -141,6 +141,8 @@ pub struct Connect {
     pub replaces_static_ip: Option<Ipv4Addr>,
     /// What could not be kept, for the device status.
     pub warnings: Vec<String>,
+    /// The old network and address, to go back to when the new network cannot be made.
+    pub previous: Option<(String, Option<Ipv4Addr>)>,
 }
 
 /// What to do for one interface change. Executed in this order: disconnect, remove, get-or-create
@@ -287,6 +289,7 @@ pub fn plan(
             mac,
             replaces_static_ip,
             warnings,
+            previous: stale.first().map(|e| (e.network.clone(), e.ip)),
         });
     }
 
