@@ -230,3 +230,18 @@ async fn a_server_certificate_for_another_host_name_is_refused() {
     );
     cloud.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ip_address_server_url_is_verified_against_the_ip_san() {
+    let pki = Pki::new();
+    let cloud = start(&pki, "127.0.0.1:0", None).await;
+    let url = format!("https://127.0.0.1:{}", cloud.local_addr().port());
+    let agent = Agent::start(&url, &pki.good.ca_cert, &pki.good.agent_dir);
+    let cn = cloud.wait_for_agent(Some(AGENT_ID), CONNECT_WAIT).await;
+    assert!(
+        cn.is_ok(),
+        "agent did not connect by IP: {cn:?}\n{}",
+        agent.log()
+    );
+    cloud.shutdown().await;
+}

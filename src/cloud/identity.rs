@@ -263,6 +263,24 @@ mod tests {
         assert_eq!(id.key_mode_too_open, Some(0o644));
     }
 
+    #[tokio::test]
+    async fn a_ca_file_may_hold_several_certificates_and_must_hold_one() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, _) = cert_and_key(Some("ca-a"));
+        let (b, _) = cert_and_key(Some("ca-b"));
+        let both = dir.path().join("both.pem");
+        std::fs::write(&both, format!("{a}{b}")).expect("write");
+        assert_eq!(load_ca_file(&both).await.expect("two roots").len(), 2);
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "no certificates here").expect("write");
+        let err = load_ca_file(&empty).await.expect_err("no roots");
+        assert!(matches!(err, Error::BadCaFile { .. }), "{err}");
+        let err = load_ca_file(&dir.path().join("missing.pem"))
+            .await
+            .expect_err("missing");
+        assert!(matches!(err, Error::CaFileUnreadable { .. }), "{err}");
+    }
+
     #[test]
     fn garbage_and_cn_less_certificates_are_refused() {
         let p = Path::new("x");
