@@ -127,6 +127,7 @@ async fn rehome_all(rt: &Runtimes) {
 /// Re-homes the runtimes on `interface` according to netmon's current view of it (the interface
 /// cache). Safe to call any time: a runtime already on the right subnet is left alone.
 pub async fn rehome_interface(rt: &Runtimes, interface: &str) -> Report {
+    let started = std::time::Instant::now();
     let mut report = Report {
         interface: interface.to_string(),
         ..Report::default()
@@ -163,6 +164,11 @@ pub async fn rehome_interface(rt: &Runtimes, interface: &str) -> Report {
         Err(_) => false,
     };
     let plan = plan::plan(interface, &state, &runtimes, &networks, mac_on_connect);
+    debug!(
+        interface,
+        elapsed_ms = started.elapsed().as_millis(),
+        "re-home planned"
+    );
     report.unchanged = plan.unchanged.clone();
     if let ParentState::Up { subnet, gateway } = &state {
         // Keep the persisted fields in step even when the engine side already is (e.g. the agent
@@ -235,6 +241,7 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
         runtimes = ?ops.keys().collect::<Vec<_>>(), "re-homing runtimes"
     );
 
+    let phase = std::time::Instant::now();
     // 1. Disconnect, concurrently.
     let mut set = tokio::task::JoinSet::new();
     for (runtime, network) in plan.disconnects.clone() {
@@ -261,6 +268,10 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
         }
     }
 
+    debug!(
+        elapsed_ms = phase.elapsed().as_millis(),
+        "re-home: old endpoints disconnected"
+    );
     // 2. Remove the old networks nobody uses any more.
     for name in &plan.remove {
         match remove_if_empty(rt, name).await {
@@ -273,6 +284,10 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
         }
     }
 
+    debug!(
+        elapsed_ms = phase.elapsed().as_millis(),
+        "re-home: old networks removed"
+    );
     // 3. Get or create the new subnet's network.
     let connects: Vec<_> = plan
         .connects
@@ -313,6 +328,10 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
         (None, None) => None,
     };
 
+    debug!(
+        elapsed_ms = phase.elapsed().as_millis(),
+        "re-home: target network ready"
+    );
     // 4. Connect, concurrently.
     let mut attached: BTreeMap<String, Option<Ipv4Addr>> = BTreeMap::new();
     if let Some(network) = &network {
@@ -346,6 +365,10 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
         }
     }
 
+    debug!(
+        elapsed_ms = phase.elapsed().as_millis(),
+        "re-home: runtimes connected"
+    );
     // 5. Persist and record.
     for (name, op) in ops {
         if let Some(error) = failed.remove(&name) {
