@@ -180,8 +180,8 @@ pub enum Error {
     ClientCertRefused { agent_id: String, detail: String },
     #[error("TLS handshake with {host} failed: {detail}")]
     Handshake { host: String, detail: String },
-    #[error("the server refused the WebSocket upgrade: HTTP {status}")]
-    UpgradeRefused { status: u16 },
+    #[error("the server refused the WebSocket upgrade: HTTP {status}{hint}")]
+    UpgradeRefused { status: u16, hint: &'static str },
     #[error("WebSocket error: {0}")]
     WebSocket(String),
     #[error("the server refused the namespace connect (CONNECT_ERROR): {0}")]

@@ -316,9 +316,23 @@ async fn open(
             host: endpoint.host.clone(),
             detail: t.to_string(),
         },
-        tungstenite::Error::Http(resp) => Error::UpgradeRefused {
-            status: resp.status().as_u16(),
-        },
+        tungstenite::Error::Http(resp) => {
+            let status = resp.status().as_u16();
+            // What TLS-terminating proxies answer when the client certificate is missing or bad.
+            let hint = if matches!(status, 400 | 401 | 403 | 495 | 496) {
+                " (a proxy in front of the cloud may have refused the client certificate)"
+            } else {
+                ""
+            };
+            Error::UpgradeRefused { status, hint }
+        }
+        // A clean close right after the TLS handshake, before any HTTP answer.
+        tungstenite::Error::Protocol(tungstenite::error::ProtocolError::HandshakeIncomplete) => {
+            Error::ClientCertRefused {
+                agent_id: identity.agent_id.clone(),
+                detail: "the server closed the connection during the WebSocket upgrade".into(),
+            }
+        }
         other => Error::WebSocket(format!("the WebSocket upgrade failed: {other}")),
     })?;
 
