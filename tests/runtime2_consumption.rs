@@ -45,6 +45,7 @@ async fn sampling_a_busy_container_records_cpu_and_memory() {
 
     let engine = Docker::from_env().expect("docker client");
     let usage = DeviceUsage::default();
+    usage.learn_host_memory().await;
     let target = SampleTarget {
         name: name.clone(),
         container: name.clone(),

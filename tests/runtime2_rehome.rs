@@ -227,7 +227,12 @@ async fn an_unchanged_subnet_causes_no_churn_and_a_link_down_is_only_recorded() 
         cache.get(&parent).filter(|i| i.has_ipv4())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    let record = eventually(WAIT, "the back-up record", || {
+        ops.get(&name).filter(|r| r.message.contains("is up again"))
+    })
+    .await;
+    assert_eq!(record.kind, OpKind::Rehome);
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(endpoints(&name), before);
 }
 

@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -82,13 +83,14 @@ impl Series {
 pub struct DeviceUsage {
     series: Mutex<HashMap<String, Series>>,
     capacity: usize,
-    /// Host memory in bytes: a stats `limit` at or above it means "no limit".
-    host_memory: u64,
+    /// Host memory in bytes: a stats `limit` at or above it means "no limit". `u64::MAX` until
+    /// known (read by the sampler without blocking, see [`DeviceUsage::learn_host_memory`]).
+    host_memory: AtomicU64,
 }
 
 impl Default for DeviceUsage {
     fn default() -> Self {
-        Self::new(CAPACITY, host_memory_bytes())
+        Self::new(CAPACITY, u64::MAX)
     }
 }
 
@@ -99,7 +101,18 @@ impl DeviceUsage {
         Self {
             series: Mutex::new(HashMap::new()),
             capacity,
-            host_memory,
+            host_memory: AtomicU64::new(host_memory),
+        }
+    }
+
+    /// Reads the host's memory size (`MemTotal` of `/proc/meminfo`, async) so container memory
+    /// limits can be told from "unlimited" (the engine reports the host's memory as the limit of an
+    /// unlimited container). Unreadable: every limit is reported.
+    pub async fn learn_host_memory(&self) {
+        if let Ok(text) = tokio::fs::read_to_string("/proc/meminfo").await
+            && let Some(bytes) = parse_mem_total(&text)
+        {
+            self.host_memory.store(bytes, Ordering::Relaxed);
         }
     }
 
@@ -155,7 +168,7 @@ impl DeviceUsage {
             .or_insert_with(|| Series::new(capacity));
         series.memory_limit = stats
             .memory_limit_bytes()
-            .filter(|l| *l > 0 && *l < self.host_memory);
+            .filter(|l| *l > 0 && *l < self.host_memory.load(Ordering::Relaxed));
         let cpu = series
             .previous
             .as_ref()
@@ -335,6 +348,7 @@ where
     F: Fn() -> Fut + Send + Sync + 'static,
     Fut: Future<Output = (Vec<SampleTarget>, Vec<String>)> + Send,
 {
+    usage.learn_host_memory().await;
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -367,18 +381,13 @@ fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
 
-/// Host memory from `/proc/meminfo` (`MemTotal`), or `u64::MAX` when unreadable (every limit is
-/// then reported, none taken for "unlimited"). Read once, at construction, outside async code.
-fn host_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("MemTotal:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        })
+/// `MemTotal` of a `/proc/meminfo` text, in bytes.
+fn parse_mem_total(meminfo: &str) -> Option<u64> {
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kib| kib * 1024)
-        .unwrap_or(u64::MAX)
 }
 
 #[cfg(test)]
@@ -465,6 +474,13 @@ mod tests {
         assert_eq!(usage.len("plc"), 3);
         usage.retain(&[], &[]);
         assert_eq!(usage.len("plc"), 0);
+    }
+
+    #[test]
+    fn mem_total_is_read_in_bytes() {
+        let text = "MemTotal:        8039480 kB\nMemFree:          123 kB\n";
+        assert_eq!(parse_mem_total(text), Some(8_039_480 * 1024));
+        assert_eq!(parse_mem_total("nothing"), None);
     }
 
     #[test]

@@ -39,10 +39,13 @@ use tracing::{debug, info, warn};
 
 use self::plan::{EndpointView, MacvlanView, ParentState, Plan, RuntimeView};
 use super::net::Ipv4Net;
-use super::{Error, OpHandle, OpKind, Runtimes, macvlan, naming};
+use super::{Error, OpHandle, OpKind, Outcome, Runtimes, macvlan, naming};
 
 /// How long [`reconcile`] waits for netmon's first discovery before giving up for this boot.
 pub const DISCOVERY_WAIT: Duration = Duration::from_secs(60);
+
+/// End of the status message recorded when a parent goes down.
+const DOWN_SUFFIX: &str = "; nothing changed";
 
 /// What one re-home did, for logs, tests and the benchmark.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -178,6 +181,7 @@ pub async fn rehome_interface(rt: &Runtimes, interface: &str) -> Report {
         }
     }
     record_down(rt, &plan, &mut report);
+    record_back_up(rt, &plan, &state);
     if plan.is_noop() {
         debug!(interface, unchanged = ?plan.unchanged, "re-home: nothing to do");
         return report;
@@ -197,11 +201,35 @@ fn record_down(rt: &Runtimes, plan: &Plan, report: &mut Report) {
                     plan.interface
                 ));
                 op.succeed(format!(
-                    "parent interface {} is {reason}; nothing changed",
+                    "parent interface {} is {reason}{DOWN_SUFFIX}",
                     plan.interface
                 ));
             }
             Err(busy) => debug!(runtime = %name, %busy, "not recording interface down"),
+        }
+    }
+}
+
+/// A runtime whose last record says its parent went down, and which needs nothing now that the
+/// parent is back with the same subnet, gets a record saying so (the status must not keep saying
+/// "down").
+fn record_back_up(rt: &Runtimes, plan: &Plan, state: &ParentState) {
+    let ParentState::Up { subnet, .. } = state else {
+        return;
+    };
+    let down_prefix = format!("parent interface {} is ", plan.interface);
+    for name in &plan.unchanged {
+        let was_down = rt.ops().get(name).is_some_and(|r| {
+            r.kind == OpKind::Rehome
+                && r.outcome == Outcome::Succeeded
+                && r.message.starts_with(&down_prefix)
+                && r.message.ends_with(DOWN_SUFFIX)
+        });
+        if was_down && let Ok(op) = rt.ops().try_begin(name, OpKind::Rehome) {
+            op.succeed(format!(
+                "parent interface {} is up again with {subnet}; the runtime's attachment is unchanged",
+                plan.interface
+            ));
         }
     }
 }
