@@ -291,3 +291,30 @@ async fn containers_the_agent_does_not_own_are_refused_and_left_alone() {
         assert_eq!(inspect(name).map(|c| c["State"].clone()), existed);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_runtime_version_fails_without_leaving_anything() {
+    let mut w = World::start().await;
+    let v = Veth::new();
+    let name = unique("rtver");
+    let ack = w
+        .call(
+            "create_new_runtime",
+            json!({"container_name": name, "runtime_version": "no-such-tag",
+                   "vnic_configs": [dhcp_vnic(&v, None)]}),
+        )
+        .await;
+    assert_eq!(ack["status"], "creating", "{ack}");
+    let s = w.settle(&name).await;
+    assert_eq!(s["status"], "error", "{s}");
+    assert_eq!(s["step"], "pulling_image", "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("Runtime version 'no-such-tag' not found"),
+        "{s}"
+    );
+    assert!(inspect(&name).is_none());
+    assert!(networks_with_label(&w.instance_label()).is_empty());
+}

@@ -41,9 +41,15 @@ pub(super) async fn accept(
     if rt.state().is_known(&name).await {
         return Err(in_use());
     }
-    if let Ok(Ok(_)) = tokio::time::timeout(QUICK_CHECK, rt.docker().inspect_container(&name)).await
+    if let Ok(Ok(c)) = tokio::time::timeout(QUICK_CHECK, rt.docker().inspect_container(&name)).await
+        && c.short_name() == name
     {
         return Err(in_use());
+    }
+    if rt.ops().running(naming::ORCHESTRATOR_DEVICE_ID).is_some() {
+        return Err(Error::Failed(
+            "The agent is removing itself (delete_orchestrator); no new runtimes".into(),
+        ));
     }
     let op = rt.ops().try_begin(&name, OpKind::Create)?;
     op.step(
@@ -89,10 +95,8 @@ async fn run(rt: &Runtimes, spec: CreateSpec, op: OpHandle) {
             op.succeed(msg);
         }
         Err(e) => {
-            op.step(
-                "rolling_back",
-                format!("creation failed: {e}; rolling back"),
-            );
+            // The step stays the one that failed: it tells the cloud where.
+            warn!(runtime = %spec.name, error = %e, "creation failed; rolling back");
             rollback(rt, &spec.name, &made).await;
             op.fail(e.to_string());
         }
@@ -109,11 +113,13 @@ async fn steps(
     let name = spec.name.as_str();
 
     match docker.inspect_container(name).await {
-        Ok(_) => {
+        // The engine also resolves id prefixes: only an exact name match is a clash.
+        Ok(c) if c.short_name() == name => {
             return Err(Error::Failed(format!(
                 "Container name {name} is already in use"
             )));
         }
+        Ok(_) => {}
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(Error::docker(format!("inspecting container {name}"))(e)),
     }
