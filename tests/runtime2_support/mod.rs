@@ -496,6 +496,21 @@ impl AgentWorld {
         {
             panic!("agent did not connect: {e}\n{}", world.logs());
         }
+        // Let the boot reconcile finish first: its clean-up of unused MACVLAN networks can remove
+        // a network a create made a moment before (reported to the runtime service's owner).
+        let log = world.log.clone();
+        eventually(
+            std::time::Duration::from_secs(30),
+            "the boot reconcile",
+            || {
+                log.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .iter()
+                    .any(|l| l.contains("reconcile done"))
+                    .then_some(())
+            },
+        )
+        .await;
         world
     }
 

@@ -16,7 +16,8 @@
 //!   before 27.0.1 allow one MACVLAN network per parent), get-or-create the new subnet's network,
 //!   connect all affected runtimes concurrently keeping a static IP that lies in the new subnet
 //!   (else Docker's IPAM assigns one and the status says so) and the MAC where the engine honours
-//!   it (API ≥ 1.54; below, the status says the MAC could not be kept), update
+//!   it (API ≥ 1.54; the endpoint's MAC is checked after the connect and the status says when it
+//!   could not be kept), update
 //!   `runtime_vnics.json` in place, and record the outcome as the runtime's `rehome` operation
 //!   (visible in `get_device_status`);
 //! - an interface that went down, lost its IPv4 or disappeared: recorded in the status of the
@@ -38,7 +39,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
 
 use self::plan::{EndpointView, MacvlanView, ParentState, Plan, RuntimeView};
-use super::net::Ipv4Net;
+use super::net::{Ipv4Net, MacAddr};
 use super::{Error, OpHandle, OpKind, Outcome, Runtimes, macvlan, naming};
 
 /// How long [`reconcile`] waits for netmon's first discovery before giving up for this boot.
@@ -375,9 +376,9 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
         while let Some(joined) = set.join_next().await {
             let Ok((c, r)) = joined else { continue };
             match r {
-                Ok((ip, extra_warning)) => {
+                Ok((ip, extra_warnings)) => {
                     if let Some(op) = ops.get(&c.runtime) {
-                        for w in c.warnings.iter().chain(extra_warning.iter()) {
+                        for w in c.warnings.iter().chain(extra_warnings.iter()) {
                             op.warn(w.clone());
                         }
                     }
@@ -456,12 +457,13 @@ async fn go_back(rt: &Runtimes, c: &plan::Connect) -> String {
 }
 
 /// Connects one runtime; a requested address that the engine refuses (e.g. taken) is retried
-/// with an IPAM-assigned one. Returns the address the endpoint got and an extra warning.
+/// with an IPAM-assigned one. Returns the address the endpoint got and what could not be kept
+/// (address, MAC).
 async fn connect(
     docker: &docker_api::Docker,
     network: &str,
     c: &plan::Connect,
-) -> Result<(Option<Ipv4Addr>, Option<String>), docker_api::Error> {
+) -> Result<(Option<Ipv4Addr>, Vec<String>), docker_api::Error> {
     let endpoint = |ip: Option<Ipv4Addr>| EndpointConfig {
         ipam_config: ip.map(|ip| EndpointIpamConfig {
             ipv4_address: Some(ip),
@@ -486,14 +488,31 @@ async fn connect(
         }
         Err(e) => return Err(e),
     }
-    let ip = docker
+    let endpoint = docker
         .inspect_container(&c.runtime)
         .await
         .ok()
-        .and_then(|i| i.network_settings.networks.get(network).cloned())
+        .and_then(|i| i.network_settings.networks.get(network).cloned());
+    let ip = endpoint
+        .as_ref()
         .and_then(|e| e.ip_address.parse().ok())
         .or(c.ip);
-    Ok((ip, warning))
+    let mut warnings: Vec<String> = warning.into_iter().collect();
+    if let Some(wanted) = c.keep_mac {
+        let got: Option<MacAddr> = endpoint.as_ref().and_then(|e| e.mac_address.parse().ok());
+        if got != Some(wanted) {
+            let now = got.map_or("another MAC".to_string(), |m| m.to_string());
+            warnings.push(if c.mac.is_some() {
+                format!("MAC {wanted} was requested but the endpoint has {now}")
+            } else {
+                format!(
+                    "MAC {wanted} could not be kept: this engine ignores MacAddress on network \
+                     connect (honoured from API 1.54); the endpoint now has {now}"
+                )
+            });
+        }
+    }
+    Ok((ip, warnings))
 }
 
 /// Updates the runtime's persisted vNICs on `interface` (failures are logged: the engine side is

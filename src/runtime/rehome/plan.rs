@@ -136,6 +136,9 @@ pub struct Connect {
     pub ip: Option<Ipv4Addr>,
     /// The MAC to request (only when the engine honours it on connect).
     pub mac: Option<MacAddr>,
+    /// The MAC the endpoint should end up with (configured, else the current one); checked after
+    /// the connect.
+    pub keep_mac: Option<MacAddr>,
     /// `Some(old)` when a configured static IP had to be given up (outside the new subnet): the
     /// persisted address is replaced by the one Docker assigns.
     pub replaces_static_ip: Option<Ipv4Addr>,
@@ -270,23 +273,18 @@ pub fn plan(
             // subnet), so their peers do not see it move.
             None => old_ip.filter(|ip| usable(*ip)),
         };
-        let wanted_mac = vnic.mac.or_else(|| stale.iter().find_map(|e| e.mac));
-        let mac = match wanted_mac {
-            Some(m) if mac_on_connect => Some(m),
-            Some(m) => {
-                warnings.push(format!(
-                    "MAC {m} could not be kept: this engine ignores MacAddress on network \
-                     connect (honoured from API 1.54); the endpoint got a new MAC"
-                ));
-                None
-            }
-            None => None,
-        };
+        // The MAC to keep: the configured one, else the current one. It is requested only where
+        // the engine honours MacAddress on connect (API ≥ 1.54); whether it was kept is decided
+        // after the connect by looking at the endpoint (some engines derive a macvlan endpoint's
+        // MAC from its IP, so a kept IP can mean a kept MAC even on old engines).
+        let keep_mac = vnic.mac.or_else(|| stale.iter().find_map(|e| e.mac));
+        let mac = keep_mac.filter(|_| mac_on_connect);
         out.connects.push(Connect {
             runtime: rt.name.clone(),
             vnic_index: vnic.index,
             ip,
             mac,
+            keep_mac,
             replaces_static_ip,
             warnings,
             previous: stale.first().map(|e| (e.network.clone(), e.ip)),
@@ -483,7 +481,15 @@ mod tests {
         assert_eq!(p.connects[0].ip, None);
         assert_eq!(p.connects[0].replaces_static_ip, Some(ip("10.1.2.50")));
         assert!(p.connects[0].warnings[0].contains("outside the new subnet"));
-        assert!(p.connects[0].warnings[1].contains("MAC 02:00:00:00:00:01 could not be kept"));
+        assert_eq!(p.connects[0].warnings.len(), 1);
+        assert_eq!(
+            p.connects[0].mac, None,
+            "not requested where the engine ignores it"
+        );
+        assert_eq!(
+            p.connects[0].keep_mac,
+            Some("02:00:00:00:00:01".parse().expect("mac"))
+        );
 
         // Inside the new subnet → kept.
         let p = plan("eth1", &up("10.1.2.0/24", None), &rts, &nets, true);
@@ -536,8 +542,12 @@ mod tests {
             Some("macvlan_eth1_10.1.0.0_23".into())
         );
         assert_eq!(p.connects[0].ip, Some(ip("10.1.1.9")));
-        // Its current MAC could not be kept on an old engine: said so.
-        assert_eq!(p.connects[0].warnings.len(), 1);
+        // Its current MAC is the one to keep (checked after the connect).
+        assert!(p.connects[0].warnings.is_empty());
+        assert_eq!(
+            p.connects[0].keep_mac,
+            Some("02:00:00:00:00:01".parse().expect("mac"))
+        );
     }
 
     #[test]
