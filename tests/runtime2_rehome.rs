@@ -300,3 +300,38 @@ async fn the_agent_binary_rehomes_on_netmon_events_and_reports_it_in_the_device_
             "ip": "10.203.144.80", "subnet": "255.255.254.0", "gateway": "10.203.144.1"})
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_runtime_is_rehomed_and_starts_on_the_new_subnet() {
+    let agent = LibAgent::start().await;
+    let parent = unique("r2s");
+    let _veth = VethGuard::new(&parent, Some("10.203.146.1/24"));
+    let name = unique("r2rh-stop-");
+    agent
+        .create(
+            &name,
+            manual_vnic(&parent, "10.203.146.90", "10.203.146.0/24", "10.203.146.1"),
+        )
+        .await;
+    runtime2_support::docker(&["stop", "-t", "1", &name]);
+    rehome::spawn(&agent.rt);
+
+    ip(&["addr", "del", "10.203.146.1/24", "dev", &parent]);
+    ip(&["addr", "add", "10.203.146.1/23", "dev", &parent]);
+    let ops = agent.rt.ops().clone();
+    let record = eventually(WAIT, "the rehome outcome", || {
+        ops.get(&name)
+            .filter(|r| r.kind == OpKind::Rehome && r.outcome != Outcome::Running)
+    })
+    .await;
+    assert_eq!(record.outcome, Outcome::Succeeded, "{record:?}");
+
+    runtime2_support::docker(&["start", &name]);
+    assert_eq!(
+        macvlan_of(&name, &parent),
+        Some((
+            format!("macvlan_{parent}_10.203.146.0_23"),
+            "10.203.146.90".into()
+        ))
+    );
+}
