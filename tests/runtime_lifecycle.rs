@@ -229,7 +229,9 @@ async fn boot_reconcile_starts_runtimes_that_should_run_but_not_those_stopped_on
 
     let s = w.wait_status(&up, |s| s["is_running"] == true).await;
     assert_eq!(s["status"], "success");
-    let s = w.status(&down).await;
+    // The reconcile (and rehome's catch-up) run per runtime under its lock: wait for both.
+    w.settle(&up).await;
+    let s = w.settle(&down).await;
     assert_eq!(
         s["is_running"], false,
         "stopped on request stays stopped: {s}"

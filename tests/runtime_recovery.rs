@@ -92,14 +92,25 @@ async fn an_agent_killed_during_a_create_is_consistent_after_restart() {
         assert_eq!(s["status"], "success", "{s}");
     } else {
         assert_eq!(s["status"], "not_found", "{s}");
-        // The name is free again.
-        let ack = w
-            .call(
-                "create_new_runtime",
-                json!({"container_name": name, "vnic_configs": [dhcp_vnic(&u, None)]}),
-            )
-            .await;
-        assert_eq!(ack["status"], "creating", "{ack}");
+        // The name is free again (once the reconcile released it).
+        let deadline = Instant::now() + SLOW;
+        loop {
+            let ack = w
+                .call(
+                    "create_new_runtime",
+                    json!({"container_name": name, "vnic_configs": [dhcp_vnic(&u, None)]}),
+                )
+                .await;
+            if ack["status"] == "creating" {
+                break;
+            }
+            let busy = ack["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("in progress");
+            assert!(busy && Instant::now() < deadline, "{ack}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         assert_eq!(w.settle(&name).await["status"], "success");
     }
 }

@@ -1,7 +1,8 @@
 //! `get_device_status` (upstream §12 items 1–2): a tracked create/delete (in progress or failed) is
 //! reported as such; otherwise the container's live state with its MACVLAN networks (internal
-//! bridges hidden), internal IP, uptime and the last operation's warnings. `__orchestrator__`
-//! reports the self-destruct and state-file warnings.
+//! bridges hidden), internal IP, uptime, and the last operation (e.g. a re-home or a power action,
+//! running or finished, with its warnings or error). `__orchestrator__` reports the self-destruct
+//! and state-file warnings.
 
 use docker_api::{ContainerInspect, ContainerStatus};
 use serde_json::{Map, Value, json};
@@ -19,11 +20,14 @@ pub(super) async fn device_status(
         return Ok(orchestrator(rt));
     }
     let record = rt.ops().get(device_id);
-    if let Some(r) = &record {
-        let long_op = matches!(r.kind, OpKind::Create | OpKind::Delete);
-        if r.outcome == Outcome::Running || (r.outcome == Outcome::Failed && long_op) {
-            return Ok(r.to_status(device_id));
-        }
+    // A create or delete in progress, or one that failed, is the device's status (upstream shape).
+    // Short operations (start/stop/restart, reconcile, re-home) leave the container's live state in
+    // front and show up under `last_operation`, running or finished.
+    if let Some(r) = &record
+        && matches!(r.kind, OpKind::Create | OpKind::Delete)
+        && r.outcome != Outcome::Succeeded
+    {
+        return Ok(r.to_status(device_id));
     }
     let owned = match rt.owned(device_id, "report on").await {
         Ok(o) => o,
