@@ -175,11 +175,7 @@ pub async fn rehome_interface(rt: &Runtimes, interface: &str) -> Report {
     );
     report.unchanged = plan.unchanged.clone();
     if let ParentState::Up { subnet, gateway } = &state {
-        // Keep the persisted fields in step even when the engine side already is (e.g. the agent
-        // stopped between connecting and writing the file).
-        for name in &plan.unchanged {
-            persist(rt, name, interface, *subnet, *gateway, None).await;
-        }
+        persist_unchanged(rt, &plan.unchanged, interface, *subnet, *gateway).await;
     }
     record_down(rt, &plan, &mut report);
     record_back_up(rt, &plan, &state);
@@ -516,7 +512,8 @@ async fn connect(
 }
 
 /// Updates the runtime's persisted vNICs on `interface` (failures are logged: the engine side is
-/// what matters, and the next change or boot re-checks).
+/// what matters, and the next change or boot re-checks). The caller holds the runtime's
+/// operation, so no create or delete rewrites its entry meanwhile. Returns whether it wrote.
 async fn persist(
     rt: &Runtimes,
     runtime: &str,
@@ -524,10 +521,31 @@ async fn persist(
     subnet: Ipv4Net,
     gateway: Option<Ipv4Addr>,
     new_static_ip: Option<Ipv4Addr>,
-) {
-    let Some(mut vnics) = rt.state().vnics_of(runtime).await else {
-        return;
+) -> bool {
+    let Some(vnics) = updated_vnics(rt, runtime, interface, subnet, gateway, new_static_ip).await
+    else {
+        return false;
     };
+    match rt.state().set_vnics(runtime, vnics).await {
+        Ok(()) => true,
+        Err(e) => {
+            warn!(runtime, error = %e, "re-home: cannot update runtime_vnics.json");
+            false
+        }
+    }
+}
+
+/// The runtime's persisted vNICs with those on `interface` updated, or `None` when nothing
+/// changes (or it has no entry).
+async fn updated_vnics(
+    rt: &Runtimes,
+    runtime: &str,
+    interface: &str,
+    subnet: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+    new_static_ip: Option<Ipv4Addr>,
+) -> Option<Vec<Value>> {
+    let mut vnics = rt.state().vnics_of(runtime).await?;
     let mut changed = false;
     for vnic in vnics.iter_mut() {
         let Some(map) = vnic.as_object_mut() else {
@@ -538,8 +556,36 @@ async fn persist(
         }
         changed |= plan::update_vnic_json(map, subnet, gateway, new_static_ip);
     }
-    if changed && let Err(e) = rt.state().set_vnics(runtime, vnics).await {
-        warn!(runtime, error = %e, "re-home: cannot update runtime_vnics.json");
+    changed.then_some(vnics)
+}
+
+/// Brings the persisted subnet fields of runtimes already on the right network up to date (e.g.
+/// the agent stopped between connecting and writing the file), under their operation lock; a
+/// runtime another operation holds is left for the next check.
+async fn persist_unchanged(
+    rt: &Runtimes,
+    names: &[String],
+    interface: &str,
+    subnet: Ipv4Net,
+    gateway: Option<Ipv4Addr>,
+) {
+    for name in names {
+        if updated_vnics(rt, name, interface, subnet, gateway, None)
+            .await
+            .is_none()
+        {
+            continue;
+        }
+        let Ok(op) = rt.ops().try_begin(name, OpKind::Rehome) else {
+            continue;
+        };
+        if persist(rt, name, interface, subnet, gateway, None).await {
+            op.succeed(format!(
+                "runtime_vnics.json brought up to date with {interface}'s subnet {subnet}"
+            ));
+        } else {
+            op.succeed(format!("{interface} is on {subnet}; nothing to change"));
+        }
     }
 }
 
