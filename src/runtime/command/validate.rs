@@ -209,8 +209,13 @@ pub fn validate_api(api: &str) -> Result<String, CommandError> {
             "must be a relative path, not a URL (no scheme or host)",
         ));
     }
-    for segment in path.split('/') {
+    for (i, segment) in path.split('/').enumerate() {
         let decoded = percent_decode_fully(segment)?;
+        if i == 0 && decoded.contains(':') {
+            return Err(refuse(
+                "must be a relative path, not a URL (no scheme or host)",
+            ));
+        }
         if decoded == ".." || decoded == "." {
             return Err(refuse("must not contain '.' or '..' path segments"));
         }
@@ -479,10 +484,58 @@ mod tests {
             "a%0d%0ab",
             "a%zz",
             "a%2",
+            "http%3a//evil",
+            "http%253A//evil",
         ] {
             assert!(validate_api(api).is_err(), "{api:?} accepted");
         }
         assert!(validate_api(&"a".repeat(MAX_API_LEN + 1)).is_err());
+    }
+
+    /// Independent oracle: what a server that percent-decodes (even twice) would resolve.
+    fn escapes_root(path: &str) -> bool {
+        let mut p = path.to_string();
+        for _ in 0..3 {
+            let mut out = Vec::new();
+            let b = p.as_bytes();
+            let mut i = 0;
+            while i < b.len() {
+                if b[i] == b'%'
+                    && let Some(v) = b
+                        .get(i + 1..i + 3)
+                        .and_then(|h| std::str::from_utf8(h).ok())
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                {
+                    out.push(v);
+                    i += 3;
+                    continue;
+                }
+                out.push(b[i]);
+                i += 1;
+            }
+            p = String::from_utf8_lossy(&out).into_owned();
+        }
+        let p = p.replace('\\', "/");
+        p.split('/').next().is_some_and(|first| first.contains(':'))
+            || p.split('/')
+                .any(|seg| seg == ".." || seg == "." || seg.contains('@'))
+    }
+
+    #[test]
+    fn randomized_paths_never_escape_the_api_root_once_accepted() {
+        use rand::RngExt;
+        const ALPHABET: &[u8] = b"./%25eEfFc@:?ab3A\\";
+        let mut rng = rand::rng();
+        for _ in 0..20_000 {
+            let len = rng.random_range(0..16);
+            let api: String = (0..len)
+                .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+                .collect();
+            if let Ok(accepted) = validate_api(&api) {
+                let path = accepted.split('?').next().unwrap_or_default();
+                assert!(!escapes_root(path), "{api:?} accepted as {accepted:?}");
+            }
+        }
     }
 
     #[test]
