@@ -87,11 +87,7 @@ async fn build_services(config: &Config, started: Instant) -> anyhow::Result<Arc
         .context("cannot open the state files")?;
     runtimes.start_background();
 
-    let agent_id = cloud::identity::wait_for_agent_id(&config.mtls_dir()).await;
-    info!("agent id {agent_id}");
-
     let services = topics::Services {
-        agent_id,
         started,
         interfaces,
         runtime: Arc::new(runtimes),

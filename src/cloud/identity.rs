@@ -137,40 +137,6 @@ pub fn common_name(der: &CertificateDer<'_>) -> Result<String, String> {
 
 /// How often [`wait_for_agent_id`] looks again.
 pub const WAIT_POLL: std::time::Duration = std::time::Duration::from_secs(2);
-/// An unchanged reason to wait is logged at WARN again after this long.
-const WAIT_REMIND: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// Waits until `client.crt` and `client.key` in `dir` form a usable identity and returns its agent
-/// id. The installer writes the certificate after starting the agent, so a missing file is normal:
-/// the first failure is logged at WARN, repeats of the same failure at DEBUG.
-pub async fn wait_for_agent_id(dir: &Path) -> String {
-    let mut last: Option<(String, std::time::Instant)> = None;
-    loop {
-        match load(dir).await {
-            Ok(identity) => {
-                if last.is_some() {
-                    tracing::info!("client identity found: agent id {}", identity.agent_id);
-                }
-                return identity.agent_id;
-            }
-            Err(e) => {
-                let text = e.to_string();
-                let repeat = matches!(&last, Some((prev, at)) if *prev == text && at.elapsed() < WAIT_REMIND);
-                if repeat {
-                    tracing::debug!("still waiting for the client identity: {text}");
-                } else {
-                    tracing::warn!(
-                        "waiting for the client identity: {text} (checking every {} s; repeats are logged at DEBUG)",
-                        WAIT_POLL.as_secs()
-                    );
-                    last = Some((text, std::time::Instant::now()));
-                }
-            }
-        }
-        tokio::time::sleep(WAIT_POLL).await;
-    }
-}
-
 /// Reads the extra trusted roots of `--ca-file` (PEM, one or more certificates).
 pub async fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let pem = tokio::fs::read(path)

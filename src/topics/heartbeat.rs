@@ -128,8 +128,9 @@ impl HostState {
         *self.disk.borrow()
     }
 
-    /// Samples the host and records a usage sample.
-    async fn sample(&self, services: &Services) -> HeartbeatPayload {
+    /// Samples the host and records a usage sample. `agent_id` is the CN of the certificate this
+    /// connection presented, which may be newer than the one read at start-up.
+    async fn sample(&self, services: &Services, agent_id: &str) -> HeartbeatPayload {
         let disk = self.disk(DISK_WAIT);
         let proc = tokio::time::timeout(
             PROC_TIMEOUT,
@@ -153,7 +154,7 @@ impl HostState {
         let (used, total) = mem.map_or((0, 0), |m| (metrics::memory_used_bytes(&m), m.mem_total));
         let disk = disk.unwrap_or_default();
         let payload = HeartbeatPayload {
-            agent_id: services.agent_id.clone(),
+            agent_id: agent_id.to_owned(),
             cpu_usage: metrics::round1(cpu_usage),
             memory_usage: metrics::gib1(used),
             memory_total: metrics::gib1(total),
@@ -179,7 +180,7 @@ pub(super) async fn run(services: &Services, host: &HostState, link: Link) {
     loop {
         // The first tick completes at once: the first heartbeat goes right after connect.
         ticks.tick().await;
-        let payload = host.sample(services).await;
+        let payload = host.sample(services, link.agent_id()).await;
         tokio::spawn(services.runtime.on_heartbeat());
         let value = match serde_json::to_value(&payload) {
             Ok(v) => v,

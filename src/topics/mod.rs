@@ -132,8 +132,6 @@ impl RuntimeOps for Unavailable {
 
 /// What [`App`] needs from the rest of the agent.
 pub struct Services {
-    /// The agent's identity (certificate CN, or `UNKNOWN`), sent in every heartbeat.
-    pub agent_id: String,
     /// When the process started (take `Instant::now()` first thing in `main`): heartbeat `uptime`.
     pub started: Instant,
     /// The host interface cache fed by `netevents::spawn_listener`.

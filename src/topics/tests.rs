@@ -75,7 +75,6 @@ impl RuntimeOps for Fake {
 
 fn app_with(runtime: Arc<dyn RuntimeOps>, interfaces: InterfaceCache) -> App {
     App::new(Services {
-        agent_id: "agent-7".to_owned(),
         started: Instant::now(),
         interfaces,
         runtime,
@@ -587,7 +586,8 @@ async fn heartbeat_is_emitted_at_once_with_upstream_keys_in_order() {
             "timestamp"
         ]
     );
-    assert_eq!(p["agent_id"], "agent-7");
+    // The CN of the connection's certificate, as the link knows it.
+    assert_eq!(p["agent_id"], "test-agent");
     assert_eq!(p["status"], "active");
     for key in [
         "cpu_usage",
