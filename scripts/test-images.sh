@@ -33,6 +33,8 @@ if [ "$(docker image inspect --format '{{ index .Config.Labels "orchestrator-tes
   trap 'rm -rf "$stmp" ${tmp:+"$tmp"}' EXIT
   mkdir -p "$stmp/bin"
   cp "$server_bin" "$stmp/bin/runtime2_https_server"
+  # Debug info is not needed in the image (the label keeps the sha of the unstripped binary).
+  if command -v strip >/dev/null 2>&1; then strip --strip-debug "$stmp/bin/runtime2_https_server"; fi
   for lib in $(ldd "$server_bin" | grep -o '/[^ ]*'); do
     mkdir -p "$stmp$(dirname "$lib")"
     cp -L "$lib" "$stmp$lib"
