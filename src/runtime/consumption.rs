@@ -320,7 +320,7 @@ async fn targets(rt: &Runtimes) -> (Vec<SampleTarget>, Vec<String>) {
     (running, names)
 }
 
-/// Takes one sample of every owned running runtime (e.g. from `RuntimeOps::on_heartbeat`).
+/// Takes one sample of every owned running runtime.
 pub async fn sample_now(rt: &Runtimes) {
     let (running, existing) = targets(rt).await;
     usage_of(rt)

@@ -181,7 +181,6 @@ pub(super) async fn run(services: &Services, host: &HostState, link: Link) {
         // The first tick completes at once: the first heartbeat goes right after connect.
         ticks.tick().await;
         let payload = host.sample(services, link.agent_id()).await;
-        tokio::spawn(services.runtime.on_heartbeat());
         let value = match serde_json::to_value(&payload) {
             Ok(v) => v,
             Err(e) => {

@@ -83,11 +83,6 @@ pub trait RuntimeOps: Send + Sync + 'static {
     /// is emitted as `delete_orchestrator_response` (and acked) right after this returns, so the
     /// clean-up should give that emit a moment before removing the agent's own container.
     fn delete_orchestrator(&self, req: BaseMessage) -> BoxFuture<OpResult>;
-    /// Called once per heartbeat tick, in its own task and not awaited by the heartbeat (e.g.
-    /// per-runtime usage sampling). Must bound its own work with timeouts.
-    fn on_heartbeat(&self) -> BoxFuture<()> {
-        Box::pin(async {})
-    }
 }
 
 /// The [`RuntimeOps`] used until the runtime module provides one: every runtime topic is
