@@ -26,12 +26,15 @@
 //! rt.docker();                                    // docker_api::Docker (negotiated on first use)
 //! rt.state();                                     // &StateStore: runtime_vnics.json, clients.json
 //! rt.ops().try_begin(name, OpKind::Rehome)?;      // per-runtime lock + progress in device status
-//! rt.owned(name).await?;                          // ownership check (Error::NotOwned / NotFound)
+//! rt.owned(name, "delete").await?;               // ownership check (Error::NotOwned / NotFound)
 //! rt.internal_ip(name).await?;                    // registry IP of an owned runtime
 //! let _g = rt.network_lock().await;               // serialize MACVLAN create/attach/clean-up
 //! macvlan::ensure(&rt, parent, subnet, gateway).await?;   // get-or-create a MACVLAN network
-//! macvlan::remove_if_unused(&rt, name).await;     // drop one of OUR MACVLAN networks nobody uses
+//! macvlan::remove_if_unused(&rt, name).await?;    // drop one of OUR MACVLAN networks nobody uses
 //! ```
+//! Background work (reconcile, re-home subscription, usage sampler) starts with
+//! [`Runtimes::start_background`]; every task is owned by the service ([`Runtimes::spawn`]).
+//!
 //! This module must never touch a container or network it does not own, block the async runtime,
 //! or call the engine without a timeout (the `docker_api` client enforces them).
 
@@ -223,9 +226,11 @@ impl Runtimes {
         interfaces: InterfaceCache,
         config: RuntimeConfig,
     ) -> Self {
-        // The instance label is the state dir as configured; normalise only trailing slashes so
-        // `/var/orchestrator/` and `/var/orchestrator` are the same agent.
-        let mut instance = config.state_dir.to_string_lossy().into_owned();
+        // The instance label is the state dir made absolute (no symlink resolution, no I/O), without
+        // trailing slashes, so `/var/orchestrator/` and `/var/orchestrator` are the same agent.
+        let dir =
+            std::path::absolute(&config.state_dir).unwrap_or_else(|_| config.state_dir.clone());
+        let mut instance = dir.to_string_lossy().into_owned();
         while instance.len() > 1 && instance.ends_with('/') {
             instance.pop();
         }
