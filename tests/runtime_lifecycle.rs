@@ -247,3 +247,40 @@ fn s_internal_ip(name: &str) -> String {
         .unwrap_or_default()
         .to_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_macvlan_network_stays_while_a_stopped_runtime_is_configured_on_it() {
+    let mut w = World::start().await;
+    let v = Veth::new();
+    let a = unique("rtsh");
+    let b = unique("rtsh");
+    for (name, host) in [(&a, 50), (&b, 51)] {
+        let ack = w
+            .call(
+                "create_new_runtime",
+                json!({"container_name": name, "vnic_configs": [static_vnic(&v, host, None)]}),
+            )
+            .await;
+        assert_eq!(ack["status"], "creating", "{ack}");
+        let s = w.settle(name).await;
+        assert_eq!(s["status"], "success", "{s}\n{}", w.logs());
+    }
+    let ack = w.call("stop_device", json!({"device_id": a})).await;
+    assert_eq!(ack["success"], true, "{ack}");
+    // The engine lists no endpoint of the stopped runtime on the network, yet it is still its network.
+    let ack = w.call("delete_device", json!({"device_id": b})).await;
+    assert_eq!(ack["status"], "deleting", "{ack}");
+    assert_eq!(w.settle(&b).await["status"], "not_found");
+    assert!(
+        inspect_network(&v.macvlan()).is_some(),
+        "network removed under a stopped runtime"
+    );
+    let ack = w.call("start_device", json!({"device_id": a})).await;
+    assert_eq!(ack["success"], true, "{ack}");
+    let s = w.status(&a).await;
+    assert_eq!(
+        s["networks"][&v.macvlan()]["ip_address"],
+        v.addr(50).as_str(),
+        "{s}"
+    );
+}

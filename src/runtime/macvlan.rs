@@ -222,6 +222,15 @@ pub async fn remove_if_unused(rt: &Runtimes, name: &str) -> Result<bool, Error> 
     {
         return Ok(false);
     }
+    // Network inspect lists started endpoints only: a stopped runtime (or one created but not yet
+    // started) still configured on the network is found through the container list.
+    let users = docker
+        .list_containers(true, &Filters::new().add("network", n.id.clone()))
+        .await
+        .map_err(Error::docker(format!("listing the containers on {name}")))?;
+    if !users.is_empty() {
+        return Ok(false);
+    }
     match docker.remove_network(&n.id).await {
         Ok(()) => {
             info!(network = %name, "removed unused MACVLAN network");
