@@ -1,23 +1,39 @@
 //! Boot reconcile: make the engine agree with the state files after the agent (or the device)
 //! restarted.
 //!
-//! - a container of ours that the state files do not know is what a create interrupted before its
-//!   last step (registry + vNIC entry) left: it is removed with its internal network, like a rollback
-//!   (skipped when a state file was found corrupt — then "unknown" proves nothing);
+//! - a container of ours that `runtime_vnics.json` does not list is what a create interrupted before
+//!   its last step (the vNIC entry is written last, so it is the create's commit mark) left: it is
+//!   removed with its internal network and registry entry, like a rollback (skipped when a state file
+//!   was found corrupt — then "not listed" proves nothing);
 //! - an owned runtime that is not running and was not stopped on request is started (Docker's
 //!   restart policy does not retry a start that failed at boot, moby#39559);
 //! - the agent re-joins each runtime's internal network and the registry gets fresh internal IPs;
-//! - MACVLAN networks of ours that nobody uses are removed;
-//! - finally `rehome` catches up with parent subnets that changed while the agent was down.
+//! - internal networks of ours without a runtime, and MACVLAN networks of ours nobody uses, are
+//!   removed;
+//! - then `rehome` catches up with parent subnets that changed while the agent was down;
+//! - finally, after [`SWEEP_AGAIN_AFTER`], leftovers are swept once more: requests the previous
+//!   process had in flight when it died can still complete in the engine after the first pass.
 //!
-//! Every runtime is handled under its operation lock, so a command arriving meanwhile is never
-//! mistaken for leftovers.
+//! Every runtime is handled under its operation lock, and the state files are read under that lock,
+//! so a command arriving meanwhile is never mistaken for leftovers.
 
 use std::time::Duration;
 
 use tracing::{info, warn};
 
 use super::{OpKind, Runtimes, delete, macvlan, naming};
+
+/// Delay of the second sweep for leftovers of the previous process.
+pub const SWEEP_AGAIN_AFTER: Duration = Duration::from_secs(15);
+
+/// Which pass a runtime is handled in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// At start-up: everything.
+    Boot,
+    /// The later sweep: only leftovers of interrupted creates.
+    Sweep,
+}
 
 /// Runs the reconcile once the engine answers.
 pub(super) async fn run(rt: &Runtimes) {
@@ -35,34 +51,40 @@ pub(super) async fn run(rt: &Runtimes) {
             }
         }
     }
-    let names = match rt.owned_runtime_names().await {
-        Ok(n) => n,
-        Err(e) => {
-            warn!(error = %e, "reconcile: cannot list the runtimes");
-            return;
-        }
-    };
-    let known = rt.state().known_runtimes().await;
-    let state_trusted = rt.state().warnings().is_empty();
-    for name in names {
-        reconcile_one(rt, &name, known.contains(&name), state_trusted).await;
-    }
-    remove_orphan_internal_networks(rt, &known).await;
-    {
-        let _g = rt.network_lock().await;
-        match macvlan::remove_all_unused(rt).await {
-            Ok(removed) if !removed.is_empty() => {
-                info!(?removed, "removed unused MACVLAN networks")
-            }
-            Ok(_) => {}
-            Err(e) => warn!(error = %e, "reconcile: cannot clean MACVLAN networks"),
-        }
-    }
+    pass(rt, Pass::Boot).await;
     super::rehome::reconcile(rt).await;
     info!("reconcile done");
+    tokio::time::sleep(SWEEP_AGAIN_AFTER).await;
+    pass(rt, Pass::Sweep).await;
 }
 
-async fn reconcile_one(rt: &Runtimes, name: &str, known: bool, state_trusted: bool) {
+async fn pass(rt: &Runtimes, pass: Pass) {
+    match rt.owned_runtime_names().await {
+        Ok(names) => {
+            for name in names {
+                reconcile_one(rt, &name, pass).await;
+            }
+        }
+        Err(e) => warn!(error = %e, "reconcile: cannot list the runtimes"),
+    }
+    remove_orphan_internal_networks(rt).await;
+    let _g = rt.network_lock().await;
+    match macvlan::remove_all_unused(rt).await {
+        Ok(removed) if !removed.is_empty() => info!(?removed, "removed unused MACVLAN networks"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "reconcile: cannot clean MACVLAN networks"),
+    }
+}
+
+/// Whether the create of `name` completed (its vNIC entry is written last).
+async fn committed(rt: &Runtimes, name: &str) -> bool {
+    rt.state().vnics_of(name).await.is_some()
+}
+
+async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
+    if pass == Pass::Sweep && committed(rt, name).await {
+        return;
+    }
     let Ok(op) = rt.ops().try_begin(name, OpKind::Reconcile) else {
         return; // an operation on it runs: it is in good hands
     };
@@ -73,15 +95,10 @@ async fn reconcile_one(rt: &Runtimes, name: &str, known: bool, state_trusted: bo
             return;
         }
     };
-    let Some(c) = owned.container.clone() else {
-        op.warn(format!(
-            "runtime {name} is in the state files but its container does not exist"
-        ));
-        op.succeed("nothing to start");
-        return;
-    };
-    if !known && !owned.adopted {
-        if !state_trusted {
+    // Read under the lock: a create that finished a moment ago is committed by now.
+    let committed = committed(rt, name).await;
+    if !owned.adopted && !committed {
+        if !rt.state().warnings().is_empty() {
             op.warn(format!(
                 "container {name} is not in the state files, which were found corrupt; left alone"
             ));
@@ -103,6 +120,18 @@ async fn reconcile_one(rt: &Runtimes, name: &str, known: bool, state_trusted: bo
         }
         return;
     }
+    if pass == Pass::Sweep {
+        op.succeed("nothing to sweep");
+        rt.ops().clear_finished(name);
+        return;
+    }
+    let Some(c) = owned.container.clone() else {
+        op.warn(format!(
+            "runtime {name} is in the state files but its container does not exist"
+        ));
+        op.succeed("nothing to start");
+        return;
+    };
     if !c.state.running && !rt.state().is_stopped(name).await {
         op.step("starting", format!("starting {name}"));
         if let Err(e) = rt.docker().start_container(&c.id).await {
@@ -119,9 +148,9 @@ async fn reconcile_one(rt: &Runtimes, name: &str, known: bool, state_trusted: bo
     op.succeed(format!("{name} reconciled"));
 }
 
-/// Internal networks of ours whose runtime neither exists nor is known (an interrupted create that
-/// had not yet made its container).
-async fn remove_orphan_internal_networks(rt: &Runtimes, known: &[String]) {
+/// Internal networks of ours whose runtime has neither a container nor a committed create (an
+/// interrupted create that had not yet made its container).
+async fn remove_orphan_internal_networks(rt: &Runtimes) {
     let nets = match macvlan::list_ours(rt, naming::ROLE_INTERNAL).await {
         Ok(n) => n,
         Err(e) => {
@@ -133,21 +162,25 @@ async fn remove_orphan_internal_networks(rt: &Runtimes, known: &[String]) {
         let Some(runtime) = n.labels.get(naming::LABEL_RUNTIME).cloned() else {
             continue;
         };
-        if known.contains(&runtime) {
+        if rt.state().is_known(&runtime).await {
             continue;
         }
         let Ok(op) = rt.ops().try_begin(&runtime, OpKind::Reconcile) else {
             continue;
         };
+        if rt.state().is_known(&runtime).await {
+            op.succeed("internal network in use");
+            rt.ops().clear_finished(&runtime);
+            continue;
+        }
         match rt.docker().inspect_container(&runtime).await {
-            Err(e) if e.is_not_found() => {
-                match macvlan::remove_internal(rt, &runtime, false).await {
-                    Ok(()) => op.succeed("removed an orphan internal network"),
-                    Err(e) => op.fail(e.to_string()),
-                }
-                rt.ops().clear_finished(&runtime);
-            }
+            Err(e) if e.is_not_found() => match macvlan::remove_internal(rt, &runtime, false).await
+            {
+                Ok(()) => op.succeed("removed an orphan internal network"),
+                Err(e) => op.fail(e.to_string()),
+            },
             _ => op.succeed("internal network in use"),
         }
+        rt.ops().clear_finished(&runtime);
     }
 }
