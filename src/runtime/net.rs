@@ -72,7 +72,7 @@ impl fmt::Display for Ipv4Net {
     }
 }
 
-/// Why a subnet, netmask or MAC text was refused. The message completes "… is not valid: <why>".
+/// Why a subnet, netmask or MAC text was refused (the message says what was expected).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
 pub struct ParseError(pub &'static str);
