@@ -26,7 +26,9 @@ pub(super) fn accept(rt: &Runtimes) -> Result<Map<String, Value>, Error> {
     let worker = rt.clone();
     rt.spawn(async move { run(&worker, op).await }.instrument(info_span!("self_destruct")));
     let mut body = Map::new();
-    body.insert("status".into(), json!("accepted"));
+    // The original cloud reads this literal in `delete_orchestrator_response` (upstream §2.3); the
+    // ack carries the same answer (spec §2), with where to poll for progress.
+    body.insert("status".into(), json!("command_received"));
     body.insert(
         "message".into(),
         json!(format!(

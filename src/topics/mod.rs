@@ -78,7 +78,7 @@ pub trait RuntimeOps: Send + Sync + 'static {
     /// `get_consumption_device` (upstream §12 item 9 body: `{device_id, memory, cpu, cpu_usage,
     /// memory_usage}`); answered by ack and also emitted as `get_consumption_device`.
     fn consumption_device(&self, req: DeviceConsumptionRequest) -> BoxFuture<OpResult>;
-    /// `delete_orchestrator`: answer at once (e.g. `{status: "accepted", message,
+    /// `delete_orchestrator`: answer at once (e.g. `{status: "command_received", message,
     /// poll_device_id: "__orchestrator__"}`) and run the clean-up in the background; the answer
     /// is emitted as `delete_orchestrator_response` (and acked) right after this returns, so the
     /// clean-up should give that emit a moment before removing the agent's own container.

@@ -67,7 +67,7 @@ impl RuntimeOps for Fake {
     }
     fn delete_orchestrator(&self, _: BaseMessage) -> BoxFuture<OpResult> {
         Box::pin(async {
-            Ok(body(json!({"status": "accepted", "message": "bye",
+            Ok(body(json!({"status": "command_received", "message": "bye",
                            "poll_device_id": "__orchestrator__"})))
         })
     }
@@ -367,7 +367,7 @@ async fn device_consumption_and_delete_orchestrator_emit_and_ack() {
     .await;
     assert_eq!(
         out.to_string(),
-        r#"{"action":"delete_orchestrator","correlation_id":10,"status":"accepted","message":"bye","poll_device_id":"__orchestrator__"}"#
+        r#"{"action":"delete_orchestrator","correlation_id":10,"status":"command_received","message":"bye","poll_device_id":"__orchestrator__"}"#
     );
     let emitted = next_emit(&mut rx).await;
     assert_eq!(
