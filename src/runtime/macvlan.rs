@@ -222,13 +222,7 @@ pub async fn remove_if_unused(rt: &Runtimes, name: &str) -> Result<bool, Error> 
     {
         return Ok(false);
     }
-    // Network inspect lists started endpoints only: a stopped runtime (or one created but not yet
-    // started) still configured on the network is found through the container list.
-    let users = docker
-        .list_containers(true, &Filters::new().add("network", n.id.clone()))
-        .await
-        .map_err(Error::docker(format!("listing the containers on {name}")))?;
-    if !users.is_empty() {
+    if has_configured_containers(rt, &n).await? {
         return Ok(false);
     }
     match docker.remove_network(&n.id).await {
@@ -240,6 +234,26 @@ pub async fn remove_if_unused(rt: &Runtimes, name: &str) -> Result<bool, Error> 
         Err(e) if e.is_not_found() || e.is_conflict() || e.status() == Some(403) => Ok(false),
         Err(e) => Err(Error::docker(format!("removing network {name}"))(e)),
     }
+}
+
+/// Whether any container, in any state, is configured on `n`. Network inspect lists started
+/// endpoints only, so a stopped runtime or one created but not yet started is looked up in the
+/// container list, by name as well as id: before its first start a container's endpoint settings
+/// have an empty `NetworkID`, and the engine's `network` filter matches ids only against that field
+/// (seen on Docker 20.10; the values of one filter key are OR-ed).
+pub async fn has_configured_containers(rt: &Runtimes, n: &NetworkInspect) -> Result<bool, Error> {
+    let filters = Filters::new()
+        .add("network", n.name.clone())
+        .add("network", n.id.clone());
+    let users = rt
+        .docker()
+        .list_containers(true, &filters)
+        .await
+        .map_err(Error::docker(format!(
+            "listing the containers on {}",
+            n.name
+        )))?;
+    Ok(!users.is_empty())
 }
 
 /// Names of this agent's networks with `role` (see [`naming::LABEL_ROLE`]).

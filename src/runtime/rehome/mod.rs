@@ -611,14 +611,7 @@ async fn remove_if_empty(rt: &Runtimes, name: &str) -> Result<bool, Error> {
         Err(e) if e.is_not_found() => return Ok(false),
         Err(e) => return Err(Error::docker(format!("inspecting network {name}"))(e)),
     };
-    // Network inspect lists only started endpoints: a container created on the network but not
-    // started yet (a create in progress, a stopped runtime) is found through the container list.
-    let users = rt
-        .docker()
-        .list_containers(true, &Filters::new().add("network", n.id.clone()))
-        .await
-        .map_err(Error::docker(format!("listing the containers on {name}")))?;
-    if !users.is_empty() {
+    if macvlan::has_configured_containers(rt, &n).await? {
         return Ok(false);
     }
     if naming::is_ours(&n.labels, rt.instance()) {
