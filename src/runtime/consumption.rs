@@ -6,9 +6,8 @@
 //! a task of the runtime service, see [`spawn`]), and the answer body ([`handle`]).
 //!
 //! Wiring in the runtime service: `consumption::spawn(&rt)` once at start-up (the sampler task is
-//! owned by the service's task set) and `RuntimeOps::consumption_device` → [`handle`]. Until
-//! `Runtimes` holds the [`DeviceUsage`] itself, it is found through [`usage_of`] (one per agent
-//! instance, i.e. per state dir).
+//! owned by the service's task set) and `RuntimeOps::consumption_device` → [`handle`]. The
+//! [`DeviceUsage`] itself is held by the service ([`Runtimes::device_usage`]).
 //!
 //! CPU % = Δ container CPU time / Δ host CPU time × online CPUs × 100 between two consecutive
 //! one-shot samples (100 % = one CPU busy; `docker stats`' formula, over our 5 s interval rather than
@@ -22,7 +21,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use docker_api::{ContainerStats, Docker};
@@ -268,16 +267,6 @@ pub fn not_found_message(device_id: &str) -> String {
     format!("Device {device_id} not found")
 }
 
-/// The [`DeviceUsage`] of the agent instance `rt` belongs to (created on first use).
-pub fn usage_of(rt: &Runtimes) -> Arc<DeviceUsage> {
-    static BY_INSTANCE: OnceLock<Mutex<HashMap<String, Arc<DeviceUsage>>>> = OnceLock::new();
-    let map = BY_INSTANCE.get_or_init(|| Mutex::new(HashMap::new()));
-    let mut map = map.lock().unwrap_or_else(|p| p.into_inner());
-    map.entry(rt.instance().to_string())
-        .or_insert_with(|| Arc::new(DeviceUsage::default()))
-        .clone()
-}
-
 /// `RuntimeOps::consumption_device`: the history of an OWNED runtime (see [`DeviceUsage::report`]);
 /// `Device <id> not found` for unknown devices and for containers that are not ours.
 pub async fn handle(rt: &Runtimes, req: DeviceConsumptionRequest) -> OpResult {
@@ -288,7 +277,7 @@ pub async fn handle(rt: &Runtimes, req: DeviceConsumptionRequest) -> OpResult {
         }
         Err(e) => return Err(OpError::new(e.to_string())),
     }
-    Ok(usage_of(rt).report(
+    Ok(rt.device_usage().report(
         &req.device_id,
         &req.cpu_period,
         &req.memory_period,
@@ -323,14 +312,14 @@ async fn targets(rt: &Runtimes) -> (Vec<SampleTarget>, Vec<String>) {
 /// Takes one sample of every owned running runtime.
 pub async fn sample_now(rt: &Runtimes) {
     let (running, existing) = targets(rt).await;
-    usage_of(rt)
+    rt.device_usage()
         .sample(rt.docker(), &running, &existing, crate::timefmt::now_unix())
         .await;
 }
 
 /// Starts the 5 s sampler as a task owned by the runtime service (stopped by its shutdown).
 pub fn spawn(rt: &Runtimes) {
-    let usage = usage_of(rt);
+    let usage = rt.device_usage().clone();
     let docker = rt.docker().clone();
     let for_targets = rt.clone();
     rt.spawn(run_sampler(usage, docker, move || {

@@ -194,6 +194,7 @@ struct Inner {
     instance: String,
     self_container: tokio::sync::Mutex<Option<SelfContainer>>,
     net_lock: tokio::sync::Mutex<()>,
+    usage: Arc<consumption::DeviceUsage>,
     tasks: Mutex<JoinSet<()>>,
 }
 
@@ -244,6 +245,7 @@ impl Runtimes {
                 instance,
                 self_container: tokio::sync::Mutex::new(None),
                 net_lock: tokio::sync::Mutex::new(()),
+                usage: Arc::new(consumption::DeviceUsage::default()),
                 tasks: Mutex::new(JoinSet::new()),
             }),
         }
@@ -252,6 +254,11 @@ impl Runtimes {
     /// The engine client.
     pub fn docker(&self) -> &Docker {
         &self.inner.docker
+    }
+
+    /// The per-runtime CPU and memory history behind `get_consumption_device`.
+    pub fn device_usage(&self) -> &Arc<consumption::DeviceUsage> {
+        &self.inner.usage
     }
 
     /// The state files' owner.
