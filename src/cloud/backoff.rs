@@ -1,17 +1,18 @@
-//! Reconnect delays: exponential from 1 s to a 5 s cap, with jitter applied after the cap.
+//! Reconnect delays: exponential from 1 s to a 5 s cap, with jitter.
 //!
-//! Pure arithmetic; the caller supplies the random number so the sequence is testable. Jitter is
-//! applied *after* capping (a capped delay that is then jittered keeps agents spread out; jitter
-//! before the cap collapses to the cap and makes every agent retry on the same beat), and never
-//! takes a delay below [`FLOOR`].
+//! Pure arithmetic; the caller supplies the random number so the sequence is testable. The jitter
+//! only shortens a delay (a factor in `[1 - JITTER, 1]` of the capped value), so the cap is a real
+//! upper bound (the agent is back at most 5 s after the cloud is) while agents that lost the
+//! cloud together stay spread out at the cap instead of retrying on the same beat (jitter applied
+//! before the cap would collapse to it). No delay is below [`FLOOR`].
 
 use std::time::Duration;
 
 /// First delay.
 pub const BASE: Duration = Duration::from_secs(1);
-/// Longest delay before jitter.
+/// Longest delay.
 pub const CAP: Duration = Duration::from_secs(5);
-/// Relative jitter: the delay is multiplied by a factor in `[1 - JITTER, 1 + JITTER)`.
+/// Relative jitter: the delay is multiplied by a factor in `[1 - JITTER, 1]`.
 pub const JITTER: f64 = 0.5;
 /// No delay is shorter than this.
 pub const FLOOR: Duration = Duration::from_millis(500);
@@ -39,7 +40,7 @@ impl Backoff {
         } else {
             0.5
         };
-        let factor = 1.0 - JITTER + 2.0 * JITTER * unit;
+        let factor = 1.0 - JITTER * unit;
         base.mul_f64(factor).max(FLOOR)
     }
 
@@ -70,7 +71,7 @@ mod tests {
     #[test]
     fn sequence_doubles_from_one_second_to_the_cap_without_jitter() {
         let mut b = Backoff::new();
-        let got: Vec<_> = (0..7).map(|_| b.next_delay(0.5)).collect();
+        let got: Vec<_> = (0..7).map(|_| b.next_delay(0.0)).collect();
         let secs = |s: u64| Duration::from_secs(s);
         assert_eq!(
             got,
@@ -87,45 +88,42 @@ mod tests {
     }
 
     #[test]
-    fn jitter_is_applied_after_the_cap_and_stays_within_bounds() {
+    fn jitter_spreads_delays_but_never_exceeds_the_cap() {
         for unit in [0.0, 0.1, 0.5, 0.9, 0.999_999, 1.0, -3.0, 7.0, f64::NAN] {
             let mut b = Backoff::new();
             for n in 0..40 {
                 let d = b.next_delay(unit);
                 assert!(d >= FLOOR, "attempt {n} unit {unit}: {d:?} below floor");
-                assert!(
-                    d <= CAP.mul_f64(1.0 + JITTER),
-                    "attempt {n} unit {unit}: {d:?} above cap+jitter"
-                );
+                assert!(d <= CAP, "attempt {n} unit {unit}: {d:?} above the cap");
             }
         }
-        // At the cap, the low end of the jitter stays below the cap: agents stay spread out.
+        // At the cap, delays spread over [2.5 s, 5 s]: agents stay spread out.
         let mut b = Backoff::new();
         for _ in 0..5 {
             b.next_delay(0.5);
         }
-        assert_eq!(b.next_delay(0.0), Duration::from_millis(2500));
-        assert_eq!(b.next_delay(1.0), Duration::from_millis(7500));
+        assert_eq!(b.next_delay(0.0), CAP);
+        assert_eq!(b.next_delay(1.0), Duration::from_millis(2500));
     }
 
     #[test]
     fn first_delay_never_drops_below_the_floor() {
         let mut b = Backoff::new();
-        assert_eq!(b.next_delay(0.0), FLOOR);
+        assert_eq!(b.next_delay(1.0), FLOOR);
     }
 
     #[test]
     fn a_lasting_connection_resets_and_a_short_one_does_not() {
         let mut b = Backoff::new();
         for _ in 0..4 {
-            b.next_delay(0.5);
+            b.next_delay(0.0);
         }
         b.connection_ended(true, Duration::from_secs(1));
-        assert_eq!(b.next_delay(0.5), CAP);
+        assert_eq!(b.next_delay(0.0), CAP);
         b.connection_ended(false, Duration::from_secs(60));
-        assert_eq!(b.next_delay(0.5), CAP);
+        assert_eq!(b.next_delay(0.0), CAP);
         b.connection_ended(true, STABLE_AFTER);
-        assert_eq!(b.next_delay(0.5), BASE);
+        assert_eq!(b.next_delay(0.0), BASE);
     }
 
     #[test]
