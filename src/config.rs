@@ -52,8 +52,15 @@ pub struct Config {
     #[arg(long, value_name = "DIR", env = "ORCHESTRATOR_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 
-    /// Docker engine address (unix:///path/to/docker.sock).
-    #[arg(long, value_name = "URL", env = "DOCKER_HOST", default_value = DEFAULT_DOCKER_HOST)]
+    /// Docker engine address (unix:///path/to/docker.sock). An empty value means the default, as
+    /// for the docker CLI.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "DOCKER_HOST",
+        default_value = DEFAULT_DOCKER_HOST,
+        value_parser = docker_host_or_default
+    )]
     pub docker_host: String,
 
     /// Image of the OpenPLC runtime containers (always pulled with a tag).
@@ -102,6 +109,18 @@ pub fn expand_home(path: &Path, home: Option<&Path>) -> PathBuf {
     }
 }
 
+/// `--docker-host` / `DOCKER_HOST`: blank is unset (the docker CLI treats it so; an image or unit
+/// file that exports `DOCKER_HOST=` must not stop the agent).
+fn docker_host_or_default(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    Ok(if value.is_empty() {
+        DEFAULT_DOCKER_HOST
+    } else {
+        value
+    }
+    .to_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +149,15 @@ mod tests {
         }
         if std::env::var_os("ORCHESTRATOR_MTLS_DIR").is_none() {
             assert_eq!(c.mtls_dir, Path::new("~/.mtls"));
+        }
+    }
+
+    #[test]
+    fn a_blank_docker_host_means_the_default_socket() {
+        for blank in ["", "  "] {
+            let c = Config::try_parse_from(["orchestrator-agent", "--docker-host", blank])
+                .expect("parse");
+            assert_eq!(c.docker_host, DEFAULT_DOCKER_HOST);
         }
     }
 
