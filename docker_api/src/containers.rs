@@ -1,5 +1,5 @@
-//! Container endpoints (`/containers/*`): create, start, stop, restart, kill, remove, inspect, list
-//! and one-shot stats, with the request shapes the agent needs and no more. Version-dependent
+//! Container endpoints (`/containers/*`): create, start, stop, restart, kill, remove, inspect, list,
+//! update (restart policy) and one-shot stats, with the request shapes the agent needs and no more. Version-dependent
 //! shapes (MAC addresses) are checked against the negotiated API before anything is sent.
 
 use std::collections::BTreeMap;
@@ -135,6 +135,26 @@ pub struct NetworkingConfig {
 pub struct ContainerCreated {
     /// The new container's id.
     pub id: String,
+    /// Engine warnings.
+    #[serde(default, deserialize_with = "nullable")]
+    pub warnings: Vec<String>,
+}
+
+/// `POST /containers/{id}/update` body: the settings the agent changes on an existing container.
+/// Fields left `None` are not sent, so the engine keeps their current values.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerUpdate {
+    /// New restart policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+}
+
+/// `POST /containers/{id}/update` answer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[non_exhaustive]
+pub struct ContainerUpdated {
     /// Engine warnings.
     #[serde(default, deserialize_with = "nullable")]
     pub warnings: Vec<String>,
@@ -568,6 +588,19 @@ impl Docker {
             .await
     }
 
+    /// `POST /containers/{id}/update`: changes settings of an existing container (running or not)
+    /// without re-creating it. A missing container is [`Error::is_not_found`]; a change the engine
+    /// refuses (e.g. a restart policy on an `--rm` container) is a 400.
+    pub async fn update_container(
+        &self,
+        id: &str,
+        update: &ContainerUpdate,
+    ) -> Result<ContainerUpdated> {
+        let path = format!("/containers/{}/update", seg(id)?);
+        let body = to_json("container update", update)?;
+        self.call_json(Method::POST, &path, Some(body)).await
+    }
+
     /// `GET /containers/{id or name}/json`.
     pub async fn inspect_container(&self, id: &str) -> Result<ContainerInspect> {
         let path = format!("/containers/{}/json", seg(id)?);
@@ -640,6 +673,26 @@ mod tests {
                 "Ulimits": [{"Name": "rtprio", "Soft": 99, "Hard": 99}],
                 "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m"}}}})
         );
+    }
+
+    #[test]
+    fn update_body_sends_only_what_changes() {
+        let update = ContainerUpdate {
+            restart_policy: Some(RestartPolicy {
+                name: RestartPolicyName::UnlessStopped,
+                maximum_retry_count: 0,
+            }),
+        };
+        assert_eq!(
+            serde_json::to_value(&update).unwrap(),
+            serde_json::json!({"RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0}})
+        );
+        assert_eq!(
+            serde_json::to_value(ContainerUpdate::default()).unwrap(),
+            serde_json::json!({})
+        );
+        let answer: ContainerUpdated = serde_json::from_str(r#"{"Warnings":null}"#).unwrap();
+        assert!(answer.warnings.is_empty());
     }
 
     #[test]

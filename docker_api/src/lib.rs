@@ -31,9 +31,10 @@ pub use client::{
 };
 pub use containers::{
     ContainerConfig, ContainerCreate, ContainerCreated, ContainerInspect, ContainerState,
-    ContainerStats, ContainerStatus, ContainerSummary, CpuStats, CpuUsage, Health, HostConfig,
-    HostConfigInspect, LogConfig, MemoryStats, NetworkSettings, NetworkingConfig,
-    RemoveContainerOptions, RestartPolicy, RestartPolicyInspect, RestartPolicyName, Ulimit,
+    ContainerStats, ContainerStatus, ContainerSummary, ContainerUpdate, ContainerUpdated, CpuStats,
+    CpuUsage, Health, HostConfig, HostConfigInspect, LogConfig, MemoryStats, NetworkSettings,
+    NetworkingConfig, RemoveContainerOptions, RestartPolicy, RestartPolicyInspect,
+    RestartPolicyName, Ulimit,
 };
 pub use error::{BoxError, Error, Result};
 pub use events::{Event, EventActor, EventStream, EventType};

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use docker_api::{
-    ContainerStatus, EndpointConfig, Filters, LogConfig, NetworkingConfig, RemoveContainerOptions,
-    RestartPolicy, RestartPolicyName, Ulimit,
+    ContainerStatus, ContainerUpdate, EndpointConfig, Filters, LogConfig, NetworkingConfig,
+    RemoveContainerOptions, RestartPolicy, RestartPolicyName, Ulimit,
 };
 
 use crate::common::{ContainerGuard, PATIENCE, cli_inspect, engine, sleeper, unique};
@@ -371,4 +371,43 @@ async fn stop_kills_a_container_that_ignores_sigterm_after_the_grace_period() {
     assert!(took >= GRACE && took < Duration::from_secs(8), "{took:?}");
     let c = docker.inspect_container(&name).await.unwrap();
     assert_eq!(c.state.exit_code, 137);
+}
+
+#[tokio::test]
+async fn update_changes_the_restart_policy_of_an_existing_container_and_missing_is_not_found() {
+    let docker = engine().await;
+    let name = unique("update");
+    let _g = ContainerGuard(name.clone());
+    let mut spec = sleeper();
+    spec.host_config.restart_policy = Some(RestartPolicy {
+        name: RestartPolicyName::Always,
+        maximum_retry_count: 0,
+    });
+    docker.create_container(&name, &spec).await.unwrap();
+    let c = docker.inspect_container(&name).await.unwrap();
+    assert_eq!(c.host_config.restart_policy.name, "always");
+
+    let update = ContainerUpdate {
+        restart_policy: Some(RestartPolicy {
+            name: RestartPolicyName::UnlessStopped,
+            maximum_retry_count: 0,
+        }),
+    };
+    let answer = docker.update_container(&name, &update).await.unwrap();
+    assert!(answer.warnings.is_empty(), "{:?}", answer.warnings);
+    let c = docker.inspect_container(&name).await.unwrap();
+    assert_eq!(c.host_config.restart_policy.name, "unless-stopped");
+    assert_eq!(
+        c.state.status,
+        ContainerStatus::Created,
+        "update starts nothing"
+    );
+    let hc = &cli_inspect("container", &name).await["HostConfig"];
+    assert_eq!(hc["RestartPolicy"]["Name"], "unless-stopped");
+
+    let e = docker
+        .update_container(&unique("missing"), &update)
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
 }
