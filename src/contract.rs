@@ -2,8 +2,8 @@
 //!
 //! A contract is an ordered list of [`Field`]s; [`check`] walks it in declaration order and stops
 //! at the first failure, like the original agent (upstream §3.1). Errors keep the original
-//! prefixes (`Missing required field: …`, `Invalid field type: …`) and name the offending field
-//! by its path (`vnic_configs[1].parent_interface`), see [`ContractError`].
+//! texts (`Missing required field: 'Missing key: …'`, `Invalid field type: <message>`) and name
+//! the offending field by its path (`vnic_configs[1].parent_interface`), see [`ContractError`].
 //!
 //! This module is pure: no I/O, no clock, no topic dispatch. It knows field shapes, not what a
 //! topic does; semantic checks that need more than a type (IPs inside subnets, unicast MACs,
@@ -100,11 +100,13 @@ pub const fn opt(name: &'static str, kind: Kind) -> Field {
 /// Why a message was refused. `Display` is the text sent in the error ack.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ContractError {
-    /// A required key is absent. Renders `Missing required field: <path>`.
-    #[error("Missing required field: {path}")]
+    /// A required key is absent. Renders upstream's text, `Missing required field: 'Missing key:
+    /// <path>'` (the inner quotes are literal: upstream formatted a `KeyError`, §3.3).
+    #[error("Missing required field: 'Missing key: {path}'")]
     Missing { path: String },
-    /// A value has the wrong type. Renders `Invalid field type: <path>: <message>`.
-    #[error("Invalid field type: {path}: {message}")]
+    /// A value has the wrong type. Renders upstream's text, `Invalid field type: <message>`, then
+    /// names the field: `Invalid field type: Value must be a number. (field: correlation_id)`.
+    #[error("Invalid field type: {message} (field: {path})")]
     InvalidType { path: String, message: &'static str },
     /// The message (top-level argument) is not a JSON object.
     #[error("Invalid message: expected a JSON object, got {got}")]
@@ -800,13 +802,13 @@ mod tests {
         m.insert("requested_at".into(), json!("yesterday"));
         assert_eq!(
             err(CreateRuntimeRequest::parse(&m)),
-            "Invalid field type: requested_at: Value must be a valid ISO datetime string."
+            "Invalid field type: Value must be a valid ISO datetime string. (field: requested_at)"
         );
         m.insert("requested_at".into(), json!("2025-11-20"));
         m.insert("action".into(), json!(7));
         assert_eq!(
             err(CreateRuntimeRequest::parse(&m)),
-            "Invalid field type: action: Value must be a string."
+            "Invalid field type: Value must be a string. (field: action)"
         );
     }
 
@@ -817,7 +819,7 @@ mod tests {
             m.remove(key);
             assert_eq!(
                 err(CreateRuntimeRequest::parse(&m)),
-                format!("Missing required field: {key}")
+                format!("Missing required field: 'Missing key: {key}'")
             );
         }
         let mut m = obj(create());
@@ -825,7 +827,7 @@ mod tests {
         m.remove("correlation_id");
         assert_eq!(
             err(CreateRuntimeRequest::parse(&m)),
-            "Missing required field: correlation_id"
+            "Missing required field: 'Missing key: correlation_id'"
         );
     }
 
@@ -842,7 +844,7 @@ mod tests {
             m.insert(key.into(), value);
             assert_eq!(
                 err(CreateRuntimeRequest::parse(&m)),
-                format!("Invalid field type: {key}: {message}")
+                format!("Invalid field type: {message} (field: {key})")
             );
         }
     }
@@ -853,7 +855,7 @@ mod tests {
         m.insert("correlation_id".into(), json!(true));
         assert_eq!(
             err(CreateRuntimeRequest::parse(&m)),
-            "Invalid field type: correlation_id: Value must be a number."
+            "Invalid field type: Value must be a number. (field: correlation_id)"
         );
         assert!(
             DeviceRequest::parse(&obj(json!({"correlation_id": 1.5, "device_id": "d"}))).is_ok()
@@ -869,22 +871,22 @@ mod tests {
         );
         assert_eq!(
             err(CreateRuntimeRequest::parse(&m)),
-            "Invalid field type: vnic_configs[1].parent_interface: Value must be an interface name \
-             (1 to 15 characters from A-Z, a-z, 0-9, '_', '.', '-')."
+            "Invalid field type: Value must be an interface name \
+             (1 to 15 characters from A-Z, a-z, 0-9, '_', '.', '-'). (field: vnic_configs[1].parent_interface)"
         );
         let mut missing = vnic_production();
         missing.as_object_mut().unwrap().remove("network_mode");
         let m = obj(json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [missing]}));
         assert_eq!(
             err(CreateRuntimeRequest::parse(&m)),
-            "Missing required field: vnic_configs[0].network_mode"
+            "Missing required field: 'Missing key: vnic_configs[0].network_mode'"
         );
         let mut dns = vnic_3d2c700();
         dns["dns"] = json!(["8.8.8.8", 8]);
         let m = obj(json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [dns]}));
         assert_eq!(
             err(CreateRuntimeRequest::parse(&m)),
-            "Invalid field type: vnic_configs[0].dns[1]: Value must be a string."
+            "Invalid field type: Value must be a string. (field: vnic_configs[0].dns[1])"
         );
         for (element, got) in [
             (json!(5), "5"),
@@ -896,7 +898,7 @@ mod tests {
                 obj(json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [element]}));
             assert_eq!(
                 err(CreateRuntimeRequest::parse(&m)),
-                "Invalid field type: vnic_configs[0]: Value must be an object.",
+                "Invalid field type: Value must be an object. (field: vnic_configs[0])",
                 "element {got}"
             );
         }
@@ -910,7 +912,7 @@ mod tests {
             let m = obj(json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [v]}));
             assert!(
                 err(CreateRuntimeRequest::parse(&m))
-                    .starts_with("Invalid field type: vnic_configs[0].parent_interface")
+                    .ends_with("(field: vnic_configs[0].parent_interface)")
             );
         }
         assert!(is_interface_name("enp0s31f6.100"));
@@ -957,13 +959,13 @@ mod tests {
             err(DeleteDeviceRequest::parse(&obj(
                 json!({"correlation_id": 3})
             ))),
-            "Missing required field: device_id"
+            "Missing required field: 'Missing key: device_id'"
         );
         assert_eq!(
             err(DeleteDeviceRequest::parse(&obj(
                 json!({"correlation_id": 3, "device_id": 4})
             ))),
-            "Invalid field type: device_id: Value must be a string."
+            "Invalid field type: Value must be a string. (field: device_id)"
         );
         assert_eq!(
             err(DeleteDeviceRequest::parse(&obj(
@@ -979,11 +981,11 @@ mod tests {
             err(DeviceRequest::parse(&obj(
                 json!({"correlation_id": 1, "device_id": ""})
             ))),
-            "Invalid field type: device_id: Value must be a non-empty string."
+            "Invalid field type: Value must be a non-empty string. (field: device_id)"
         );
         assert_eq!(
             err(DeviceRequest::parse(&obj(json!({"device_id": "x"})))),
-            "Missing required field: correlation_id"
+            "Missing required field: 'Missing key: correlation_id'"
         );
         let r = DeviceRequest::parse(&obj(json!({"correlation_id": 1, "device_id": "x",
             "action": "start_device", "requested_at": "2025-11-20 20:30:45+03:00"})))
@@ -1003,13 +1005,13 @@ mod tests {
         m.remove("memoryPeriod");
         assert_eq!(
             err(ConsumptionRequest::parse(&m)),
-            "Missing required field: memoryPeriod"
+            "Missing required field: 'Missing key: memoryPeriod'"
         );
         let mut m = obj(base);
         m.insert("cpuPeriod".into(), json!(3600));
         assert_eq!(
             err(ConsumptionRequest::parse(&m)),
-            "Invalid field type: cpuPeriod: Value must be a string."
+            "Invalid field type: Value must be a string. (field: cpuPeriod)"
         );
         let d = obj(
             json!({"correlation_id": 1, "device_id": "plc", "cpuPeriod": "1h", "memoryPeriod": "1h"}),
@@ -1022,7 +1024,7 @@ mod tests {
         d2.remove("device_id");
         assert_eq!(
             err(DeviceConsumptionRequest::parse(&d2)),
-            "Missing required field: device_id"
+            "Missing required field: 'Missing key: device_id'"
         );
     }
 
@@ -1039,7 +1041,7 @@ mod tests {
             err(HostInterfacesRequest::parse(&obj(
                 json!({"correlation_id": 1, "include_virtual": 1})
             ))),
-            "Invalid field type: include_virtual: Value must be a boolean."
+            "Invalid field type: Value must be a boolean. (field: include_virtual)"
         );
     }
 
@@ -1080,18 +1082,18 @@ mod tests {
                 json!("plc1"),
                 json!({"api": "x"})
             ])),
-            "Missing required field: command.method"
+            "Missing required field: 'Missing key: command.method'"
         );
         assert_eq!(
             err(RunCommandRequest::parse(&[
                 json!(""),
                 json!({"method": "GET", "api": "x"})
             ])),
-            "Invalid field type: instance_id: Value must be a non-empty string."
+            "Invalid field type: Value must be a non-empty string. (field: instance_id)"
         );
         assert_eq!(
             err(RunCommandRequest::parse(&[json!("plc1"), json!("GET /")])),
-            "Invalid field type: command: Value must be an object."
+            "Invalid field type: Value must be an object. (field: command)"
         );
         // The original crashed on `headers: null`; here it reads as "no headers".
         let null_headers = RunCommandRequest::parse(&[
@@ -1105,7 +1107,7 @@ mod tests {
                 json!("plc1"),
                 json!({"method": "GET", "api": "x", "headers": []})
             ])),
-            "Invalid field type: command.headers: Value must be an object whose values are strings."
+            "Invalid field type: Value must be an object whose values are strings. (field: command.headers)"
         );
         for port in [
             json!(0),
@@ -1119,7 +1121,7 @@ mod tests {
                     json!({"correlation_id": 1, "device_id": "d", "method": "GET",
                     "api": "x", "port": port})
                 ]))
-                .starts_with("Invalid field type: port:")
+                .ends_with("(field: port)")
             );
         }
         assert_eq!(
@@ -1127,7 +1129,7 @@ mod tests {
                 json!({"correlation_id": 1, "device_id": "d", "method": "GET",
                 "api": "x", "headers": {"a": 1}})
             ])),
-            "Invalid field type: headers: Value must be an object whose values are strings."
+            "Invalid field type: Value must be an object whose values are strings. (field: headers)"
         );
         assert_eq!(
             err(RunCommandRequest::parse(&[])),

