@@ -2,6 +2,7 @@
 //! restart (back within 6 s, one heartbeat stream), a frozen server, and refused certificates.
 
 mod cloud_support;
+mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

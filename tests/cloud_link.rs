@@ -3,6 +3,7 @@
 //! disconnect, and pongs that no slow handler can delay.
 
 mod cloud_support;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

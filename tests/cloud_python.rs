@@ -3,6 +3,7 @@
 //! disconnects, refused certificates, binary and oversized packets, graceful exit.
 
 mod cloud_support;
+mod support;
 
 use std::time::{Duration, Instant};
 

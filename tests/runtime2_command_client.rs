@@ -3,15 +3,15 @@
 //! host exactly as the agent reaches runtimes. Agent-level behaviour (both cloud forms, ownership,
 //! heartbeats during a hang) is in `runtime2_run_command.rs`.
 
-mod runtime2_support;
+mod support;
 
 use std::time::Duration;
 
 use orchestrator_agent::runtime::command::{
     CommandError, HttpCommand, Limits, execute, legacy_form_answer, object_form_answer,
 };
-use runtime2_support::{ContainerGuard, NetworkGuard, require_engine_and_image, unique};
 use serde_json::{Value, json};
+use support::{ContainerGuard, NetworkGuard, SERVER_IMAGE, require_engine, unique};
 
 struct Server {
     ip: std::net::Ipv4Addr,
@@ -20,7 +20,7 @@ struct Server {
 }
 
 async fn start_server() -> Server {
-    require_engine_and_image();
+    require_engine(SERVER_IMAGE);
     let net = NetworkGuard::internal(&unique("r2cc-net-"), &[]);
     let container = ContainerGuard::server(&unique("r2cc-srv-"), &net.name, &[]);
     let ip = container.ip_on(&net.name);

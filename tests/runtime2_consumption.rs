@@ -2,46 +2,24 @@
 //! sampled like the heartbeat does, give CPU and memory points. The agent-level topic is tested in
 //! `runtime2_run_command.rs` (same agent fixture).
 
-mod runtime2_support;
+mod support;
 
 use std::time::Duration;
 
 use docker_api::Docker;
 use orchestrator_agent::runtime::consumption::{DeviceUsage, SampleTarget};
-use runtime2_support::{docker, docker_try, unique};
-
-struct Busy(String);
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        let _ = docker_try(&["rm", "-f", &self.0]);
-    }
-}
+use support::{ContainerGuard, LOCAL_IMAGE, require_engine, unique};
 
 #[tokio::test]
 async fn sampling_a_busy_container_records_cpu_and_memory() {
-    assert!(
-        docker_try(&["image", "inspect", "orchestrator-test/busybox:latest"]).is_some(),
-        "run scripts/test-images.sh first"
-    );
+    require_engine(LOCAL_IMAGE);
     let name = unique("r2cons-");
-    docker(&[
-        "run",
-        "-d",
-        "--name",
+    let _busy = ContainerGuard::run(
         &name,
-        "--label",
-        "orchestrator-test=1",
-        "--network",
-        "none",
-        "--memory",
-        "64m",
-        "orchestrator-test/busybox:latest",
-        "sh",
-        "-c",
-        "while :; do :; done",
-    ]);
-    let _guard = Busy(name.clone());
+        &["--network", "none", "--memory", "64m"],
+        LOCAL_IMAGE,
+        &["sh", "-c", "while :; do :; done"],
+    );
 
     let engine = Docker::from_env().expect("docker client");
     let usage = DeviceUsage::default();

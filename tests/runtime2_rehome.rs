@@ -6,13 +6,16 @@
 //! The agent's library stack runs in-process ([`LibAgent`]: engine + netmon + `Runtimes`), so the
 //! tests exercise exactly what the agent binary wires, without the cloud link.
 
-mod runtime2_support;
+mod support;
 
 use std::time::Duration;
 
 use orchestrator_agent::runtime::{OpKind, Outcome, rehome};
-use runtime2_support::{LibAgent, VethGuard, docker_try, endpoints, eventually, ip, unique};
 use serde_json::{Value, json};
+use support::{
+    LibAgent, SERVER_IMAGE_LOOPBACK, Veth, World, docker, docker_try, endpoints, eventually, ip,
+    unique,
+};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -42,7 +45,7 @@ async fn persisted_file(agent: &LibAgent) -> Value {
 async fn moving_the_parent_to_another_subnet_reattaches_the_runtime_and_updates_the_state() {
     let agent = LibAgent::start().await;
     let parent = unique("r2m");
-    let _veth = VethGuard::new(&parent, Some("10.203.130.1/24"));
+    let _veth = Veth::named(&parent, 130);
     let name = unique("r2rh-move-");
     agent
         .create(
@@ -117,7 +120,7 @@ async fn moving_the_parent_to_another_subnet_reattaches_the_runtime_and_updates_
     assert_eq!(vnic["name"], "eth0");
 
     // The re-homed runtime still restarts cleanly (its create-time network is gone).
-    runtime2_support::docker(&["restart", "-t", "1", &name]);
+    docker(&["restart", "-t", "1", &name]);
     assert_eq!(
         macvlan_of(&name, &parent).map(|(n, _)| n),
         Some(new_net.clone())
@@ -128,7 +131,7 @@ async fn moving_the_parent_to_another_subnet_reattaches_the_runtime_and_updates_
 async fn a_subnet_widened_while_the_agent_was_down_is_caught_up_at_boot_keeping_the_manual_ip() {
     let agent = LibAgent::start().await;
     let parent = unique("r2w");
-    let veth = VethGuard::new(&parent, Some("10.203.134.1/24"));
+    let veth = Veth::named(&parent, 134);
     let name = unique("r2rh-wide-");
     agent
         .create(
@@ -180,7 +183,7 @@ async fn a_subnet_widened_while_the_agent_was_down_is_caught_up_at_boot_keeping_
 async fn an_unchanged_subnet_causes_no_churn_and_a_link_down_is_only_recorded() {
     let agent = LibAgent::start().await;
     let parent = unique("r2u");
-    let _veth = VethGuard::new(&parent, Some("10.203.136.1/24"));
+    let _veth = Veth::named(&parent, 136);
     let name = unique("r2rh-same-");
     agent
         .create(
@@ -239,8 +242,8 @@ async fn an_unchanged_subnet_causes_no_churn_and_a_link_down_is_only_recorded() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_agent_binary_rehomes_on_netmon_events_and_reports_it_in_the_device_status() {
     let parent = unique("r2a");
-    let _veth = VethGuard::new(&parent, Some("10.203.144.1/24"));
-    let mut world = runtime2_support::AgentWorld::start().await;
+    let _veth = Veth::named(&parent, 144);
+    let mut world = World::start_with_image(SERVER_IMAGE_LOOPBACK).await;
     let name = unique("r2rh-agent-");
     // Production field names: `ip`, dotted `subnet`, `gateway`, `static`.
     world
@@ -305,7 +308,7 @@ async fn the_agent_binary_rehomes_on_netmon_events_and_reports_it_in_the_device_
 async fn a_stopped_runtime_is_rehomed_and_starts_on_the_new_subnet() {
     let agent = LibAgent::start().await;
     let parent = unique("r2s");
-    let _veth = VethGuard::new(&parent, Some("10.203.146.1/24"));
+    let _veth = Veth::named(&parent, 146);
     let name = unique("r2rh-stop-");
     agent
         .create(
@@ -313,7 +316,7 @@ async fn a_stopped_runtime_is_rehomed_and_starts_on_the_new_subnet() {
             manual_vnic(&parent, "10.203.146.90", "10.203.146.0/24", "10.203.146.1"),
         )
         .await;
-    runtime2_support::docker(&["stop", "-t", "1", &name]);
+    docker(&["stop", "-t", "1", &name]);
     rehome::spawn(&agent.rt);
 
     ip(&["addr", "del", "10.203.146.1/24", "dev", &parent]);
@@ -326,7 +329,7 @@ async fn a_stopped_runtime_is_rehomed_and_starts_on_the_new_subnet() {
     .await;
     assert_eq!(record.outcome, Outcome::Succeeded, "{record:?}");
 
-    runtime2_support::docker(&["start", &name]);
+    docker(&["start", &name]);
     assert_eq!(
         macvlan_of(&name, &parent),
         Some((

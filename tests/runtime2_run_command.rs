@@ -3,23 +3,23 @@
 //! (`orchestrator-test/https-server`, under its loopback-registry name) on a veth parent, and the
 //! cloud drives it. The agent runs on the host and reaches the runtime on its internal bridge.
 
-mod runtime2_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
 use devcloud::CloudEvent;
-use runtime2_support::{AgentWorld, ContainerGuard, NetworkGuard, VethGuard, unique};
 use serde_json::{Value, json};
+use support::{ContainerGuard, NetworkGuard, SERVER_IMAGE_LOOPBACK, Veth, World, unique};
 
 fn vnics(parent: &str, ip: &str, subnet: &str) -> Value {
     json!([{"name": "eth0", "parent_interface": parent, "network_mode": "manual",
         "ip_address": ip, "subnet": subnet, "parent_subnet": subnet}])
 }
 
-async fn world_with_runtime(subnet_octet: u8) -> (AgentWorld, String, VethGuard) {
+async fn world_with_runtime(subnet_octet: u8) -> (World, String, Veth) {
     let parent = unique("r2c");
-    let veth = VethGuard::new(&parent, Some(&format!("10.203.{subnet_octet}.1/24")));
-    let mut world = AgentWorld::start().await;
+    let veth = Veth::named(&parent, subnet_octet);
+    let mut world = World::start_with_image(SERVER_IMAGE_LOOPBACK).await;
     let name = unique("r2cmd-");
     world
         .create_runtime(
@@ -34,7 +34,7 @@ async fn world_with_runtime(subnet_octet: u8) -> (AgentWorld, String, VethGuard)
     (world, name, veth)
 }
 
-async fn run(world: &mut AgentWorld, device: &str, command: Value) -> Value {
+async fn run(world: &mut World, device: &str, command: Value) -> Value {
     let mut payload = command;
     payload["device_id"] = json!(device);
     world.call("run_command", payload).await

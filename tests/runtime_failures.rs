@@ -1,10 +1,10 @@
 //! Failure paths on the real engine: invalid input, duplicate names, one operation per runtime,
 //! unknown parents, a create that fails midway (rollback), and containers that are not ours.
 
-mod runtime_support;
+mod support;
 
-use runtime_support::*;
 use serde_json::{Value, json};
+use support::*;
 
 fn assert_error(ack: &Value, action: &str, needle: &str) {
     assert_eq!(ack["action"], action, "{ack}");
@@ -256,7 +256,7 @@ async fn a_create_failing_midway_is_rolled_back_and_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn containers_the_agent_does_not_own_are_refused_and_left_alone() {
     let mut w = World::start().await;
-    let foreign = Foreign::run(&unique("rtforeign"));
+    let foreign = ContainerGuard::busybox(&unique("rtforeign"));
     let before = inspect(&foreign.name).unwrap()["State"]["StartedAt"].clone();
     let ack = w
         .call("delete_device", json!({"device_id": foreign.name}))

@@ -1,10 +1,10 @@
 //! Happy paths on the real engine: create (both vNIC generations, static + DHCP, MACs on API 1.41),
 //! status, stop/start/restart (ack + emit), delete; and the boot reconcile after a restart.
 
-mod runtime_support;
+mod support;
 
-use runtime_support::*;
 use serde_json::{Value, json};
+use support::*;
 
 fn networks_of(c: &Value) -> Vec<String> {
     c["NetworkSettings"]["Networks"]

@@ -1,29 +1,12 @@
 //! Crash and hand-over paths on the real engine: SIGKILL in the middle of a create, a corrupt state
 //! file, state files written by the Python agent, and `delete_orchestrator`.
 
-mod runtime_support;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use runtime_support::*;
 use serde_json::{Value, json};
-
-/// Removes test-made objects by name on drop (for objects that must look unlabelled).
-struct ByName {
-    containers: Vec<String>,
-    networks: Vec<String>,
-}
-
-impl Drop for ByName {
-    fn drop(&mut self) {
-        for c in &self.containers {
-            let _ = docker_try(&["rm", "-f", c]);
-        }
-        for n in &self.networks {
-            let _ = docker_try(&["network", "rm", n]);
-        }
-    }
-}
+use support::*;
 
 fn state_json(w: &World, rel: &str) -> Value {
     w.read_state(rel)
@@ -161,10 +144,9 @@ async fn state_files_of_the_python_agent_are_adopted() {
     let mut w = World::prepare().await;
     let name = unique("rtpy");
     let internal = format!("{name}_internal");
-    let _cleanup = ByName {
-        containers: vec![name.clone()],
-        networks: vec![internal.clone()],
-    };
+    // Unlabelled objects (as the Python agent made them), removed by name: container first.
+    let _network = NetworkGuard::adopt(&internal);
+    let _container = ContainerGuard::adopt(&name);
     // What the Python agent leaves: an unlabelled internal bridge and container (restart "always"),
     // here never started, as if its start failed at boot.
     docker(&["network", "create", "--internal", &internal]);
@@ -233,7 +215,7 @@ async fn state_files_of_the_python_agent_are_adopted() {
 async fn delete_orchestrator_removes_every_runtime_network_and_finally_its_own_container() {
     let mut w = World::prepare().await;
     // Stands in for the agent's own container (found through HOST_NAME, spec §3).
-    let me = Foreign::run(&unique("rtself"));
+    let me = ContainerGuard::busybox(&unique("rtself"));
     w.agent_env.push(("HOST_NAME".to_owned(), me.name.clone()));
     w.start_agent().await;
     let v = Veth::new();
@@ -361,19 +343,7 @@ async fn the_boot_reconcile_removes_what_an_interrupted_create_left() {
     a.push(v.macvlan());
     run(a);
     // Someone else's unlabelled network on the same pattern is left alone.
-    let foreign_net = format!("{}_internal", unique("rtother"));
-    docker(&[
-        "network",
-        "create",
-        "--internal",
-        "--label",
-        "orchestrator-test=1",
-        &foreign_net,
-    ]);
-    let _cleanup = ByName {
-        containers: vec![],
-        networks: vec![foreign_net.clone()],
-    };
+    let foreign_net = NetworkGuard::internal(&format!("{}_internal", unique("rtother")), &[]);
 
     w.start_agent().await;
     let label = w.instance_label();
@@ -389,6 +359,6 @@ async fn the_boot_reconcile_removes_what_an_interrupted_create_left() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert!(inspect(&name).is_none());
-    assert!(inspect_network(&foreign_net).is_some());
+    assert!(inspect_network(&foreign_net.name).is_some());
     assert_eq!(w.settle(&name).await["status"], "not_found");
 }

@@ -1,15 +1,17 @@
 //! Shared harness of the cloud link tests: a dev PKI (good and rogue), the real agent binary and
-//! the python-socketio test server, each owned by a guard that kills its process on drop.
+//! the python-socketio test server, each owned by a guard that kills its process on drop. Process
+//! output is collected by the shared `support::process` (a test file includes both modules).
 #![allow(dead_code)] // each test file uses a different part of the harness
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use devcloud::pki::{self, PkiOptions, PkiPaths};
 use serde_json::Value;
+
+use crate::support::process::{Lines, Proc};
 
 /// The CN of the agent's client certificate in every test PKI.
 pub const AGENT_ID: &str = "cloud-test-agent-7";
@@ -48,67 +50,9 @@ impl Pki {
     }
 }
 
-/// Collected output lines of a child process, shared with the reader thread.
-#[derive(Clone, Default)]
-pub struct Lines(Arc<Mutex<Vec<String>>>);
-
-impl Lines {
-    fn spawn_reader(&self, stream: impl Read + Send + 'static) {
-        let lines = self.0.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stream).lines() {
-                let Ok(line) = line else { break };
-                lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
-            }
-        });
-    }
-
-    pub fn snapshot(&self) -> Vec<String> {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub fn len(&self) -> usize {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
-    }
-
-    /// The first line at index ≥ `from` matching `pred`, waiting up to `timeout`.
-    pub fn wait_from(
-        &self,
-        from: usize,
-        timeout: Duration,
-        pred: impl Fn(&str) -> bool,
-    ) -> Option<(usize, String)> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(found) = self
-                .snapshot()
-                .into_iter()
-                .enumerate()
-                .skip(from)
-                .find(|(_, l)| pred(l))
-            {
-                return Some(found);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    pub fn count_from(&self, from: usize, pred: impl Fn(&str) -> bool) -> usize {
-        self.snapshot()
-            .iter()
-            .skip(from)
-            .filter(|l| pred(l))
-            .count()
-    }
-}
-
-/// The real `orchestrator-agent` binary.
+/// The real `orchestrator-agent` binary (it logs to stderr only).
 pub struct Agent {
-    child: Child,
-    pub stderr: Lines,
+    proc: Proc,
     pub state_dir: tempfile::TempDir,
 }
 
@@ -116,32 +60,24 @@ impl Agent {
     /// Starts the agent against `server` (https URL) with the given trust and identity.
     pub fn start(server: &str, ca_file: &Path, mtls_dir: &Path) -> Self {
         let state_dir = tempfile::tempdir().expect("state dir");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_orchestrator-agent"))
-            .args([
-                "--server",
-                server,
-                "--log-level",
-                "info",
-                "--docker-host",
-                "unix:///nonexistent/docker.sock",
-            ])
-            .arg("--ca-file")
-            .arg(ca_file)
-            .arg("--mtls-dir")
-            .arg(mtls_dir)
-            .arg("--state-dir")
-            .arg(state_dir.path())
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn the agent binary");
-        let stderr = Lines::default();
-        stderr.spawn_reader(child.stderr.take().expect("piped stderr"));
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator-agent"));
+        cmd.args([
+            "--server",
+            server,
+            "--log-level",
+            "info",
+            "--docker-host",
+            "unix:///nonexistent/docker.sock",
+        ])
+        .arg("--ca-file")
+        .arg(ca_file)
+        .arg("--mtls-dir")
+        .arg(mtls_dir)
+        .arg("--state-dir")
+        .arg(state_dir.path())
+        .env_remove("RUST_LOG");
         Self {
-            child,
-            stderr,
+            proc: Proc::spawn(cmd),
             state_dir,
         }
     }
@@ -152,7 +88,11 @@ impl Agent {
     }
 
     pub fn expect_log_from(&self, from: usize, needle: &str, timeout: Duration) -> usize {
-        match self.stderr.wait_from(from, timeout, |l| l.contains(needle)) {
+        match self
+            .proc
+            .out
+            .wait_from(from, timeout, |l| l.contains(needle))
+        {
             Some((i, _)) => i,
             None => panic!(
                 "agent never logged {needle:?} within {timeout:?}; its stderr:\n{}",
@@ -162,28 +102,12 @@ impl Agent {
     }
 
     pub fn log(&self) -> String {
-        self.stderr.snapshot().join("\n")
+        self.proc.out.text()
     }
 
     /// SIGTERM, then waits up to `timeout` for the exit.
     pub fn terminate(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.proc.terminate(timeout)
     }
 }
 
