@@ -1,5 +1,6 @@
-//! Usage history: fixed-capacity ring buffers of timestamped samples, and the period syntax of
-//! `cpuPeriod` / `memoryPeriod` (upstream §4.3).
+//! Usage history: fixed-capacity ring buffers of timestamped samples, the period syntax of
+//! `cpuPeriod` / `memoryPeriod` (upstream §4.3), and [`downsample`], which keeps any window's
+//! answer under the cloud's message limit.
 //!
 //! Owns only data structures and pure parsing; it never reads the clock itself (callers pass
 //! `now`) and never samples anything. The heartbeat fills the host buffer; the runtime side may
@@ -9,6 +10,11 @@ use std::collections::VecDeque;
 
 /// 48 h at one sample per 5 s.
 pub const CAPACITY: usize = 34_560;
+
+/// Most points per series in one consumption answer. 48 h of 5 s samples is 34 560 points (about
+/// 1.2 MB of JSON per series, over the cloud's 1 MB message limit); longer windows are averaged
+/// into at most this many buckets (one per 2 min over 48 h). An hour (720 points) stays as is.
+pub const MAX_POINTS: usize = 1440;
 
 /// A ring buffer of `(unix seconds, sample)` pairs, oldest first; the oldest is dropped when full.
 #[derive(Debug, Clone)]
@@ -157,6 +163,23 @@ fn py_int(text: &str) -> Option<i64> {
         value = value.checked_mul(10)?.checked_add(i64::from(b - b'0'))?;
     }
     Some(if negative { -value } else { value })
+}
+
+/// Averages consecutive points into at most `max` buckets (timestamp of each bucket's last
+/// point), keeping every point when there are at most `max`.
+pub fn downsample(points: &[(i64, f64)], max: usize) -> Vec<(i64, f64)> {
+    if max == 0 || points.len() <= max {
+        return points.to_vec();
+    }
+    let per_bucket = points.len().div_ceil(max);
+    points
+        .chunks(per_bucket)
+        .filter_map(|chunk| {
+            let last = chunk.last()?;
+            let mean = chunk.iter().map(|(_, v)| v).sum::<f64>() / chunk.len() as f64;
+            Some((last.0, mean))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -314,5 +337,16 @@ mod tests {
                 let _ = Period::parse(&text, now);
             }
         }
+    }
+
+    #[test]
+    fn downsampling_averages_buckets_and_keeps_small_series() {
+        let points: Vec<(i64, f64)> = (0..10).map(|i| (i, i as f64)).collect();
+        assert_eq!(downsample(&points, 20), points);
+        assert_eq!(
+            downsample(&points, 5),
+            vec![(1, 0.5), (3, 2.5), (5, 4.5), (7, 6.5), (9, 8.5)]
+        );
+        assert_eq!(downsample(&points, 3).len(), 3);
     }
 }

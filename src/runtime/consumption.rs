@@ -30,16 +30,14 @@ use serde_json::{Map, Value, json};
 use crate::contract::DeviceConsumptionRequest;
 use crate::runtime::Runtimes;
 use crate::topics::{OpError, OpResult};
-use crate::usage::{CAPACITY, Period, RingBuffer};
+use crate::usage::{CAPACITY, Period, RingBuffer, downsample};
 
 /// Interval between samples: the heartbeat's.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
 /// Longest wait for one runtime's stats; a slow engine loses that runtime's sample, nothing else.
 pub const STATS_TIMEOUT: Duration = Duration::from_secs(4);
-/// Most points per series in one answer. 48 h of 5 s samples is 34 560 points (about 1.2 MB of
-/// JSON per series, over the cloud's 1 MB message limit); longer windows are averaged into at most
-/// this many buckets.
-pub const MAX_POINTS: usize = 1440;
+/// Most points per series in one answer (shared with the host's series, see [`crate::usage`]).
+pub use crate::usage::MAX_POINTS;
 
 /// One runtime to sample: its name (the device id) and its container id (or name).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,23 +347,6 @@ where
     }
 }
 
-/// Averages consecutive points into at most `max` buckets (timestamp of each bucket's last
-/// point), keeping every point when there are at most `max`.
-pub fn downsample(points: &[(i64, f64)], max: usize) -> Vec<(i64, f64)> {
-    if max == 0 || points.len() <= max {
-        return points.to_vec();
-    }
-    let per_bucket = points.len().div_ceil(max);
-    points
-        .chunks(per_bucket)
-        .filter_map(|chunk| {
-            let last = chunk.last()?;
-            let mean = chunk.iter().map(|(_, v)| v).sum::<f64>() / chunk.len() as f64;
-            Some((last.0, mean))
-        })
-        .collect()
-}
-
 fn round2(v: f64) -> f64 {
     (v * 100.0).round() / 100.0
 }
@@ -470,16 +451,5 @@ mod tests {
         let text = "MemTotal:        8039480 kB\nMemFree:          123 kB\n";
         assert_eq!(parse_mem_total(text), Some(8_039_480 * 1024));
         assert_eq!(parse_mem_total("nothing"), None);
-    }
-
-    #[test]
-    fn downsampling_averages_buckets_and_keeps_small_series() {
-        let points: Vec<(i64, f64)> = (0..10).map(|i| (i, i as f64)).collect();
-        assert_eq!(downsample(&points, 20), points);
-        assert_eq!(
-            downsample(&points, 5),
-            vec![(1, 0.5), (3, 2.5), (5, 4.5), (7, 6.5), (9, 8.5)]
-        );
-        assert_eq!(downsample(&points, 3).len(), 3);
     }
 }

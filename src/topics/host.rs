@@ -5,12 +5,12 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::heartbeat::HostState;
+use super::heartbeat::{HostState, HostUsage};
 use super::{Services, error_ack, wrap};
 use crate::contract::{ConsumptionRequest, HostInterfacesRequest};
 use crate::netevents::{self, InterfaceInfo};
 use crate::timefmt;
-use crate::usage::Period;
+use crate::usage::{MAX_POINTS, Period, RingBuffer, downsample};
 
 /// How long a consumption query waits for a fresh disk figure.
 const DISK_WAIT: Duration = Duration::from_secs(2);
@@ -26,18 +26,9 @@ pub(super) async fn consumption_orchestrator(
     let memory_period = Period::parse_or_last_hour(&req.memory_period, now);
     let info = host.static_info().await;
     let disk = host.disk(DISK_WAIT).await.unwrap_or_default();
-    let (cpu_usage, memory_usage): (Vec<Value>, Vec<Value>) = {
+    let (cpu_usage, memory_usage) = {
         let usage = host.usage.lock().unwrap_or_else(|e| e.into_inner());
-        (
-            usage
-                .window(cpu_period)
-                .map(|(ts, s)| json!({"timestamp": ts, "cpu": s.cpu}))
-                .collect(),
-            usage
-                .window(memory_period)
-                .map(|(ts, s)| json!({"timestamp": ts, "memory": s.memory}))
-                .collect(),
-        )
+        usage_series(&usage, cpu_period, memory_period)
     };
     let mut body = Map::new();
     body.insert(
@@ -58,6 +49,31 @@ pub(super) async fn consumption_orchestrator(
         "get_consumption_orchestrator",
         &req.base.correlation_id,
         body,
+    )
+}
+
+/// The `cpu_usage` and `memory_usage` series of the answer: the samples of each window, averaged
+/// into at most [`MAX_POINTS`] points so a 48 h answer stays under the cloud's message limit.
+/// Values stay integers like the samples (averages rounded to the nearest integer).
+pub(super) fn usage_series(
+    usage: &RingBuffer<HostUsage>,
+    cpu_period: Period,
+    memory_period: Period,
+) -> (Vec<Value>, Vec<Value>) {
+    let series = |period: Period, key: &str, value: fn(&HostUsage) -> i64| -> Vec<Value> {
+        // i64 → f64 is exact for any percentage or MiB figure a host can report.
+        let points: Vec<(i64, f64)> = usage
+            .window(period)
+            .map(|(ts, s)| (*ts, value(s) as f64))
+            .collect();
+        downsample(&points, MAX_POINTS)
+            .into_iter()
+            .map(|(ts, v)| json!({"timestamp": ts, key: v.round() as i64}))
+            .collect()
+    };
+    (
+        series(cpu_period, "cpu", |s| s.cpu),
+        series(memory_period, "memory", |s| s.memory),
     )
 }
 

@@ -500,6 +500,60 @@ async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
     );
 }
 
+#[test]
+fn host_usage_series_are_downsampled_to_at_most_1440_integer_points() {
+    use crate::usage::{CAPACITY, MAX_POINTS, Period, RingBuffer};
+    let now = 1_732_130_000;
+    // A full 48 h buffer at 5 s, oldest first, the newest 1 s before `now`.
+    let mut usage = RingBuffer::new(CAPACITY);
+    for i in 0..CAPACITY as i64 {
+        let age = 5 * (CAPACITY as i64 - 1 - i) + 1;
+        usage.push(
+            now - age,
+            HostUsage {
+                cpu: i % 3,
+                memory: 1000 + i,
+            },
+        );
+    }
+    let two_days = Period::parse("48h", now).unwrap();
+    let (cpu, memory) = super::host::usage_series(&usage, two_days, two_days);
+    for (series, key) in [(&cpu, "cpu"), (&memory, "memory")] {
+        assert!(
+            !series.is_empty() && series.len() <= MAX_POINTS,
+            "{key}: {}",
+            series.len()
+        );
+        assert!(
+            series
+                .iter()
+                .all(|p| p["timestamp"].is_i64() && p[key].is_i64()),
+            "{key}"
+        );
+        assert_eq!(series.last().unwrap()["timestamp"], now - 1);
+    }
+    // 34 560 samples in 1440 buckets of 24: the first memory bucket averages 1000..=1023.
+    assert_eq!(memory.len(), 1440);
+    assert_eq!(
+        memory[0]["memory"], 1012,
+        "1011.5 rounds to the nearest integer"
+    );
+    assert_eq!(cpu[0]["cpu"], 1, "24 values of 0, 1, 2 average to 1");
+
+    // The last hour is 720 samples: returned as is.
+    let hour = Period::last_hour(now);
+    let (cpu, memory) = super::host::usage_series(&usage, hour, hour);
+    let expected = |key: &str| -> Vec<Value> {
+        usage
+            .window(hour)
+            .map(|(ts, s)| json!({"timestamp": ts, key: if key == "cpu" { s.cpu } else { s.memory }}))
+            .collect()
+    };
+    assert_eq!(cpu.len(), 720);
+    assert_eq!(cpu, expected("cpu"));
+    assert_eq!(memory, expected("memory"));
+}
+
 fn timefmt_now() -> i64 {
     crate::timefmt::now_unix()
 }
