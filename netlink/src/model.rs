@@ -120,8 +120,10 @@ pub struct Filter {
 }
 
 impl Filter {
-    /// Upstream's rules (`lo`, `docker0`, `veth*`) plus Docker's user bridges (`br-*`).
-    pub const DEFAULT_PATTERNS: [&'static str; 4] = ["lo", "docker0", "veth*", "br-*"];
+    /// Upstream's rules (`lo`, `docker0`, `veth*`); Docker's user bridges are matched by
+    /// [`is_docker_bridge`], not by a `br-*` pattern, so host bridges such as OpenWrt's `br-lan`
+    /// stay visible (a runtime's MACVLAN parent may be one).
+    pub const DEFAULT_PATTERNS: [&'static str; 3] = ["lo", "docker0", "veth*"];
 
     /// The default rules plus `extra` glob patterns (`*` any run, `?` one character).
     pub fn new<I, S>(extra: I) -> Self
@@ -138,10 +140,19 @@ impl Filter {
     }
 
     pub fn ignores(&self, name: &str) -> bool {
-        self.patterns
-            .iter()
-            .any(|p| glob_match(p.as_bytes(), name.as_bytes()))
+        is_docker_bridge(name)
+            || self
+                .patterns
+                .iter()
+                .any(|p| glob_match(p.as_bytes(), name.as_bytes()))
     }
+}
+
+/// A Docker user-defined bridge: `br-` and the first 12 hex digits of the network id.
+pub fn is_docker_bridge(name: &str) -> bool {
+    name.strip_prefix("br-").is_some_and(|id| {
+        id.len() == 12 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
 }
 
 impl Default for Filter {
@@ -319,11 +330,30 @@ mod tests {
     #[test]
     fn filter_ignores_upstream_names_docker_bridges_and_extra_patterns() {
         let f = Filter::new(["tap?", "wg*x"]);
-        for name in ["lo", "docker0", "veth1234", "br-0a1b2c", "tap0", "wg-lanx"] {
+        for name in [
+            "lo",
+            "docker0",
+            "veth1234",
+            "br-0a1b2c3d4e5f",
+            "tap0",
+            "wg-lanx",
+        ] {
             assert!(f.ignores(name), "{name}");
         }
+        // Host bridges that merely start with `br-` are ports (OpenWrt's `br-lan`).
         for name in [
-            "eth0", "nm0", "ens37", "lo0", "docker1", "tap10", "wg0", "bridge0",
+            "eth0",
+            "nm0",
+            "ens37",
+            "lo0",
+            "docker1",
+            "tap10",
+            "wg0",
+            "bridge0",
+            "br-lan",
+            "br-0a1b2c",
+            "br-0A1B2C3D4E5F",
+            "br-0a1b2c3d4e5f0",
         ] {
             assert!(!f.ignores(name), "{name}");
         }

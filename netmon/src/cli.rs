@@ -30,7 +30,7 @@ pub struct Args {
     pub log_level: String,
 
     /// Extra interface name pattern to ignore (`*` and `?` wildcards); repeatable. Always
-    /// ignored: lo, docker0, veth*, br-*.
+    /// ignored: lo, docker0, veth*, and Docker's bridges (br- and 12 hex digits).
     #[arg(long = "ignore", value_name = "PATTERN")]
     pub ignore: Vec<String>,
 

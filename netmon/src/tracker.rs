@@ -238,7 +238,11 @@ mod tests {
         let base = snap(&[(2, "eth0", false)], &[], &[]);
         let mut t = tracker_with(&base);
         let now = snap(
-            &[(2, "eth0", false), (4, "veth1", true), (5, "br-x", true)],
+            &[
+                (2, "eth0", false),
+                (4, "veth1", true),
+                (5, "br-0a1b2c3d4e5f", true),
+            ],
             &[(4, [10, 202, 4, 1], 24), (5, [10, 202, 5, 1], 24)],
             &[],
         );

@@ -303,9 +303,12 @@ fn discovery_on_connect_lists_usable_interfaces_in_upstream_shape_without_filter
         "nm0",
     ]);
     // Filtered by name: upstream's rules, Docker bridges, and an --ignore pattern.
-    ns.veth("vethq0", "br-q0");
+    ns.veth("vethq0", "br-0123456789ab");
     ns.ip(&["addr", "add", "10.202.11.1/24", "dev", "vethq0"]);
-    ns.ip(&["addr", "add", "10.202.11.2/24", "dev", "br-q0"]);
+    ns.ip(&["addr", "add", "10.202.11.2/24", "dev", "br-0123456789ab"]);
+    // A host bridge that merely starts with `br-` is a port (OpenWrt's `br-lan`).
+    ns.veth("br-lan", "skip2");
+    ns.ip(&["addr", "add", "10.202.14.1/24", "dev", "br-lan"]);
     ns.veth("skip0", "nm3");
     ns.ip(&["addr", "add", "10.202.13.1/24", "dev", "skip0"]);
     let daemon = Daemon::start(&ns, &["--ignore", "skip*"]);
@@ -319,7 +322,7 @@ fn discovery_on_connect_lists_usable_interfaces_in_upstream_shape_without_filter
     let interfaces = daemon.connect().discovery();
     assert_eq!(
         names(&interfaces),
-        BTreeSet::from(["nm0".into(), "nm1".into()])
+        BTreeSet::from(["br-lan".into(), "nm0".into(), "nm1".into()])
     );
     let nm0 = interfaces
         .iter()
@@ -486,11 +489,11 @@ fn filtered_interfaces_never_appear_in_changes() {
     let daemon = Daemon::start(&ns, &["--ignore", "skip*"]);
     let mut client = daemon.connect();
     assert!(client.discovery().is_empty());
-    ns.veth("vethz0", "br-z0");
+    ns.veth("vethz0", "br-00000000abcd");
     ns.veth("skip1", "nm9");
     ns.ip_batch(&[
         "addr add 10.202.60.1/24 dev vethz0".into(),
-        "addr add 10.202.60.2/24 dev br-z0".into(),
+        "addr add 10.202.60.2/24 dev br-00000000abcd".into(),
         "addr add 10.202.61.1/24 dev skip1".into(),
         "addr add 10.202.62.1/24 dev nm9".into(),
         "addr add 127.0.0.2/8 dev lo".into(),
