@@ -188,17 +188,18 @@ fn glob_match(pattern: &[u8], name: &[u8]) -> bool {
     pattern[p..].iter().all(|&c| c == b'*')
 }
 
-/// Now as ISO 8601 in UTC with microseconds and a `Z` (upstream sent local time without offset,
-/// which the agent cannot interpret across time zones).
+/// Now as ISO 8601 / RFC 3339 in UTC with microseconds and a `+00:00` offset. Upstream sent local
+/// time without an offset, which no reader can place in time; `+00:00` rather than `Z` because
+/// Python's `datetime.fromisoformat` before 3.11 (a likely reader) refuses `Z`.
 pub fn timestamp_now() -> String {
     format_timestamp(time::OffsetDateTime::now_utc())
 }
 
-/// `2025-11-20T20:30:45.123456Z`.
+/// `2025-11-20T20:30:45.123456+00:00`.
 pub fn format_timestamp(t: time::OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
         t.year(),
         u8::from(t.month()),
         t.day(),
@@ -389,6 +390,6 @@ mod tests {
     #[test]
     fn timestamp_is_utc_with_microseconds_and_z() {
         let t = time::macros::datetime!(2025-11-20 20:30:45.123456789 +02:00);
-        assert_eq!(format_timestamp(t), "2025-11-20T18:30:45.123456Z");
+        assert_eq!(format_timestamp(t), "2025-11-20T18:30:45.123456+00:00");
     }
 }

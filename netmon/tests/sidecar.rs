@@ -340,7 +340,7 @@ fn discovery_on_connect_lists_usable_interfaces_in_upstream_shape_without_filter
     assert_eq!(addr["network_address"], "10.202.10.0");
     let ts = nm0["timestamp"].as_str().expect("timestamp");
     assert!(
-        ts.ends_with('Z') && ts.len() == "2025-11-20T20:30:45.123456Z".len(),
+        ts.ends_with("+00:00") && ts.len() == "2025-11-20T20:30:45.123456+00:00".len(),
         "{ts}"
     );
     let nm1 = interfaces
