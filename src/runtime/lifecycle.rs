@@ -1,5 +1,7 @@
 //! `start_device`, `stop_device`, `restart_device` on owned runtimes: act on the container, remember
 //! a requested stop (so the boot reconcile leaves it stopped), refresh the registry after a start.
+//! Before a stop the runtime gets the restart policy `unless-stopped` if it has another one (adopted
+//! from the Python agent, which used `always`), so the engine does not restart it at the next boot.
 //! Answers `{success: true}` or an error (the topic layer renders `success: false`).
 
 use serde_json::{Map, Value, json};
@@ -53,6 +55,9 @@ pub(super) async fn apply(
     let op = rt.ops().try_begin(name, power.kind())?;
     let docker = rt.docker();
     let grace = rt.config().stop_grace;
+    if power == Power::Stop {
+        super::reconcile::ensure_unless_stopped(rt, &container, &op).await;
+    }
     let result = match power {
         Power::Start => docker.start_container(&container.id).await,
         Power::Stop => docker.stop_container(&container.id, grace).await,

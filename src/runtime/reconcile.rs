@@ -5,6 +5,9 @@
 //!   its last step (the vNIC entry is written last, so it is the create's commit mark) left: it is
 //!   removed with its internal network and registry entry, like a rollback (skipped when a state file
 //!   was found corrupt — then "not listed" proves nothing);
+//! - an owned runtime whose restart policy is not `unless-stopped` (adopted from the Python agent,
+//!   which used `always`) is switched to `unless-stopped`: the engine restarts `always` containers
+//!   whenever the daemon starts, so a `stop_device` would not survive a reboot;
 //! - an owned runtime that is not running and was not stopped on request is started (Docker's
 //!   restart policy does not retry a start that failed at boot, moby#39559);
 //! - the agent re-joins each runtime's internal network and the registry gets fresh internal IPs;
@@ -19,8 +22,10 @@
 
 use std::time::Duration;
 
+use docker_api::{ContainerInspect, ContainerUpdate, RestartPolicy, RestartPolicyName};
 use tracing::{info, warn};
 
+use super::ops::OpHandle;
 use super::{OpKind, Runtimes, delete, macvlan, naming};
 
 /// Delay of the second sweep for leftovers of the previous process.
@@ -132,6 +137,7 @@ async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
         op.succeed("nothing to start");
         return;
     };
+    ensure_unless_stopped(rt, &c, &op).await;
     if !c.state.running && !rt.state().is_stopped(name).await {
         op.step("starting", format!("starting {name}"));
         if let Err(e) = rt.docker().start_container(&c.id).await {
@@ -146,6 +152,53 @@ async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
         op.warn(format!("could not refresh the internal IP: {e}"));
     }
     op.succeed(format!("{name} reconciled"));
+}
+
+/// The restart policy of every runtime: the engine restarts the container when the daemon starts
+/// unless it was stopped on request, so a `stop_device` survives a reboot.
+const WANTED_POLICY: RestartPolicy = RestartPolicy {
+    name: RestartPolicyName::UnlessStopped,
+    maximum_retry_count: 0,
+};
+
+/// Gives the runtime container `c` the restart policy `unless-stopped` when inspect shows another
+/// one (a runtime adopted from the Python agent, created with `always`). Runtimes this agent created
+/// already have it, so for them this is a comparison and no engine call. A failure is recorded as a
+/// warning of `op` (the stop or reconcile goes on: the runtime works, only a requested stop may not
+/// survive a reboot). Returns whether the policy was changed.
+pub(super) async fn ensure_unless_stopped(
+    rt: &Runtimes,
+    c: &ContainerInspect,
+    op: &OpHandle,
+) -> bool {
+    let current = &c.host_config.restart_policy.name;
+    if current == "unless-stopped" {
+        return false;
+    }
+    let name = c.short_name();
+    let update = ContainerUpdate {
+        restart_policy: Some(WANTED_POLICY),
+    };
+    match rt.docker().update_container(&c.id, &update).await {
+        Ok(answer) => {
+            let shown = if current.is_empty() { "no" } else { current };
+            op.step(
+                "restart_policy",
+                format!("restart policy of {name} changed from {shown} to unless-stopped"),
+            );
+            for w in answer.warnings {
+                op.warn(format!("updating the restart policy of {name}: {w}"));
+            }
+            true
+        }
+        Err(e) => {
+            op.warn(format!(
+                "cannot set the restart policy of {name} to unless-stopped (a stop may not \
+                 survive a reboot): {e}"
+            ));
+            false
+        }
+    }
 }
 
 /// Internal networks of ours whose runtime has neither a container nor a committed create (an

@@ -1,0 +1,180 @@
+//! Runtimes adopted from the Python agent get the restart policy `unless-stopped`, against the real
+//! engine. The Python agent (upstream §5.3) created runtimes with `always`, which the engine restarts
+//! at every daemon start whatever the agent recorded, so a `stop_device` would not survive a reboot.
+//! The boot reconcile switches every owned runtime to `unless-stopped`, and a `stop_device` does so
+//! first when the reconcile has not (yet); containers that are not ours keep their policy.
+//!
+//! Each test makes its containers the way the Python agent did (no agent labels, `--restart
+//! always`) plus a `runtime_vnics.json` in a temp state dir in the upstream format. The vNIC names a
+//! parent interface that does not exist, so the reconcile's network work only logs. Containers use
+//! `--network none`: no traffic leaves them. The guard removes them even when a test fails.
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use orchestrator_agent::contract::DeviceRequest;
+use orchestrator_agent::netevents::InterfaceCache;
+use orchestrator_agent::runtime::{RuntimeConfig, Runtimes};
+use orchestrator_agent::topics::RuntimeOps;
+
+/// Built by scripts/test-images.sh; the registry part points at a closed port, so the engine never
+/// contacts a registry for it.
+const IMAGE: &str = "127.0.0.1:9/orchestrator-test/busybox:latest";
+/// How long the background reconcile may take to reach a runtime.
+const PATIENCE: Duration = Duration::from_secs(20);
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn unique(tag: &str) -> String {
+    format!(
+        "adopt-{}-{}-{tag}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn docker(args: &[&str]) -> Option<String> {
+    let out = Command::new("docker").args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn require_engine() {
+    assert!(
+        docker(&["info"]).is_some(),
+        "the Docker engine is not reachable at /var/run/docker.sock: run scripts/test.sh (as root)"
+    );
+}
+
+/// Removes the containers on drop.
+struct Containers(Vec<String>);
+
+impl Drop for Containers {
+    fn drop(&mut self) {
+        for c in &self.0 {
+            let _ = docker(&["rm", "-f", "-v", c]);
+        }
+    }
+}
+
+/// `docker run -d` (or `create`) with `--restart always` and no agent labels, as the Python agent
+/// made runtimes.
+fn python_style_container(name: &str, start: bool) {
+    let verb = if start {
+        ["run", "-d"].as_slice()
+    } else {
+        ["create"].as_slice()
+    };
+    let mut args: Vec<&str> = verb.to_vec();
+    args.extend([
+        "--name",
+        name,
+        "--restart",
+        "always",
+        "--network",
+        "none",
+        "--label",
+        "orchestrator-test=1",
+        IMAGE,
+    ]);
+    assert!(
+        docker(&args).is_some(),
+        "cannot create {name} (run scripts/test-images.sh)"
+    );
+    assert_eq!(restart_policy(name).as_deref(), Some("always"));
+}
+
+fn restart_policy(name: &str) -> Option<String> {
+    docker(&[
+        "inspect",
+        "--format",
+        "{{.HostConfig.RestartPolicy.Name}}",
+        name,
+    ])
+}
+
+fn running(name: &str) -> Option<String> {
+    docker(&["inspect", "--format", "{{.State.Running}}", name])
+}
+
+/// A state dir holding `runtime_vnics.json` as the Python agent wrote it (`json.dump(indent=2)`).
+fn python_state_dir(runtime: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let parent = format!("nopar{}", std::process::id() % 1_000_000);
+    let vnics = serde_json::json!({
+        runtime: [{"name": "eth0", "parent_interface": parent, "network_mode": "dhcp"}]
+    });
+    let text = serde_json::to_string_pretty(&vnics).expect("json");
+    std::fs::write(dir.path().join("runtime_vnics.json"), text).expect("write runtime_vnics.json");
+    dir
+}
+
+async fn open(state: &tempfile::TempDir) -> Runtimes {
+    let docker = docker_api::Docker::from_env().expect("DOCKER_HOST");
+    Runtimes::open(
+        docker,
+        InterfaceCache::new(),
+        RuntimeConfig::new(state.path()),
+    )
+    .await
+    .expect("open the runtime service")
+}
+
+#[tokio::test]
+async fn boot_reconcile_switches_an_adopted_runtime_to_unless_stopped_and_leaves_foreign_ones() {
+    require_engine();
+    let adopted = unique("py");
+    let foreign = unique("foreign");
+    let _guard = Containers(vec![adopted.clone(), foreign.clone()]);
+    python_style_container(&adopted, false);
+    python_style_container(&foreign, false);
+    let state = python_state_dir(&adopted);
+
+    let rt = open(&state).await;
+    rt.start_background();
+    let deadline = Instant::now() + PATIENCE;
+    let mut policy = restart_policy(&adopted);
+    while policy.as_deref() != Some("unless-stopped") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        policy = restart_policy(&adopted);
+    }
+    rt.shutdown();
+    assert_eq!(
+        policy.as_deref(),
+        Some("unless-stopped"),
+        "the reconcile did not switch the adopted runtime {adopted} within {PATIENCE:?}"
+    );
+    assert_eq!(
+        restart_policy(&foreign).as_deref(),
+        Some("always"),
+        "a container that is not ours had its restart policy changed"
+    );
+}
+
+#[tokio::test]
+async fn stop_device_of_an_adopted_runtime_switches_it_to_unless_stopped_first() {
+    require_engine();
+    let adopted = unique("pystop");
+    let _guard = Containers(vec![adopted.clone()]);
+    python_style_container(&adopted, true);
+    let state = python_state_dir(&adopted);
+
+    // No start_background: the stop alone must fix the policy (an agent that has not reconciled).
+    let rt = open(&state).await;
+    let req = serde_json::json!({"correlation_id": 1, "device_id": adopted});
+    let req = DeviceRequest::parse(req.as_object().expect("object")).expect("valid request");
+    let answer = rt.stop(req).await.expect("stop_device succeeds");
+    assert_eq!(answer.get("success"), Some(&serde_json::json!(true)));
+
+    assert_eq!(running(&adopted).as_deref(), Some("false"));
+    assert_eq!(
+        restart_policy(&adopted).as_deref(),
+        Some("unless-stopped"),
+        "a stopped adopted runtime keeps `always` and would be restarted at the next boot"
+    );
+    let stopped = std::fs::read_to_string(state.path().join("stopped_runtimes.json"))
+        .expect("the stop is recorded");
+    assert!(stopped.contains(&adopted), "{stopped}");
+}
