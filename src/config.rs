@@ -26,8 +26,8 @@ pub const DEFAULT_RUNTIME_IMAGE: &str = "ghcr.io/autonomy-logic/openplc-runtime:
 #[derive(Debug, Clone, Parser)]
 #[command(name = "orchestrator-agent", version)]
 pub struct Config {
-    /// The cloud to connect to: https://host[:port]. The link uses
-    /// wss://host[:port]/socket.io/ (Engine.IO v4, WebSocket only) with mutual TLS; plain http is
+    /// The cloud to connect to: `https://host[:port]`. The link uses
+    /// `wss://host[:port]/socket.io/` (Engine.IO v4, WebSocket only) with mutual TLS; plain http is
     /// refused.
     #[arg(long, value_name = "URL", env = "ORCHESTRATOR_SERVER", default_value = DEFAULT_SERVER)]
     pub server: String,

@@ -1,8 +1,10 @@
 //! ISO 8601 / RFC 3339 parsing and formatting shared by the agent's modules.
 //!
 //! Owns the one definition of "a date the cloud may send" ([`parse_iso8601`]) and the one format
-//! the agent writes ([`format_utc_micros`], e.g. `2025-11-20T20:30:45.123456Z`). Pure functions
-//! only: it never reads the clock except in the explicitly named `now_*` helpers.
+//! the agent writes ([`format_utc_micros`], e.g. `2025-11-20T20:30:45.123456+00:00`: RFC 3339 UTC,
+//! with `+00:00` rather than `Z` because Python's `datetime.fromisoformat` before 3.11, a likely
+//! reader in the cloud, refuses `Z`). Pure functions only: it never reads the clock except in the
+//! explicitly named `now_*` helpers.
 //!
 //! Accepted input: the ISO 8601 forms that name a day, optionally with a time of day (spec
 //! README §2 "real ISO 8601 / RFC 3339 dates"; a superset of the real-ISO part of what the
@@ -190,7 +192,7 @@ fn parse_offset(zone: &str) -> Option<UtcOffset> {
 pub fn format_utc_micros(at: OffsetDateTime) -> String {
     let at = at.to_offset(UtcOffset::UTC);
     format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
         at.year(),
         u8::from(at.month()),
         at.day(),
@@ -385,11 +387,11 @@ mod tests {
     }
 
     #[test]
-    fn formats_utc_with_micros_and_z() {
+    fn formats_utc_with_micros_and_a_zero_offset() {
         let at = OffsetDateTime::from_unix_timestamp(1_732_130_000).unwrap();
-        assert_eq!(format_utc_micros(at), "2024-11-20T19:13:20.000000Z");
+        assert_eq!(format_utc_micros(at), "2024-11-20T19:13:20.000000+00:00");
         let text = now_utc_micros();
-        assert!(text.ends_with('Z') && text.len() == 27, "{text}");
+        assert!(text.ends_with("+00:00") && text.len() == 32, "{text}");
         assert!(is_iso8601(&text));
     }
 

@@ -135,8 +135,6 @@ pub fn common_name(der: &CertificateDer<'_>) -> Result<String, String> {
     Ok(cn.to_owned())
 }
 
-/// How often [`wait_for_agent_id`] looks again.
-pub const WAIT_POLL: std::time::Duration = std::time::Duration::from_secs(2);
 /// Reads the extra trusted roots of `--ca-file` (PEM, one or more certificates).
 pub async fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, Error> {
     let pem = tokio::fs::read(path)

@@ -19,6 +19,8 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 use tracing::{error, info, warn};
 
+use crate::timefmt::format_utc_micros;
+
 /// What an operation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpKind {
@@ -114,8 +116,14 @@ impl OpRecord {
         m.insert("status".into(), json!(status));
         m.insert("device_id".into(), json!(device_id));
         m.insert("operation".into(), json!(self.kind.as_str()));
-        m.insert("started_at".into(), json!(rfc3339(self.started_at)));
-        m.insert("updated_at".into(), json!(rfc3339(self.updated_at)));
+        m.insert(
+            "started_at".into(),
+            json!(format_utc_micros(self.started_at)),
+        );
+        m.insert(
+            "updated_at".into(),
+            json!(format_utc_micros(self.updated_at)),
+        );
         if let Some(s) = &self.step {
             m.insert("step".into(), json!(s));
         }
@@ -128,12 +136,6 @@ impl OpRecord {
         m.insert("message".into(), json!(self.message));
         m
     }
-}
-
-/// RFC 3339 UTC with seconds, e.g. `2026-11-22T14:05:09Z`.
-pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
 }
 
 /// Another operation holds the runtime.

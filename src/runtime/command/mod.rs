@@ -108,10 +108,10 @@ impl HttpReply {
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// A required field of the command is absent or null.
-    #[error("Missing required field: {0}")]
+    #[error("Missing required field: 'Missing key: {0}'")]
     MissingField(&'static str),
-    /// A field has the wrong JSON type.
-    #[error("Invalid field type: {field} must be {expected}")]
+    /// A field has the wrong JSON type (same wording as the message contracts).
+    #[error("Invalid field type: Value must be {expected}. (field: {field})")]
     InvalidType {
         /// The field.
         field: &'static str,

@@ -63,8 +63,9 @@ impl HttpCommand {
     /// (required strings), `port` (optional integer 1–65535, default 8443), `headers` (optional
     /// object of string values; `null` counts as absent) and `data` (optional JSON body).
     ///
-    /// Field-level failures name the field (`Missing required field: api`, `Invalid field type:
-    /// port ...`); value failures say what is wrong with the value.
+    /// Field-level failures name the field, in the contracts' wording (`Missing required field:
+    /// 'Missing key: api'`, `Invalid field type: Value must be ... (field: port)`); value failures
+    /// say what is wrong with the value.
     pub fn from_json(command: &Map<String, Value>) -> Result<Self, CommandError> {
         let method = match command.get("method") {
             None | Some(Value::Null) => return Err(CommandError::MissingField("method")),
