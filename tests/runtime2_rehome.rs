@@ -253,9 +253,7 @@ async fn the_agent_binary_rehomes_on_netmon_events_and_reports_it_in_the_device_
                 "ip": "10.203.144.80", "subnet": "255.255.255.0", "gateway": "10.203.144.1"}]),
         )
         .await;
-    let before = world
-        .call("get_device_status", json!({"device_id": name}))
-        .await;
+    let before = world.status(&name).await;
     let old_net = format!("macvlan_{parent}_10.203.144.0_24");
     let old_mac = before["networks"][&old_net]["mac_address"].clone();
     assert!(old_mac.is_string(), "{before}");
@@ -264,21 +262,11 @@ async fn the_agent_binary_rehomes_on_netmon_events_and_reports_it_in_the_device_
     ip(&["addr", "del", "10.203.144.1/24", "dev", &parent]);
     ip(&["addr", "add", "10.203.144.1/23", "dev", &parent]);
 
-    let deadline = std::time::Instant::now() + WAIT;
-    let status = loop {
-        let s = world
-            .call("get_device_status", json!({"device_id": name}))
-            .await;
-        if s["networks"].get(&new_net).is_some() && s["last_operation"]["status"] == "success" {
-            break s;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not re-homed: {s}\n{}",
-            world.logs()
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let status = world
+        .wait_status(&name, |s| {
+            s["networks"].get(&new_net).is_some() && s["last_operation"]["status"] == "success"
+        })
+        .await;
     assert_eq!(status["networks"][&new_net]["ip_address"], "10.203.144.80");
     assert_eq!(
         status["networks"].as_object().map(|n| n.len()),

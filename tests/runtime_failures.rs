@@ -217,15 +217,8 @@ async fn a_create_failing_midway_is_rolled_back_and_reported() {
     let v = Veth::new();
     let first = unique("rtrb");
     let second = unique("rtrb");
-    let ack = w
-        .call(
-            "create_new_runtime",
-            json!({"container_name": first, "vnic_configs": [static_vnic(&v, 10, None)]}),
-        )
+    w.create_runtime(&first, json!([static_vnic(&v, 10, None)]))
         .await;
-    assert_eq!(ack["status"], "creating", "{ack}");
-    let s = w.settle(&first).await;
-    assert_eq!(s["status"], "success", "{s}\n{}", w.logs());
 
     // Same static address: the engine refuses it after networks and container were made.
     let ack = w

@@ -208,15 +208,7 @@ async fn boot_reconcile_starts_runtimes_that_should_run_but_not_those_stopped_on
     let up = unique("rtre");
     let down = unique("rtre");
     for (name, veth) in [(&up, &v), (&down, &u)] {
-        let ack = w
-            .call(
-                "create_new_runtime",
-                json!({"container_name": name, "vnic_configs": [dhcp_vnic(veth, None)]}),
-            )
-            .await;
-        assert_eq!(ack["status"], "creating", "{ack}");
-        let s = w.settle(name).await;
-        assert_eq!(s["status"], "success", "{s}\n{}", w.logs());
+        w.create_runtime(name, json!([dhcp_vnic(veth, None)])).await;
     }
     let ack = w.call("stop_device", json!({"device_id": down})).await;
     assert_eq!(ack["success"], true, "{ack}");
@@ -255,15 +247,8 @@ async fn a_shared_macvlan_network_stays_while_a_stopped_runtime_is_configured_on
     let a = unique("rtsh");
     let b = unique("rtsh");
     for (name, host) in [(&a, 50), (&b, 51)] {
-        let ack = w
-            .call(
-                "create_new_runtime",
-                json!({"container_name": name, "vnic_configs": [static_vnic(&v, host, None)]}),
-            )
+        w.create_runtime(name, json!([static_vnic(&v, host, None)]))
             .await;
-        assert_eq!(ack["status"], "creating", "{ack}");
-        let s = w.settle(name).await;
-        assert_eq!(s["status"], "success", "{s}\n{}", w.logs());
     }
     let ack = w.call("stop_device", json!({"device_id": a})).await;
     assert_eq!(ack["success"], true, "{ack}");

@@ -123,14 +123,7 @@ async fn a_corrupt_vnic_file_is_kept_aside_and_the_agent_runs() {
 
     let v = Veth::new();
     let name = unique("rtcor");
-    let ack = w
-        .call(
-            "create_new_runtime",
-            json!({"container_name": name, "vnic_configs": [dhcp_vnic(&v, None)]}),
-        )
-        .await;
-    assert_eq!(ack["status"], "creating", "{ack}");
-    assert_eq!(w.settle(&name).await["status"], "success");
+    w.create_runtime(&name, json!([dhcp_vnic(&v, None)])).await;
     assert!(state_json(&w, "runtime_vnics.json").get(&name).is_some());
     assert_eq!(
         std::fs::read(&aside[0]).unwrap(),
@@ -226,15 +219,7 @@ async fn delete_orchestrator_removes_every_runtime_network_and_finally_its_own_c
         (&a, static_vnic(&v, 40, Some("02:aa:00:00:00:40"))),
         (&b, dhcp_vnic(&u, None)),
     ] {
-        let ack = w
-            .call(
-                "create_new_runtime",
-                json!({"container_name": name, "vnic_configs": [vnic]}),
-            )
-            .await;
-        assert_eq!(ack["status"], "creating", "{ack}");
-        let s = w.settle(name).await;
-        assert_eq!(s["status"], "success", "{s}\n{}", w.logs());
+        w.create_runtime(name, json!([vnic])).await;
     }
     // The agent's container joined both internal networks.
     let joined = inspect(&me.name).unwrap()["NetworkSettings"]["Networks"].clone();

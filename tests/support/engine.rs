@@ -4,9 +4,10 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use serde_json::Value;
+
+use super::process::{run, run_try};
 
 /// Image the agent's runtimes run in most tests: the loopback "registry" makes the agent's pull fail
 /// at once without leaving the machine, then the local copy is used (`scripts/test-images.sh`).
@@ -20,24 +21,12 @@ pub const SERVER_IMAGE_LOOPBACK: &str = "127.0.0.1:9/orchestrator-test/https-ser
 
 /// Runs `docker <args>`; `Some(trimmed stdout)` on success.
 pub fn docker_try(args: &[&str]) -> Option<String> {
-    let out = Command::new("docker").args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    run_try("docker", args)
 }
 
 /// Runs `docker <args>`, panicking with its stderr on failure; returns trimmed stdout.
 pub fn docker(args: &[&str]) -> String {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .expect("the docker CLI must be installed");
-    assert!(
-        out.status.success(),
-        "docker {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    run("docker", args)
 }
 
 /// Fails (never skips) when the engine or `image` is missing.
@@ -66,31 +55,32 @@ pub fn inspect_network(name: &str) -> Option<Value> {
     v.as_array()?.first().cloned()
 }
 
-fn names(args: &[&str]) -> Vec<String> {
-    docker(args)
-        .lines()
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// Names of containers (all states) or networks carrying `label`; `None` when docker fails.
+fn labelled(networks: bool, label: &str) -> Option<Vec<String>> {
+    let filter = format!("label={label}");
+    let out = if networks {
+        docker_try(&[
+            "network",
+            "ls",
+            "--filter",
+            &filter,
+            "--format",
+            "{{.Name}}",
+        ])
+    } else {
+        docker_try(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
+    }?;
+    Some(out.split_whitespace().map(str::to_owned).collect())
 }
 
 /// Names of containers carrying `label` (all states).
 pub fn containers_with_label(label: &str) -> Vec<String> {
-    let filter = format!("label={label}");
-    names(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
+    labelled(false, label).unwrap_or_else(|| panic!("cannot list the containers labelled {label}"))
 }
 
 /// Names of networks carrying `label`.
 pub fn networks_with_label(label: &str) -> Vec<String> {
-    let filter = format!("label={label}");
-    names(&[
-        "network",
-        "ls",
-        "--filter",
-        &filter,
-        "--format",
-        "{{.Name}}",
-    ])
+    labelled(true, label).unwrap_or_else(|| panic!("cannot list the networks labelled {label}"))
 }
 
 /// A container's endpoints: network name → (IPv4, MAC, endpoint id).
@@ -246,25 +236,11 @@ impl InstanceCleanup {
 impl Drop for InstanceCleanup {
     fn drop(&mut self) {
         let label = self.label();
-        let filter = format!("label={label}");
-        if let Some(names) =
-            docker_try(&["ps", "-a", "--filter", &filter, "--format", "{{.Names}}"])
-        {
-            for c in names.split_whitespace() {
-                let _ = docker_try(&["rm", "-f", c]);
-            }
+        for c in labelled(false, &label).unwrap_or_default() {
+            let _ = docker_try(&["rm", "-f", &c]);
         }
-        if let Some(names) = docker_try(&[
-            "network",
-            "ls",
-            "--filter",
-            &filter,
-            "--format",
-            "{{.Name}}",
-        ]) {
-            for n in names.split_whitespace() {
-                remove_network(n);
-            }
+        for n in labelled(true, &label).unwrap_or_default() {
+            remove_network(&n);
         }
     }
 }

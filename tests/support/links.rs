@@ -6,31 +6,19 @@
 //! for parents that do not exist); 128-255 are chosen by the tests that need fixed subnets
 //! ([`Veth::named`]), a distinct one per test.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use super::process::{run, run_try};
 use super::unique;
 
 /// Runs `ip <args>`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .expect("iproute2 must be installed");
-    assert!(
-        out.status.success(),
-        "ip {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run("ip", args);
 }
 
 /// The machine's IPv4 routes (all tables), to keep test subnets off the ones it uses.
 fn routes() -> String {
-    Command::new("ip")
-        .args(["-4", "route", "show", "table", "all"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default()
+    run("ip", &["-4", "route", "show", "table", "all"])
 }
 
 /// A veth pair in the root namespace: `<name>` (the MACVLAN parent, with `10.203.<octet>.1/24`) and
@@ -98,8 +86,6 @@ impl Veth {
 
 impl Drop for Veth {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["link", "del", &self.name])
-            .output();
+        let _ = run_try("ip", &["link", "del", &self.name]);
     }
 }

@@ -1,10 +1,33 @@
-//! Child processes of the tests (the agent binary, `autonomy-netmon`): their output collected line by
-//! line for asserts and failure messages, and the process killed when its guard is dropped.
+//! Child processes of the tests: short commands (`docker`, `ip`) run to completion, and long-running
+//! ones (the agent binary, `autonomy-netmon`) whose output is collected line by line for asserts and
+//! failure messages, killed when their guard is dropped.
 
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Runs `program <args>`; `Some(trimmed stdout)` on success.
+pub fn run_try(program: &str, args: &[&str]) -> Option<String> {
+    let out = Command::new(program).args(args).output().ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// Runs `program <args>`, panicking with its stderr on failure; returns trimmed stdout.
+pub fn run(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program} (is it installed?): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
 
 /// Collected output lines of a child process, shared with the reader threads.
 #[derive(Clone, Default)]
