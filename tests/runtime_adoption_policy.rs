@@ -7,96 +7,41 @@
 //! Each test makes its containers the way the Python agent did (no agent labels, `--restart
 //! always`) plus a `runtime_vnics.json` in a temp state dir in the upstream format. The vNIC names a
 //! parent interface that does not exist, so the reconcile's network work only logs. Containers use
-//! `--network none`: no traffic leaves them. The guard removes them even when a test fails.
+//! `--network none`: no traffic leaves them. Guards remove them even when a test fails.
 
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::time::Duration;
 
 use orchestrator_agent::contract::DeviceRequest;
 use orchestrator_agent::netevents::InterfaceCache;
 use orchestrator_agent::runtime::{RuntimeConfig, Runtimes};
 use orchestrator_agent::topics::RuntimeOps;
+use support::{ContainerGuard, IMAGE, docker_try, inspect, poll, require_engine, unique};
 
-/// Built by scripts/test-images.sh; the registry part points at a closed port, so the engine never
-/// contacts a registry for it.
-const IMAGE: &str = "127.0.0.1:9/orchestrator-test/busybox:latest";
 /// How long the background reconcile may take to reach a runtime.
 const PATIENCE: Duration = Duration::from_secs(20);
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-fn unique(tag: &str) -> String {
-    format!(
-        "adopt-{}-{}-{tag}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn docker(args: &[&str]) -> Option<String> {
-    let out = Command::new("docker").args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
-}
-
-fn require_engine() {
-    assert!(
-        docker(&["info"]).is_some(),
-        "the Docker engine is not reachable at /var/run/docker.sock: run scripts/test.sh (as root)"
-    );
-}
-
-/// Removes the containers on drop.
-struct Containers(Vec<String>);
-
-impl Drop for Containers {
-    fn drop(&mut self) {
-        for c in &self.0 {
-            let _ = docker(&["rm", "-f", "-v", c]);
-        }
-    }
-}
-
 /// `docker run -d` (or `create`) with `--restart always` and no agent labels, as the Python agent
-/// made runtimes.
-fn python_style_container(name: &str, start: bool) {
-    let verb = if start {
-        ["run", "-d"].as_slice()
+/// made runtimes; removed on drop.
+fn python_style_container(name: &str, start: bool) -> ContainerGuard {
+    let options = ["--restart", "always", "--network", "none"];
+    let guard = if start {
+        ContainerGuard::run(name, &options, IMAGE, &[])
     } else {
-        ["create"].as_slice()
+        ContainerGuard::create(name, &options, IMAGE, &[])
     };
-    let mut args: Vec<&str> = verb.to_vec();
-    args.extend([
-        "--name",
-        name,
-        "--restart",
-        "always",
-        "--network",
-        "none",
-        "--label",
-        "orchestrator-test=1",
-        IMAGE,
-    ]);
-    assert!(
-        docker(&args).is_some(),
-        "cannot create {name} (run scripts/test-images.sh)"
-    );
     assert_eq!(restart_policy(name).as_deref(), Some("always"));
+    guard
 }
 
 fn restart_policy(name: &str) -> Option<String> {
-    docker(&[
+    docker_try(&[
         "inspect",
         "--format",
         "{{.HostConfig.RestartPolicy.Name}}",
         name,
     ])
-}
-
-fn running(name: &str) -> Option<String> {
-    docker(&["inspect", "--format", "{{.State.Running}}", name])
 }
 
 /// A state dir holding `runtime_vnics.json` as the Python agent wrote it (`json.dump(indent=2)`).
@@ -124,22 +69,19 @@ async fn open(state: &tempfile::TempDir) -> Runtimes {
 
 #[tokio::test]
 async fn boot_reconcile_switches_an_adopted_runtime_to_unless_stopped_and_leaves_foreign_ones() {
-    require_engine();
-    let adopted = unique("py");
-    let foreign = unique("foreign");
-    let _guard = Containers(vec![adopted.clone(), foreign.clone()]);
-    python_style_container(&adopted, false);
-    python_style_container(&foreign, false);
+    require_engine(IMAGE);
+    let adopted = unique("adopt-py");
+    let foreign = unique("adopt-foreign");
+    let _adopted = python_style_container(&adopted, false);
+    let _foreign = python_style_container(&foreign, false);
     let state = python_state_dir(&adopted);
 
     let rt = open(&state).await;
     rt.start_background();
-    let deadline = Instant::now() + PATIENCE;
-    let mut policy = restart_policy(&adopted);
-    while policy.as_deref() != Some("unless-stopped") && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        policy = restart_policy(&adopted);
-    }
+    let policy = poll(PATIENCE, || {
+        restart_policy(&adopted).filter(|p| p == "unless-stopped")
+    })
+    .await;
     rt.shutdown();
     assert_eq!(
         policy.as_deref(),
@@ -155,10 +97,9 @@ async fn boot_reconcile_switches_an_adopted_runtime_to_unless_stopped_and_leaves
 
 #[tokio::test]
 async fn stop_device_of_an_adopted_runtime_switches_it_to_unless_stopped_first() {
-    require_engine();
-    let adopted = unique("pystop");
-    let _guard = Containers(vec![adopted.clone()]);
-    python_style_container(&adopted, true);
+    require_engine(IMAGE);
+    let adopted = unique("adopt-pystop");
+    let _adopted = python_style_container(&adopted, true);
     let state = python_state_dir(&adopted);
 
     // No start_background: the stop alone must fix the policy (an agent that has not reconciled).
@@ -168,7 +109,8 @@ async fn stop_device_of_an_adopted_runtime_switches_it_to_unless_stopped_first()
     let answer = rt.stop(req).await.expect("stop_device succeeds");
     assert_eq!(answer.get("success"), Some(&serde_json::json!(true)));
 
-    assert_eq!(running(&adopted).as_deref(), Some("false"));
+    let state_of = inspect(&adopted).map(|c| c["State"]["Running"].clone());
+    assert_eq!(state_of, Some(serde_json::json!(false)));
     assert_eq!(
         restart_policy(&adopted).as_deref(),
         Some("unless-stopped"),

@@ -37,17 +37,8 @@ async fn cleanup_keeps_a_macvlan_network_a_created_but_not_started_container_is_
     let _network = NetworkGuard::adopt(&net.name);
 
     // Created with the network as its primary one, as the agent's create does, and not started.
-    let container = ContainerGuard::adopt(&unique("rtnetcl"));
-    docker(&[
-        "create",
-        "--name",
-        &container.name,
-        "--label",
-        "orchestrator-test=1",
-        "--network",
-        &net.name,
-        IMAGE,
-    ]);
+    let container =
+        ContainerGuard::create(&unique("rtnetcl"), &["--network", &net.name], IMAGE, &[]);
     let _lock = rt.network_lock().await;
     let removed = macvlan::remove_if_unused(&rt, &net.name)
         .await

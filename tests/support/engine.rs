@@ -130,14 +130,17 @@ pub struct ContainerGuard {
 impl ContainerGuard {
     /// `docker run -d --name <name> --label orchestrator-test=1 <options> <image> <command>`.
     pub fn run(name: &str, options: &[&str], image: &str, command: &[&str]) -> Self {
-        let mut args = vec![
-            "run",
-            "-d",
-            "--name",
-            name,
-            "--label",
-            "orchestrator-test=1",
-        ];
+        Self::make(&["run", "-d"], name, options, image, command)
+    }
+
+    /// Like [`ContainerGuard::run`] with `docker create`: made, never started.
+    pub fn create(name: &str, options: &[&str], image: &str, command: &[&str]) -> Self {
+        Self::make(&["create"], name, options, image, command)
+    }
+
+    fn make(verb: &[&str], name: &str, options: &[&str], image: &str, command: &[&str]) -> Self {
+        let mut args = verb.to_vec();
+        args.extend(["--name", name, "--label", "orchestrator-test=1"]);
         args.extend_from_slice(options);
         args.push(image);
         args.extend_from_slice(command);
@@ -179,7 +182,7 @@ impl ContainerGuard {
 
 impl Drop for ContainerGuard {
     fn drop(&mut self) {
-        let _ = docker_try(&["rm", "-f", &self.name]);
+        let _ = docker_try(&["rm", "-f", "-v", &self.name]);
     }
 }
 
@@ -237,7 +240,7 @@ impl Drop for InstanceCleanup {
     fn drop(&mut self) {
         let label = self.label();
         for c in labelled(false, &label).unwrap_or_default() {
-            let _ = docker_try(&["rm", "-f", &c]);
+            let _ = docker_try(&["rm", "-f", "-v", &c]);
         }
         for n in labelled(true, &label).unwrap_or_default() {
             remove_network(&n);
