@@ -4,7 +4,10 @@
 //! container, network and link a test — or the agent under test — made. Docker is inspected through
 //! the `docker` CLI so the checks do not depend on the code under test.
 //!
-//! A test file includes it with `mod support;`; each file uses a different part.
+//! It never touches what it did not make: guards remove objects by their exact (unique) name or by
+//! the instance label of their own state dir, and test links only get addresses in 10.203.0.0/16
+//! that the machine does not route. A test file includes it with `mod support;`; each file uses a
+//! different part.
 #![allow(dead_code)]
 
 pub mod engine;
