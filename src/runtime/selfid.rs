@@ -73,9 +73,12 @@ fn ids_in(text: &str) -> Vec<String> {
         if run == 64 {
             let before = if i == 0 { b'/' } else { bytes[i - 1] };
             let marker_ok = matches!(before, b'/' | b'-');
-            let window = &text[i.saturating_sub(20)..i];
+            // Bytes, not `str`: 20 bytes back may fall inside a multi-byte character of a mount
+            // path, and slicing a `str` there would panic on kernel data.
+            let window = &bytes[i.saturating_sub(20)..i];
+            let has = |needle: &[u8]| window.windows(needle.len()).any(|w| w == needle);
             if marker_ok
-                && (window.contains("docker") || window.contains("containers/"))
+                && (has(b"docker") || has(b"containers/"))
                 && !out.iter().any(|o| o == &text[i..i + 64])
             {
                 out.push(text[i..i + 64].to_owned());
@@ -91,6 +94,21 @@ mod tests {
     use super::*;
 
     const ID: &str = "3f1c2b9e8d7a6f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0f9e8d7c";
+
+    #[test]
+    fn multi_byte_characters_before_an_id_do_not_panic() {
+        // A mount path with non-ASCII characters just before the id: a `str` slice 20 bytes back
+        // would cut a character in half.
+        for pad in 0..4 {
+            let line = format!(
+                "1 2 0:3 /{}été/containers/{ID}/hostname /h rw\n",
+                "x".repeat(pad)
+            );
+            assert_eq!(ids_in(&line), [ID], "{line}");
+            let line = format!("1 2 0:3 /ééééééééééé/{ID} /h rw\n");
+            assert!(ids_in(&line).is_empty(), "{line}");
+        }
+    }
 
     #[test]
     fn container_ids_are_found_in_cgroup_and_mountinfo() {
