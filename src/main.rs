@@ -17,6 +17,9 @@ use orchestrator_agent::{logging, netevents, runtime, topics};
 use tokio::sync::watch;
 use tracing::{error, info};
 
+/// How long exit waits for blocking tasks still running.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 fn main() -> ExitCode {
     let started = Instant::now();
     let config = Config::parse();
@@ -38,7 +41,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, started)) {
+    let result = runtime.block_on(run(config, started));
+    // Dropping the runtime would wait for every blocking task, and some may never end (statvfs on
+    // a dead network mount, a hung /proc read): bound the wait so SIGTERM always exits and the
+    // log guard still flushes.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!("{e:#}");
