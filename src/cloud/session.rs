@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
@@ -646,30 +646,46 @@ fn encode_outbound(o: Outbound, max_payload: usize) -> Option<String> {
             }
             (text, None)
         }
-        Outbound::Ack { id, args } => (
-            encode(SioPacket::Ack {
+        Outbound::Ack { id, args } => {
+            // What the error answer must echo if this one turns out too large (spec §2: every
+            // error answer carries the request's action and correlation id).
+            let echo: Map<String, Value> = args
+                .first()
+                .and_then(Value::as_object)
+                .map(|answer| {
+                    ["action", "correlation_id"]
+                        .iter()
+                        .filter_map(|k| Some(((*k).to_owned(), answer.get(*k)?.clone())))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let text = encode(SioPacket::Ack {
                 nsp: nsp(),
                 id,
                 args,
-            }),
-            Some(id),
-        ),
+            });
+            (text, Some((id, echo)))
+        }
     };
     match ack_id {
-        Some(id) if max_payload > 0 && text.len() > max_payload => {
+        Some((id, mut error)) if max_payload > 0 && text.len() > max_payload => {
             warn!(
                 ack_id = id,
                 "cloud: an answer of {} bytes is over the server's limit of {max_payload} bytes; sending an error instead",
                 text.len()
             );
-            let error = json!({
-                "status": "error",
-                "error": format!("answer too large: {} bytes (server limit {max_payload} bytes)", text.len()),
-            });
+            error.insert("status".to_owned(), json!("error"));
+            error.insert(
+                "error".to_owned(),
+                json!(format!(
+                    "answer too large: {} bytes (server limit {max_payload} bytes)",
+                    text.len()
+                )),
+            );
             Some(encode(SioPacket::Ack {
                 nsp: nsp(),
                 id,
-                args: vec![error],
+                args: vec![Value::Object(error)],
             }))
         }
         _ => Some(text),
@@ -732,6 +748,29 @@ mod tests {
         assert!(
             ack.starts_with("437[{") && ack.contains("answer too large"),
             "{ack}"
+        );
+        // A topic's answer that is too large: the error still names the request.
+        let answer = json!({"action": "run_command", "correlation_id": 42, "status": "success",
+                            "http_response": {"body": "x".repeat(300)}});
+        let ack = encode_outbound(
+            Outbound::Ack {
+                id: 8,
+                args: vec![answer],
+            },
+            200,
+        )
+        .expect("an ack is always sent");
+        let sent: Value =
+            serde_json::from_str(ack.strip_prefix("438").expect("ack 8")).expect("json");
+        let error = &sent[0];
+        assert_eq!(error["action"], "run_command", "{ack}");
+        assert_eq!(error["correlation_id"], 42, "{ack}");
+        assert_eq!(error["status"], "error", "{ack}");
+        assert!(
+            error["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("answer too large")
         );
         assert_eq!(
             encode_outbound(
