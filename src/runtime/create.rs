@@ -198,16 +198,25 @@ async fn steps(
         },
         api,
     );
-    let created = docker
-        .create_container(name, &plan.create)
-        .await
-        .map_err(|e| {
-            if e.is_conflict() {
-                Error::Failed(format!("Container name {name} is already in use"))
-            } else {
-                Error::docker(format!("creating container {name}"))(e)
+    let created = match docker.create_container(name, &plan.create).await {
+        Ok(created) => created,
+        Err(e) if e.is_conflict() => {
+            return Err(Error::Failed(format!(
+                "Container name {name} is already in use"
+            )));
+        }
+        Err(e) => {
+            // A timeout or a dropped connection does not mean the engine made nothing: adopt
+            // what it made for this create so the rollback removes it.
+            if let Ok(c) = docker.inspect_container(name).await
+                && c.short_name() == name
+                && naming::is_ours(&c.config.labels, rt.instance())
+            {
+                made.container = Some(c.id);
             }
-        })?;
+            return Err(Error::docker(format!("creating container {name}"))(e));
+        }
+    };
     made.container = Some(created.id.clone());
     for w in created.warnings.iter().filter(|w| !w.is_empty()) {
         op.warn(format!("engine warning on create: {w}"));
