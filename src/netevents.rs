@@ -386,30 +386,84 @@ pub fn spawn_listener(socket: PathBuf, cache: InterfaceCache) -> tokio::task::Jo
 }
 
 /// The listener loop (never returns; cancel it by dropping/aborting the task).
+///
+/// A netmon that stays away (a stale socket file after a crash, or one that accepts and closes)
+/// must not write a WARN line every few seconds to an SD card: a failure is logged at WARN when it
+/// is new and again every [`REMIND_AFTER`], at DEBUG in between; the backoff restarts at 1 s only
+/// after a connection that lasted [`HEALTHY_AFTER`].
 pub async fn run_listener(socket: &Path, cache: &InterfaceCache) {
     let mut delay = BACKOFF_MIN;
+    let mut repeats = Repeats::default();
     loop {
         match UnixStream::connect(socket).await {
             Ok(stream) => {
-                tracing::info!(socket = %socket.display(), "connected to the network monitor");
+                if repeats.is_quiet() {
+                    tracing::info!(socket = %socket.display(), "connected to the network monitor");
+                } else {
+                    tracing::debug!(socket = %socket.display(), "connected to the network monitor");
+                }
                 cache.set_connected(true);
-                delay = BACKOFF_MIN;
+                let since = tokio::time::Instant::now();
                 let outcome = read_stream(stream, cache).await;
                 cache.set_connected(false);
-                match outcome {
-                    Ok(()) => tracing::warn!("network monitor connection closed"),
-                    Err(e) => tracing::warn!(error = %e, "network monitor connection failed"),
+                let text = match outcome {
+                    Ok(()) => "network monitor connection closed".to_owned(),
+                    Err(e) => format!("network monitor connection failed: {e}"),
+                };
+                if since.elapsed() >= HEALTHY_AFTER {
+                    repeats = Repeats::default();
+                    delay = BACKOFF_MIN;
+                }
+                if repeats.is_new(&text) {
+                    tracing::warn!("{text}");
+                } else {
+                    tracing::debug!("{text}");
                 }
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::debug!(socket = %socket.display(), "network monitor socket not there yet");
             }
             Err(e) => {
-                tracing::warn!(socket = %socket.display(), error = %e, "cannot connect to the network monitor");
+                let text = format!("cannot connect to the network monitor: {e}");
+                if repeats.is_new(&text) {
+                    tracing::warn!(socket = %socket.display(), "{text}");
+                } else {
+                    tracing::debug!(socket = %socket.display(), "{text}");
+                }
             }
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// A connection to netmon that lasted this long was a real one: backoff and log suppression
+/// start over.
+const HEALTHY_AFTER: Duration = Duration::from_secs(5);
+/// A failure that keeps repeating is logged at WARN again after this long.
+const REMIND_AFTER: Duration = Duration::from_secs(600);
+
+/// Tells a new failure (log at WARN) from a repeat of the last one (log at DEBUG).
+#[derive(Debug, Default)]
+struct Repeats {
+    last: Option<(String, tokio::time::Instant)>,
+}
+
+impl Repeats {
+    /// Whether `text` should be logged at WARN: it differs from the last failure, or the last
+    /// WARN of it was [`REMIND_AFTER`] ago. Records it when so.
+    fn is_new(&mut self, text: &str) -> bool {
+        let repeat =
+            matches!(&self.last, Some((t, at)) if t == text && at.elapsed() < REMIND_AFTER);
+        if !repeat {
+            self.last = Some((text.to_owned(), tokio::time::Instant::now()));
+        }
+        !repeat
+    }
+
+    /// No failure since the last healthy connection.
+    fn is_quiet(&self) -> bool {
+        self.last.is_none()
     }
 }
 
@@ -509,6 +563,24 @@ mod tests {
             .collect();
         json!({"interface": name, "index": 2, "operstate": "UP", "ipv4_addresses": addrs, "gateway": gateway,
                "timestamp": "2025-11-20T20:30:45.123456"})
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_repeating_failure_warns_once_then_again_only_after_the_reminder_period() {
+        let mut r = Repeats::default();
+        assert!(r.is_quiet());
+        assert!(r.is_new("refused"));
+        assert!(!r.is_quiet());
+        for _ in 0..100 {
+            tokio::time::advance(Duration::from_secs(5)).await;
+            if r.is_new("refused") {
+                panic!("a repeat within the reminder period warned again");
+            }
+        }
+        assert!(r.is_new("closed"), "a different failure is new");
+        assert!(!r.is_new("closed"));
+        tokio::time::advance(REMIND_AFTER).await;
+        assert!(r.is_new("closed"), "the reminder is due");
     }
 
     fn discovery(list: Vec<Value>) -> String {
