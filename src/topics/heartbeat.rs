@@ -62,6 +62,8 @@ pub(super) struct HostState {
     cpu_prev: Mutex<Option<CpuTimes>>,
     disk: watch::Sender<Option<DiskTotals>>,
     disk_in_flight: Arc<AtomicBool>,
+    /// A `/proc` read still running (stuck): the next ticks do not start another blocking thread.
+    proc_in_flight: Arc<AtomicBool>,
     static_info: OnceCell<StaticInfo>,
 }
 
@@ -73,6 +75,7 @@ impl HostState {
             cpu_prev: Mutex::new(None),
             disk,
             disk_in_flight: Arc::new(AtomicBool::new(false)),
+            proc_in_flight: Arc::new(AtomicBool::new(false)),
             static_info: OnceCell::new(),
         }
     }
@@ -132,15 +135,23 @@ impl HostState {
     /// connection presented, which may be newer than the one read at start-up.
     async fn sample(&self, services: &Services, agent_id: &str) -> HeartbeatPayload {
         let disk = self.disk(DISK_WAIT);
-        let proc = tokio::time::timeout(
-            PROC_TIMEOUT,
-            tokio::task::spawn_blocking(|| (metrics::read_cpu(), metrics::read_meminfo())),
-        );
+        let proc = async {
+            if self.proc_in_flight.swap(true, Ordering::AcqRel) {
+                return None;
+            }
+            let in_flight = Arc::clone(&self.proc_in_flight);
+            let read = tokio::task::spawn_blocking(move || {
+                let read = (metrics::read_cpu(), metrics::read_meminfo());
+                in_flight.store(false, Ordering::Release);
+                read
+            });
+            tokio::time::timeout(PROC_TIMEOUT, read).await.ok()?.ok()
+        };
         let (disk, proc) = tokio::join!(disk, proc);
         let (cpu, mem) = match proc {
-            Ok(Ok((cpu, mem))) => (cpu.ok().map(|c| c.0), mem.ok()),
-            _ => {
-                tracing::warn!("reading /proc timed out or failed");
+            Some((cpu, mem)) => (cpu.ok().map(|c| c.0), mem.ok()),
+            None => {
+                tracing::warn!("reading /proc timed out, failed or is still stuck");
                 (None, None)
             }
         };
