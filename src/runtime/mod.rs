@@ -321,6 +321,11 @@ impl Runtimes {
             name: name.to_owned(),
             action,
         };
+        // Device ids come from the cloud: only a valid Docker name may reach the engine (`..`
+        // would become `/containers/../json`). No such runtime can exist, so "not found".
+        if !is_docker_name(name) {
+            return Err(Error::NotFound(name.to_owned()));
+        }
         if naming::RESERVED_CONTAINER_NAMES.contains(&name) {
             return Err(not_owned());
         }
@@ -489,10 +494,35 @@ impl Runtimes {
     }
 }
 
+/// Docker's container-name rule `[a-zA-Z0-9][a-zA-Z0-9_.-]*` (no length cap: names the agent did
+/// not create, e.g. adopted ones, may be longer than [`naming::MAX_CONTAINER_NAME`]).
+fn is_docker_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    bytes.next().is_some_and(|b| b.is_ascii_alphanumeric())
+        && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
 /// The runtime's address on `<name>_internal`, from an inspect.
 pub fn internal_ip_of(c: &ContainerInspect, name: &str) -> Option<Ipv4Addr> {
     c.network_settings
         .networks
         .get(&naming::internal_network_name(name))
         .and_then(|e| e.ip_address.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn device_ids_must_be_docker_names() {
+        for ok in ["plc1", "a", "PLC_1.x-y", &"p".repeat(200)] {
+            assert!(is_docker_name(ok), "{ok}");
+        }
+        for bad in [
+            "", "..", ".", "a/b", "/plc1", "-x", "_x", "plc 1", "plc1?x", "a\\b", "ü",
+        ] {
+            assert!(!is_docker_name(bad), "{bad}");
+        }
+    }
 }
