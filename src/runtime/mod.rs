@@ -411,19 +411,11 @@ impl Runtimes {
     /// The registry (internal) IP of an owned runtime: `data/clients.json`, else a fresh inspect.
     pub async fn internal_ip(&self, name: &str) -> Result<Ipv4Addr, Error> {
         let owned = self.owned(name, "reach").await?;
-        if let Some(ip) = owned
-            .container
-            .as_ref()
-            .and_then(|c| internal_ip_of(c, name))
-        {
-            return Ok(ip);
-        }
-        self.inner
-            .state
-            .client(name)
-            .await
-            .and_then(|c| c.ip.parse().ok())
-            .ok_or_else(|| Error::NotFound(name.to_owned()))
+        let Some(c) = owned.container.as_ref() else {
+            return Err(Error::NotFound(name.to_owned()));
+        };
+        let registry = self.inner.state.client(name).await.map(|c| c.ip);
+        reachable_ip(c, name, registry.as_deref()).ok_or_else(|| Error::NotFound(name.to_owned()))
     }
 
     /// Runs `fut` in the background, owned by the service (aborted by [`Runtimes::shutdown`]).
@@ -494,6 +486,21 @@ impl Runtimes {
     }
 }
 
+/// The address to reach runtime `name` at: its `<name>_internal` endpoint, else the registry's
+/// (`data/clients.json`) address, but only while the container really has that address on one of
+/// its networks — a stale registry entry may name another container's address now.
+pub fn reachable_ip(c: &ContainerInspect, name: &str, registry: Option<&str>) -> Option<Ipv4Addr> {
+    if let Some(ip) = internal_ip_of(c, name) {
+        return Some(ip);
+    }
+    let ip: Ipv4Addr = registry?.parse().ok()?;
+    c.network_settings
+        .networks
+        .values()
+        .any(|e| e.ip_address.parse() == Ok(ip))
+        .then_some(ip)
+}
+
 /// Docker's container-name rule `[a-zA-Z0-9][a-zA-Z0-9_.-]*` (no length cap: names the agent did
 /// not create, e.g. adopted ones, may be longer than [`naming::MAX_CONTAINER_NAME`]).
 fn is_docker_name(name: &str) -> bool {
@@ -513,6 +520,41 @@ pub fn internal_ip_of(c: &ContainerInspect, name: &str) -> Option<Ipv4Addr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn inspect(networks: serde_json::Value) -> ContainerInspect {
+        serde_json::from_value(serde_json::json!({
+            "Id": "0123456789ab",
+            "Name": "/plc1",
+            "State": {"Status": "running", "Running": true},
+            "NetworkSettings": {"Networks": networks},
+        }))
+        .expect("test inspect parses")
+    }
+
+    #[test]
+    fn internal_endpoint_wins_over_the_registry() {
+        let c = inspect(serde_json::json!({"plc1_internal": {"IPAddress": "172.30.0.2"}}));
+        assert_eq!(
+            reachable_ip(&c, "plc1", Some("10.203.9.9")),
+            Some(Ipv4Addr::new(172, 30, 0, 2))
+        );
+    }
+
+    #[test]
+    fn registry_ip_is_used_only_while_the_container_has_it() {
+        let c = inspect(serde_json::json!({"bridge": {"IPAddress": "172.17.0.5"}}));
+        assert_eq!(
+            reachable_ip(&c, "plc1", Some("172.17.0.5")),
+            Some(Ipv4Addr::new(172, 17, 0, 5))
+        );
+        // Stale: the address may belong to another container now.
+        assert_eq!(reachable_ip(&c, "plc1", Some("172.17.0.6")), None);
+        assert_eq!(reachable_ip(&c, "plc1", Some("not an ip")), None);
+        assert_eq!(reachable_ip(&c, "plc1", None), None);
+        // A stopped container has no addresses: an empty endpoint address never matches.
+        let stopped = inspect(serde_json::json!({"bridge": {"IPAddress": ""}}));
+        assert_eq!(reachable_ip(&stopped, "plc1", Some("172.17.0.5")), None);
+    }
 
     #[test]
     fn device_ids_must_be_docker_names() {

@@ -254,20 +254,14 @@ async fn resolve(rt: &Runtimes, device_id: String) -> Result<Ipv4Addr, CommandEr
             });
         }
     };
-    match &owned.container {
-        None => return Err(CommandError::NotRunning(device_id)),
-        Some(c) if !c.state.running => return Err(CommandError::NotRunning(device_id)),
-        Some(c) => {
-            if let Some(ip) = crate::runtime::internal_ip_of(c, &device_id) {
-                return Ok(ip);
-            }
-        }
-    }
-    // Adopted runtimes attached before this agent knew them: the registry has the address.
-    rt.state()
-        .client(&device_id)
-        .await
-        .and_then(|c| c.ip.parse().ok())
+    let c = match &owned.container {
+        Some(c) if c.state.running => c,
+        _ => return Err(CommandError::NotRunning(device_id)),
+    };
+    // Adopted runtimes attached before this agent knew them: the registry has the address, but
+    // only while the container still has it (a stale entry may be another container's now).
+    let registry = rt.state().client(&device_id).await.map(|c| c.ip);
+    crate::runtime::reachable_ip(c, &device_id, registry.as_deref())
         .ok_or(CommandError::NoInternalIp(device_id))
 }
 
