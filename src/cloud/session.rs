@@ -262,26 +262,49 @@ where
     Ok(end)
 }
 
+/// Resolves `host` and tries its addresses in order, each with its own share of
+/// [`STEP_TIMEOUT`] (at least [`MIN_ADDRESS_TIMEOUT`]): one timeout over all of them would let a
+/// silently dropped first address (IPv6 configured but not routed) use it all up, every attempt.
+async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Error> {
+    let addr = format!("{host}:{port}");
+    let unreachable = |reason: String| Error::Unreachable {
+        addr: addr.clone(),
+        reason,
+    };
+    let addrs: Vec<std::net::SocketAddr> =
+        match timeout(STEP_TIMEOUT, tokio::net::lookup_host((host, port))).await {
+            Err(_) => {
+                return Err(Error::Timeout {
+                    during: "resolving the server's name",
+                    secs: STEP_TIMEOUT.as_secs(),
+                });
+            }
+            Ok(Err(e)) => return Err(unreachable(e.to_string())),
+            Ok(Ok(addrs)) => addrs.collect(),
+        };
+    let count = u32::try_from(addrs.len()).unwrap_or(u32::MAX).max(1);
+    let each = (STEP_TIMEOUT / count).max(MIN_ADDRESS_TIMEOUT);
+    let mut last = String::from("the name resolved to no address");
+    for a in addrs {
+        match timeout(each, TcpStream::connect(a)).await {
+            Ok(Ok(tcp)) => return Ok(tcp),
+            Ok(Err(e)) => last = format!("{a}: {e}"),
+            Err(_) => last = format!("{a}: no answer within {} ms", each.as_millis()),
+        }
+    }
+    Err(unreachable(last))
+}
+
+/// The least time one resolved address gets to accept the TCP connection.
+const MIN_ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// TCP, TLS and the WebSocket upgrade, then the Engine.IO open packet.
 async fn open(
     endpoint: &Endpoint,
     identity: &Identity,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<(Ws, packet::OpenInfo), Error> {
-    let addr = format!("{}:{}", endpoint.host, endpoint.port);
-    let tcp = timeout(
-        STEP_TIMEOUT,
-        TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
-    )
-    .await
-    .map_err(|_| Error::Timeout {
-        during: "connecting over TCP",
-        secs: STEP_TIMEOUT.as_secs(),
-    })?
-    .map_err(|e| Error::Unreachable {
-        addr: addr.clone(),
-        reason: e.to_string(),
-    })?;
+    let tcp = connect_tcp(&endpoint.host, endpoint.port).await?;
     let _ = tcp.set_nodelay(true);
 
     let server_name = endpoint.server_name()?;
