@@ -5,11 +5,17 @@
 
 mod support;
 
-use orchestrator_agent::contract::{DeleteDeviceRequest, DeviceRequest, RunCommandRequest};
+use orchestrator_agent::contract::{
+    CreateRuntimeRequest, DeleteDeviceRequest, DeviceRequest, RunCommandRequest,
+};
 use orchestrator_agent::netevents::InterfaceCache;
-use orchestrator_agent::runtime::{RuntimeConfig, Runtimes};
+use orchestrator_agent::runtime::{Outcome, RuntimeConfig, Runtimes};
 use orchestrator_agent::topics::RuntimeOps;
 use serde_json::json;
+use support::*;
+
+const OTHER_MANAGED: &str = "edge.autonomy.managed-by=orchestrator-agent";
+const OTHER_INSTANCE: &str = "edge.autonomy.instance=/another/agent";
 
 /// A service whose engine socket does not exist: any engine call fails with a transport error,
 /// so "not found" proves the id was refused before Docker saw it.
@@ -61,4 +67,45 @@ async fn device_ids_that_are_not_docker_names_are_not_found_without_asking_the_e
             e.0
         );
     }
+}
+
+async fn create_fails_on_a_foreign_internal_network(labels: &[&str]) {
+    let agent = LibAgent::start().await;
+    let v = Veth::new();
+    let name = unique("rtown-in-");
+    let internal = format!("{name}_internal");
+    let _net = NetworkGuard::internal(&internal, labels);
+    let before = inspect_network(&internal).expect("the foreign network exists");
+
+    let msg = json!({
+        "correlation_id": 1, "container_name": name,
+        "vnic_configs": [static_vnic(&v, 20, None)]
+    });
+    let req = CreateRuntimeRequest::parse(msg.as_object().expect("object")).expect("valid");
+    agent.rt.create(req).await.expect("create accepted");
+    let ops = agent.rt.ops().clone();
+    let record = eventually(SLOW, "the create outcome", || {
+        ops.get(&name).filter(|r| r.outcome != Outcome::Running)
+    })
+    .await;
+    assert_eq!(record.outcome, Outcome::Failed, "{record:?}");
+    let why = format!("network {internal} exists and is not managed by this agent");
+    assert!(format!("{record:?}").contains(&why), "{record:?}");
+    // Rolled back, and the foreign network is exactly as it was (nobody attached).
+    assert!(inspect(&name).is_none(), "no container is left");
+    let after = inspect_network(&internal).expect("the foreign network is kept");
+    assert_eq!(after["Id"], before["Id"]);
+    assert_eq!(after["Labels"], before["Labels"]);
+    assert_eq!(after["Containers"], json!({}), "{after}");
+    assert!(!agent.rt.state().is_known(&name).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_refuses_an_internal_network_of_another_instance() {
+    create_fails_on_a_foreign_internal_network(&[OTHER_MANAGED, OTHER_INSTANCE]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_refuses_an_internal_network_without_the_agents_labels() {
+    create_fails_on_a_foreign_internal_network(&[]).await;
 }

@@ -134,13 +134,29 @@ pub async fn ensure(
     }
 }
 
+/// Whether an existing `<runtime>_internal` network may be used for the runtime: ours by labels,
+/// or without a managed-by label (the Python agent made it unlabelled) when the runtime itself is
+/// adopted from the state files — the rule [`Runtimes::owned`] applies to containers. Never one
+/// labelled for another agent instance; never an unlabelled one for a runtime this agent creates.
+pub fn internal_usable(n: &NetworkInspect, instance: &str, adopted: bool) -> bool {
+    naming::is_ours(&n.labels, instance)
+        || (adopted && !n.labels.contains_key(naming::LABEL_MANAGED_BY))
+}
+
 /// Gets or creates `<runtime>_internal` (bridge, `Internal: true`, labelled). Returns whether it was
-/// created by this call.
+/// created by this call. An existing network is reused only when [`internal_usable`] (adopted =
+/// the runtime is known from the state files); otherwise the create fails, so neither the runtime
+/// nor the agent's own container is attached to a network the agent does not own.
 pub async fn ensure_internal(rt: &Runtimes, runtime: &str) -> Result<bool, Error> {
     let docker = rt.docker();
     let name = naming::internal_network_name(runtime);
+    let adopted = rt.state().is_known(runtime).await;
     let check = |n: &NetworkInspect| {
-        if n.driver == "bridge" && n.internal {
+        if !internal_usable(n, rt.instance(), adopted) {
+            Err(Error::Failed(format!(
+                "network {name} exists and is not managed by this agent"
+            )))
+        } else if n.driver == "bridge" && n.internal {
             Ok(false)
         } else {
             Err(Error::Failed(format!(
@@ -290,6 +306,33 @@ mod tests {
             "IPAM": {"Config": [{"Subnet": subnet}]}
         }))
         .unwrap()
+    }
+
+    fn internal(labels: serde_json::Value) -> NetworkInspect {
+        serde_json::from_value(serde_json::json!({
+            "Name": "plc1_internal", "Id": "i", "Driver": "bridge", "Internal": true,
+            "Labels": labels
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn an_internal_network_is_used_only_when_ours_or_the_adopted_runtimes() {
+        let ours = internal(serde_json::json!({
+            naming::LABEL_MANAGED_BY: naming::MANAGED_BY_VALUE,
+            naming::LABEL_INSTANCE: "/me",
+        }));
+        let other = internal(serde_json::json!({
+            naming::LABEL_MANAGED_BY: naming::MANAGED_BY_VALUE,
+            naming::LABEL_INSTANCE: "/other",
+        }));
+        let python = internal(serde_json::json!({}));
+        assert!(internal_usable(&ours, "/me", false));
+        assert!(internal_usable(&ours, "/me", true));
+        assert!(!internal_usable(&other, "/me", false));
+        assert!(!internal_usable(&other, "/me", true));
+        assert!(!internal_usable(&python, "/me", false));
+        assert!(internal_usable(&python, "/me", true));
     }
 
     #[test]

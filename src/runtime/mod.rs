@@ -446,16 +446,29 @@ impl Runtimes {
     }
 
     /// Connects the agent's own container to `<name>_internal` (nothing to do on the host). An
-    /// existing attachment is success.
+    /// existing attachment is success. Refused unless the network is one the runtime may use
+    /// ([`macvlan::internal_usable`]): the agent never joins someone else's network.
     pub async fn join_internal(&self, name: &str) -> Result<(), Error> {
         let SelfContainer::Container { id, .. } = self.self_container().await else {
             return Ok(());
         };
         let net = naming::internal_network_name(name);
+        let n = self
+            .inner
+            .docker
+            .inspect_network(&net)
+            .await
+            .map_err(Error::docker(format!("inspecting network {net}")))?;
+        let adopted = self.inner.state.is_known(name).await;
+        if !macvlan::internal_usable(&n, self.instance(), adopted) {
+            return Err(Error::Failed(format!(
+                "network {net} exists and is not managed by this agent"
+            )));
+        }
         match self
             .inner
             .docker
-            .connect_network(&net, &id, &Default::default())
+            .connect_network(&n.id, &id, &Default::default())
             .await
         {
             Ok(()) => Ok(()),
