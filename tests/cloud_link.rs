@@ -201,3 +201,41 @@ async fn exactly_one_on_connect_loop_runs_per_connection_and_old_links_are_close
         "shutdown stops the on_connect loop"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_in_flight_limit_get_a_busy_error_that_names_the_request() {
+    let pki = Pki::new();
+    let counters = Arc::new(Counters::default());
+    tokio::task::block_in_place(|| {
+        let mut server = PyServer::start(&pki.good, 0, 25.0, 20.0);
+        let _stop = spawn_link(&server, &pki, &counters);
+        server.expect(0, CONNECT_WAIT, "connect", is_connect);
+
+        // Fill every slot with a request that takes 4 s.
+        let from = server.out.len();
+        for i in 0..orchestrator_agent::cloud::MAX_REQUESTS_IN_FLIGHT {
+            server.send(json!({"emit": "slow", "args": [{}], "ack": true, "timeout": 30, "id": format!("s{i}")}));
+        }
+        std::thread::sleep(Duration::from_millis(1500));
+        let busy = server.call("echo", vec![json!({"correlation_id": 77})], 9);
+        assert_eq!(busy.len(), 1, "{busy:?}");
+        assert_eq!(busy[0]["status"], "error", "{busy:?}");
+        assert_eq!(busy[0]["action"], "echo", "{busy:?}");
+        assert_eq!(busy[0]["correlation_id"], 77, "{busy:?}");
+        assert!(
+            busy[0]["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("busy"),
+            "{busy:?}"
+        );
+
+        // The slots free up as the slow requests finish; then requests are served again.
+        let last = format!("s{}", orchestrator_agent::cloud::MAX_REQUESTS_IN_FLIGHT - 1);
+        server.expect(from, Duration::from_secs(20), "last slow ack", |v| {
+            v.get("id") == Some(&json!(last))
+        });
+        let echo = server.call("echo", vec![json!({"x": 1})], 10);
+        assert_eq!(echo, vec![json!({"x": 1})]);
+    });
+}

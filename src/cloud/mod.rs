@@ -63,7 +63,13 @@ pub struct LinkConfig {
 pub struct Link {
     tx: tokio::sync::mpsc::Sender<Outbound>,
     agent_id: Arc<str>,
+    /// Requests of this connection being handled: bounded, so a flood from the server cannot grow
+    /// tasks and memory without limit.
+    pub(crate) requests: Arc<tokio::sync::Semaphore>,
 }
+
+/// How many inbound requests one connection may have in flight; more get a "busy" error answer.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 128;
 
 /// The connection the [`Link`] belonged to is gone.
 #[derive(Debug, thiserror::Error)]
@@ -81,7 +87,11 @@ pub(crate) enum Outbound {
 
 impl Link {
     pub(crate) fn new(tx: tokio::sync::mpsc::Sender<Outbound>, agent_id: Arc<str>) -> Self {
-        Self { tx, agent_id }
+        Self {
+            tx,
+            agent_id,
+            requests: Arc::new(tokio::sync::Semaphore::new(MAX_REQUESTS_IN_FLIGHT)),
+        }
     }
 
     /// Emits `event` with one argument. Fails only when the connection is gone.
@@ -121,13 +131,7 @@ impl Link {
                 }
             }
         });
-        (
-            Self {
-                tx,
-                agent_id: Arc::from("test-agent"),
-            },
-            trx,
-        )
+        (Self::new(tx, Arc::from("test-agent")), trx)
     }
 }
 

@@ -23,7 +23,7 @@ use tracing::{debug, error, info, warn};
 use super::identity::Identity;
 use super::packet::{self, DEFAULT_NSP, EioPacket, SioPacket};
 use super::tls::{self, Endpoint, TlsFailure};
-use super::{Error, Handler, Link, MAX_INBOUND_MESSAGE, Outbound};
+use super::{Error, Handler, Link, MAX_INBOUND_MESSAGE, MAX_REQUESTS_IN_FLIGHT, Outbound};
 
 type Ws = WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>;
 
@@ -507,7 +507,28 @@ fn dispatch(
     id: Option<u64>,
 ) {
     debug!(event = %name, ack_id = ?id, "cloud: event received");
+    let Ok(permit) = Arc::clone(&link.requests).try_acquire_owned() else {
+        warn!(event = %name, "cloud: {MAX_REQUESTS_IN_FLIGHT} requests already in flight; refusing this one");
+        if let Some(id) = id {
+            let mut answer = error_payload(
+                Some(name),
+                format!(
+                    "the agent is busy: {MAX_REQUESTS_IN_FLIGHT} requests are already in flight; try again later"
+                ),
+            );
+            // Echo the request's correlation id when it has one (spec §2 error shape).
+            if let Some(cid) = args.first().and_then(|a| a.get("correlation_id")) {
+                answer["correlation_id"] = cid.clone();
+            }
+            let link = link.clone();
+            tokio::spawn(async move {
+                let _ = link.ack(id, vec![answer]).await;
+            });
+        }
+        return;
+    };
     tokio::spawn(async move {
+        let _permit = permit;
         let fut = handler.on_event(name.clone(), args, link.clone());
         let reply = match tokio::spawn(fut).await {
             Ok(reply) => reply,
