@@ -5,11 +5,13 @@
 
 mod support;
 
+use std::time::Duration;
+
 use orchestrator_agent::contract::{
     CreateRuntimeRequest, DeleteDeviceRequest, DeviceRequest, RunCommandRequest,
 };
 use orchestrator_agent::netevents::InterfaceCache;
-use orchestrator_agent::runtime::{Outcome, RuntimeConfig, Runtimes};
+use orchestrator_agent::runtime::{Outcome, RuntimeConfig, Runtimes, rehome};
 use orchestrator_agent::topics::RuntimeOps;
 use serde_json::json;
 use support::*;
@@ -108,4 +110,80 @@ async fn a_create_refuses_an_internal_network_of_another_instance() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_create_refuses_an_internal_network_without_the_agents_labels() {
     create_fails_on_a_foreign_internal_network(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subnet_change_leaves_another_instances_container_named_like_a_runtime_alone() {
+    let agent = LibAgent::start().await;
+    let v = Veth::new();
+    let name = unique("rtown-rh-");
+    // The runtime was removed outside the agent; another agent instance now has a container of
+    // that name on a MACVLAN network of the same parent.
+    let old_net = v.macvlan();
+    let _net = NetworkGuard::adopt(&old_net);
+    docker(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "-o",
+        &format!("parent={}", v.name),
+        "--subnet",
+        &v.subnet(),
+        "--label",
+        "orchestrator-test=1",
+        "--label",
+        OTHER_MANAGED,
+        "--label",
+        OTHER_INSTANCE,
+        &old_net,
+    ]);
+    let _c = ContainerGuard::run(
+        &name,
+        &[
+            "--network",
+            &old_net,
+            "--label",
+            OTHER_MANAGED,
+            "--label",
+            OTHER_INSTANCE,
+        ],
+        LOCAL_IMAGE,
+        &[],
+    );
+    let before = endpoints(&name);
+    assert!(before.contains_key(&old_net), "{before:?}");
+    agent
+        .rt
+        .state()
+        .set_vnics(
+            &name,
+            vec![json!({
+                "name": "eth0", "parent_interface": v.name, "network_mode": "manual",
+                "ip_address": v.addr(50), "subnet": v.subnet(), "parent_subnet": v.subnet(),
+                "parent_gateway": v.addr(1)
+            })],
+        )
+        .await
+        .expect("runtime_vnics.json written");
+
+    // The parent's subnet changes (/24 → /25, still inside the test's own /24).
+    ip(&["addr", "del", &format!("{}/24", v.addr(1)), "dev", &v.name]);
+    ip(&["addr", "add", &format!("{}/25", v.addr(1)), "dev", &v.name]);
+    let cache = agent.rt.interfaces().clone();
+    eventually(Duration::from_secs(20), "netmon reports the /25", || {
+        cache
+            .get(&v.name)
+            .filter(|i| i.subnet().is_some_and(|s| s.ends_with("/25")))
+    })
+    .await;
+
+    let report = rehome::rehome_interface(&agent.rt, &v.name).await;
+    for list in [&report.unchanged, &report.down, &report.busy] {
+        assert!(!list.contains(&name), "{report:?}");
+    }
+    assert!(report.rehomed.iter().all(|r| r.0 != name), "{report:?}");
+    assert!(report.failed.iter().all(|r| r.0 != name), "{report:?}");
+    // Same network, same endpoint: never disconnected or reconnected.
+    assert_eq!(endpoints(&name), before);
 }

@@ -24,8 +24,10 @@
 //!   runtimes on it, nothing is changed on the engine.
 //!
 //! Must never: touch containers or networks the agent does not own (runtimes come from the state
-//! files; only networks with our labels, or unlabelled ones named by the upstream convention, are
-//! removed), act on a runtime another operation holds, or block the async runtime.
+//! files, and a name's container is acted on — by id — only when it is exactly that name and not
+//! labelled for another manager or instance; only networks with our labels, or unlabelled ones
+//! named by the upstream convention, are removed), act on a runtime another operation holds, or
+//! block the async runtime.
 
 pub mod plan;
 
@@ -152,7 +154,7 @@ pub async fn rehome_interface(rt: &Runtimes, interface: &str) -> Report {
         .into_iter()
         .filter(|r| r.vnics.iter().any(|v| v.parent == interface))
         .collect();
-    let runtimes = with_endpoints(rt, runtimes).await;
+    let (runtimes, ids) = with_endpoints(rt, runtimes).await;
     let networks = match macvlans_on(rt, interface).await {
         Ok(n) => n,
         Err(e) => {
@@ -183,7 +185,7 @@ pub async fn rehome_interface(rt: &Runtimes, interface: &str) -> Report {
         debug!(interface, unchanged = ?plan.unchanged, "re-home: nothing to do");
         return report;
     }
-    execute(rt, &state, plan, &mut report).await;
+    execute(rt, &state, plan, &ids, &mut report).await;
     report
 }
 
@@ -231,7 +233,15 @@ fn record_back_up(rt: &Runtimes, plan: &Plan, state: &ParentState) {
     }
 }
 
-async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mut Report) {
+/// `ids`: runtime name → the id of its container as [`with_endpoints`] verified it; every engine
+/// call names the container by id, so a container that took the name meanwhile is not touched.
+async fn execute(
+    rt: &Runtimes,
+    state: &ParentState,
+    mut plan: Plan,
+    ids: &BTreeMap<String, String>,
+    report: &mut Report,
+) {
     let ParentState::Up { subnet, gateway } = *state else {
         return;
     };
@@ -270,9 +280,12 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
     // 1. Disconnect, concurrently.
     let mut set = tokio::task::JoinSet::new();
     for (runtime, network) in plan.disconnects.clone() {
+        let Some(id) = ids.get(&runtime).cloned() else {
+            continue;
+        };
         let docker = rt.docker().clone();
         set.spawn(async move {
-            let r = docker.disconnect_network(&network, &runtime, true).await;
+            let r = docker.disconnect_network(&network, &id, true).await;
             (runtime, network, r)
         });
     }
@@ -330,7 +343,7 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
                 // still there (e.g. it could not be removed, so the engine refused a second
                 // MACVLAN network on the parent).
                 for c in &connects {
-                    let back = go_back(rt, c).await;
+                    let back = go_back(rt, c, ids).await;
                     failed.insert(
                         c.runtime.clone(),
                         format!("cannot get or create {}: {e}; {back}", target.network),
@@ -362,10 +375,13 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
     if let Some(network) = &network {
         let mut set = tokio::task::JoinSet::new();
         for c in connects.clone() {
+            let Some(id) = ids.get(&c.runtime).cloned() else {
+                continue;
+            };
             let docker = rt.docker().clone();
             let network = network.clone();
             set.spawn(async move {
-                let r = connect(&docker, &network, &c).await;
+                let r = connect(&docker, &network, &c, &id).await;
                 (c, r)
             });
         }
@@ -430,8 +446,8 @@ async fn execute(rt: &Runtimes, state: &ParentState, mut plan: Plan, report: &mu
 }
 
 /// Reconnects a runtime to the network it was detached from; says how that went.
-async fn go_back(rt: &Runtimes, c: &plan::Connect) -> String {
-    let Some((network, ip)) = &c.previous else {
+async fn go_back(rt: &Runtimes, c: &plan::Connect, ids: &BTreeMap<String, String>) -> String {
+    let (Some((network, ip)), Some(id)) = (&c.previous, ids.get(&c.runtime)) else {
         return "the runtime has no MACVLAN attachment on this parent now".into();
     };
     let endpoint = EndpointConfig {
@@ -440,11 +456,7 @@ async fn go_back(rt: &Runtimes, c: &plan::Connect) -> String {
         }),
         ..Default::default()
     };
-    match rt
-        .docker()
-        .connect_network(network, &c.runtime, &endpoint)
-        .await
-    {
+    match rt.docker().connect_network(network, id, &endpoint).await {
         Ok(()) => format!("the runtime was put back on {network}"),
         Err(e) => format!(
             "putting it back on {network} failed too ({e}); it has no MACVLAN attachment on this parent now"
@@ -454,11 +466,12 @@ async fn go_back(rt: &Runtimes, c: &plan::Connect) -> String {
 
 /// Connects one runtime; a requested address that the engine refuses (e.g. taken) is retried
 /// with an IPAM-assigned one. Returns the address the endpoint got and what could not be kept
-/// (address, MAC).
+/// (address, MAC). `id` is the runtime's container id.
 async fn connect(
     docker: &docker_api::Docker,
     network: &str,
     c: &plan::Connect,
+    id: &str,
 ) -> Result<(Option<Ipv4Addr>, Vec<String>), docker_api::Error> {
     let endpoint = |ip: Option<Ipv4Addr>| EndpointConfig {
         ipam_config: ip.map(|ip| EndpointIpamConfig {
@@ -468,24 +481,19 @@ async fn connect(
         ..Default::default()
     };
     let mut warning = None;
-    match docker
-        .connect_network(network, &c.runtime, &endpoint(c.ip))
-        .await
-    {
+    match docker.connect_network(network, id, &endpoint(c.ip)).await {
         Ok(()) => {}
         Err(e) if c.ip.is_some() && !e.is_not_found() && !e.is_transport() => {
             let ip = c.ip.map(|i| i.to_string()).unwrap_or_default();
             warning = Some(format!(
                 "address {ip} could not be kept on {network} ({e}); Docker assigned one"
             ));
-            docker
-                .connect_network(network, &c.runtime, &endpoint(None))
-                .await?;
+            docker.connect_network(network, id, &endpoint(None)).await?;
         }
         Err(e) => return Err(e),
     }
     let endpoint = docker
-        .inspect_container(&c.runtime)
+        .inspect_container(id)
         .await
         .ok()
         .and_then(|i| i.network_settings.networks.get(network).cloned());
@@ -674,9 +682,24 @@ async fn persisted_views(rt: &Runtimes) -> Vec<RuntimeView> {
         .collect()
 }
 
-/// Fills in each runtime's current endpoints (container inspect, concurrently). Runtimes whose
-/// container does not exist are dropped: there is nothing to attach.
-async fn with_endpoints(rt: &Runtimes, runtimes: Vec<RuntimeView>) -> Vec<RuntimeView> {
+/// Whether the inspected container `c` is the runtime `name` of `runtime_vnics.json` by the rule
+/// of [`Runtimes::owned`]: exactly that name (Docker also resolves ids and id prefixes), and ours
+/// by labels or without a managed-by label (adopted from the Python agent) — never another agent
+/// instance's.
+fn is_runtime_container(c: &docker_api::ContainerInspect, name: &str, instance: &str) -> bool {
+    c.short_name() == name
+        && (naming::is_ours(&c.config.labels, instance)
+            || !c.config.labels.contains_key(naming::LABEL_MANAGED_BY))
+}
+
+/// Fills in each runtime's current endpoints (container inspect, concurrently), with the name →
+/// container id map every later engine call uses. Runtimes whose container does not exist are
+/// dropped (there is nothing to attach), and so are names whose container is not the runtime
+/// ([`is_runtime_container`]): the state may outlive a runtime removed outside the agent.
+async fn with_endpoints(
+    rt: &Runtimes,
+    runtimes: Vec<RuntimeView>,
+) -> (Vec<RuntimeView>, BTreeMap<String, String>) {
     let mut set = tokio::task::JoinSet::new();
     for (i, r) in runtimes.iter().enumerate() {
         let docker = rt.docker().clone();
@@ -684,10 +707,18 @@ async fn with_endpoints(rt: &Runtimes, runtimes: Vec<RuntimeView>) -> Vec<Runtim
         set.spawn(async move { (i, docker.inspect_container(&name).await) });
     }
     let mut found: BTreeMap<usize, Vec<EndpointView>> = BTreeMap::new();
+    let mut ids = BTreeMap::new();
     while let Some(joined) = set.join_next().await {
         let Ok((i, result)) = joined else { continue };
         match result {
+            Ok(c) if !is_runtime_container(&c, &runtimes[i].name, rt.instance()) => {
+                warn!(
+                    runtime = %runtimes[i].name, container = %c.id,
+                    "re-home: the container of that name is not this agent's runtime; not touching it"
+                );
+            }
             Ok(c) => {
+                ids.insert(runtimes[i].name.clone(), c.id.clone());
                 let endpoints = c
                     .network_settings
                     .networks
@@ -704,14 +735,15 @@ async fn with_endpoints(rt: &Runtimes, runtimes: Vec<RuntimeView>) -> Vec<Runtim
             Err(e) => warn!(runtime = %runtimes[i].name, error = %e, "re-home: cannot inspect"),
         }
     }
-    runtimes
+    let runtimes = runtimes
         .into_iter()
         .enumerate()
         .filter_map(|(i, mut r)| {
             r.endpoints = found.remove(&i)?;
             Some(r)
         })
-        .collect()
+        .collect();
+    (runtimes, ids)
 }
 
 /// The MACVLAN networks on `interface`, with their containers (the list call leaves them out).
@@ -740,4 +772,59 @@ async fn macvlans_on(rt: &Runtimes, interface: &str) -> Result<Vec<MacvlanView>,
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, labels: serde_json::Value) -> docker_api::ContainerInspect {
+        serde_json::from_value(serde_json::json!({
+            "Id": "0123456789abcdef",
+            "Name": format!("/{name}"),
+            "State": {"Status": "running", "Running": true},
+            "Config": {"Labels": labels},
+        }))
+        .expect("test inspect parses")
+    }
+
+    #[test]
+    fn only_the_runtimes_own_container_is_rehomed() {
+        let ours = serde_json::json!({
+            naming::LABEL_MANAGED_BY: naming::MANAGED_BY_VALUE,
+            naming::LABEL_INSTANCE: "/me",
+        });
+        let other = serde_json::json!({
+            naming::LABEL_MANAGED_BY: naming::MANAGED_BY_VALUE,
+            naming::LABEL_INSTANCE: "/other",
+        });
+        assert!(is_runtime_container(
+            &container("plc1", ours.clone()),
+            "plc1",
+            "/me"
+        ));
+        // Adopted from the Python agent: unlabelled (or other labels, no managed-by).
+        assert!(is_runtime_container(
+            &container("plc1", serde_json::json!({})),
+            "plc1",
+            "/me"
+        ));
+        assert!(is_runtime_container(
+            &container("plc1", serde_json::json!({"x": "y"})),
+            "plc1",
+            "/me"
+        ));
+        // Another agent instance's container of that name.
+        assert!(!is_runtime_container(
+            &container("plc1", other),
+            "plc1",
+            "/me"
+        ));
+        // Docker resolved the name as an id prefix of another container.
+        assert!(!is_runtime_container(
+            &container("web", ours),
+            "0123",
+            "/me"
+        ));
+    }
 }
