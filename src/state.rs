@@ -117,9 +117,12 @@ impl StateStore {
     /// Sets (or replaces, keeping its position) a runtime's vNIC list and rewrites the file.
     pub async fn set_vnics(&self, runtime: &str, vnics: Vec<Value>) -> Result<(), StateError> {
         let mut f = self.files.lock().await;
-        f.vnics.insert(runtime.to_owned(), Value::Array(vnics));
-        let bytes = encode_vnics(&f.vnics);
-        self.write(VNICS_FILE, bytes).await
+        // Memory follows the file only once the file is written: a failed write changes nothing.
+        let mut next = f.vnics.clone();
+        next.insert(runtime.to_owned(), Value::Array(vnics));
+        self.write(VNICS_FILE, encode_vnics(&next)).await?;
+        f.vnics = next;
+        Ok(())
     }
 
     /// The client registry, in file order.
@@ -145,9 +148,11 @@ impl StateStore {
         if f.clients.get(runtime) == Some(&entry) {
             return Ok(());
         }
-        f.clients.insert(runtime.to_owned(), entry);
-        let bytes = encode_clients(&f.clients);
-        self.write(CLIENTS_FILE, bytes).await
+        let mut next = f.clients.clone();
+        next.insert(runtime.to_owned(), entry);
+        self.write(CLIENTS_FILE, encode_clients(&next)).await?;
+        f.clients = next;
+        Ok(())
     }
 
     /// Names known from the files (vNIC store first, then registry-only names): the runtimes adopted
@@ -181,31 +186,38 @@ impl StateStore {
         if present == stopped {
             return Ok(());
         }
+        let mut next = f.stopped.clone();
         if stopped {
-            f.stopped.push(runtime.to_owned());
+            next.push(runtime.to_owned());
         } else {
-            f.stopped.retain(|s| s != runtime);
+            next.retain(|s| s != runtime);
         }
-        let bytes = encode_stopped(&f.stopped);
-        self.write(STOPPED_FILE, bytes).await
+        self.write(STOPPED_FILE, encode_stopped(&next)).await?;
+        f.stopped = next;
+        Ok(())
     }
 
     /// Removes every trace of a runtime (vNICs, registry, stopped set), rewriting only the files that
     /// changed.
     pub async fn forget(&self, runtime: &str) -> Result<(), StateError> {
         let mut f = self.files.lock().await;
-        if f.vnics.shift_remove(runtime).is_some() {
-            let bytes = encode_vnics(&f.vnics);
-            self.write(VNICS_FILE, bytes).await?;
+        if f.vnics.contains_key(runtime) {
+            let mut next = f.vnics.clone();
+            next.shift_remove(runtime);
+            self.write(VNICS_FILE, encode_vnics(&next)).await?;
+            f.vnics = next;
         }
-        if f.clients.shift_remove(runtime).is_some() {
-            let bytes = encode_clients(&f.clients);
-            self.write(CLIENTS_FILE, bytes).await?;
+        if f.clients.contains_key(runtime) {
+            let mut next = f.clients.clone();
+            next.shift_remove(runtime);
+            self.write(CLIENTS_FILE, encode_clients(&next)).await?;
+            f.clients = next;
         }
         if f.stopped.iter().any(|s| s == runtime) {
-            f.stopped.retain(|s| s != runtime);
-            let bytes = encode_stopped(&f.stopped);
-            self.write(STOPPED_FILE, bytes).await?;
+            let mut next = f.stopped.clone();
+            next.retain(|s| s != runtime);
+            self.write(STOPPED_FILE, encode_stopped(&next)).await?;
+            f.stopped = next;
         }
         Ok(())
     }
@@ -521,6 +533,26 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert_eq!(std::fs::read(dir.path().join(VNICS_FILE)).unwrap(), b"{}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_write_changes_nothing_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).await.unwrap();
+        s.set_vnics("a", vec![json!({"name": "x"})]).await.unwrap();
+        s.set_client("a", "172.20.0.2").await.unwrap();
+        // A directory where the files go makes every rename fail (root ignores permissions).
+        for f in [VNICS_FILE, CLIENTS_FILE] {
+            std::fs::remove_file(dir.path().join(f)).unwrap();
+            std::fs::create_dir(dir.path().join(f)).unwrap();
+        }
+        assert!(s.set_vnics("b", vec![]).await.is_err());
+        assert!(s.set_client("b", "172.20.0.3").await.is_err());
+        assert!(s.forget("a").await.is_err());
+        assert_eq!(s.known_runtimes().await, ["a"], "memory follows the files");
+        assert!(s.vnics_of("b").await.is_none());
+        assert!(s.client("b").await.is_none());
+        assert_eq!(s.client("a").await.unwrap().ip, "172.20.0.2");
     }
 
     #[tokio::test]
