@@ -207,6 +207,18 @@ impl Operations {
             .map(|r| r.kind)
     }
 
+    /// The names with a `kind` operation running, sorted.
+    pub fn running_of(&self, kind: OpKind) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .lock()
+            .iter()
+            .filter(|(_, r)| r.outcome == Outcome::Running && r.kind == kind)
+            .map(|(n, _)| n.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
     /// Drops a finished record (e.g. after a successful delete, so the name reads as not found).
     pub fn clear_finished(&self, name: &str) {
         let mut t = self.lock();
@@ -315,6 +327,21 @@ impl Drop for OpHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn running_of_lists_only_running_operations_of_that_kind() {
+        let ops = Operations::new();
+        let b = ops.try_begin("b", OpKind::Create).unwrap();
+        let _a = ops.try_begin("a", OpKind::Create).unwrap();
+        let _d = ops.try_begin("d", OpKind::Delete).unwrap();
+        ops.try_begin("done", OpKind::Create)
+            .unwrap()
+            .succeed("made");
+        assert_eq!(ops.running_of(OpKind::Create), ["a", "b"]);
+        b.fail("no");
+        assert_eq!(ops.running_of(OpKind::Create), ["a"]);
+        assert_eq!(ops.running_of(OpKind::Delete), ["d"]);
+    }
 
     #[test]
     fn one_operation_per_runtime() {

@@ -47,7 +47,14 @@ async fn run(rt: &Runtimes, op: OpHandle) {
 
     op.step("deleting_runtimes", "removing every runtime of this agent");
     match rt.owned_runtime_names().await {
-        Ok(names) => {
+        Ok(mut names) => {
+            // A create accepted just before this request may not have made its container yet:
+            // `delete_one` waits for its operation to end, then removes what it made.
+            for creating in rt.ops().running_of(OpKind::Create) {
+                if !names.contains(&creating) {
+                    names.push(creating);
+                }
+            }
             for name in names {
                 if let Err(e) = delete_one(rt, &name).await {
                     errors.push(format!("{name}: {e}"));
