@@ -102,7 +102,11 @@ async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
     };
     // Read under the lock: a create that finished a moment ago is committed by now.
     let committed = committed(rt, name).await;
-    if !owned.adopted && !committed {
+    // Not committed and ours by label: an interrupted create. Not committed and no container left:
+    // an interrupted delete (it forgets the vNIC entry first), whose registry entry and internal
+    // network would otherwise stay forever. A committed runtime whose container vanished keeps its
+    // vNIC configuration (below): that is what must not be lost.
+    if (!owned.adopted || owned.container.is_none()) && !committed {
         if !rt.state().warnings().is_empty() {
             op.warn(format!(
                 "container {name} is not in the state files, which were found corrupt; left alone"
@@ -112,15 +116,15 @@ async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
         }
         info!(
             runtime = name,
-            "removing the remains of an interrupted create"
+            "removing the remains of an interrupted create or delete"
         );
         match delete::remove_runtime(rt, &owned, &op).await {
             Ok(()) => {
-                op.succeed("removed the remains of an interrupted create");
+                op.succeed("removed the remains of an interrupted create or delete");
                 rt.ops().clear_finished(name);
             }
             Err(e) => op.fail(format!(
-                "cannot remove the remains of an interrupted create: {e}"
+                "cannot remove the remains of an interrupted create or delete: {e}"
             )),
         }
         return;
