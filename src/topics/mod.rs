@@ -4,7 +4,7 @@
 //! validates the arguments into a typed request ([`validate`], pure), applies it with the
 //! services it needs, and returns the ack; topics the original answered by emit also emit
 //! (spec README §2 "Cloud link"). Runtime work goes through the [`RuntimeOps`] trait, which the
-//! `runtime` module implements; [`Unavailable`] stands in until it does.
+//! `runtime` module implements.
 //!
 //! Ack rules:
 //! - success: the result object, `action` and `correlation_id` first;
@@ -85,53 +85,13 @@ pub trait RuntimeOps: Send + Sync + 'static {
     fn delete_orchestrator(&self, req: BaseMessage) -> BoxFuture<OpResult>;
 }
 
-/// The [`RuntimeOps`] used until the runtime module provides one: every runtime topic is
-/// validated and then answered with `<topic> is not available yet on this agent`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Unavailable;
-
-fn unavailable<T: Send + 'static>(topic: &str) -> BoxFuture<Result<T, OpError>> {
-    let err = OpError(format!("{topic} is not available yet on this agent"));
-    Box::pin(async move { Err(err) })
-}
-
-impl RuntimeOps for Unavailable {
-    fn create(&self, _: CreateRuntimeRequest) -> BoxFuture<OpResult> {
-        unavailable("create_new_runtime")
-    }
-    fn delete(&self, _: DeleteDeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("delete_device")
-    }
-    fn start(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("start_device")
-    }
-    fn stop(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("stop_device")
-    }
-    fn restart(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("restart_device")
-    }
-    fn device_status(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("get_device_status")
-    }
-    fn run_command(&self, _: RunCommandRequest) -> BoxFuture<Result<Value, OpError>> {
-        unavailable("run_command")
-    }
-    fn consumption_device(&self, _: DeviceConsumptionRequest) -> BoxFuture<OpResult> {
-        unavailable("get_consumption_device")
-    }
-    fn delete_orchestrator(&self, _: BaseMessage) -> BoxFuture<OpResult> {
-        unavailable("delete_orchestrator")
-    }
-}
-
 /// What [`App`] needs from the rest of the agent.
 pub struct Services {
     /// When the process started (take `Instant::now()` first thing in `main`): heartbeat `uptime`.
     pub started: Instant,
     /// The host interface cache fed by `netevents::spawn_listener`.
     pub interfaces: InterfaceCache,
-    /// The runtime side ([`Unavailable`] until the runtime module is wired).
+    /// The runtime side (`runtime::Runtimes`).
     pub runtime: Arc<dyn RuntimeOps>,
 }
 

@@ -9,6 +9,46 @@ use super::*;
 use crate::cloud::OutboundForTest;
 use crate::netevents::{NetmonEvent, decode_line};
 
+/// A runtime side that refuses everything: the topic layer's validation and error answers are
+/// seen without any runtime behind them.
+#[derive(Debug, Clone, Copy, Default)]
+struct Unavailable;
+
+fn unavailable<T: Send + 'static>(topic: &str) -> BoxFuture<Result<T, OpError>> {
+    let err = OpError(format!("{topic} is not available yet on this agent"));
+    Box::pin(async move { Err(err) })
+}
+
+impl RuntimeOps for Unavailable {
+    fn create(&self, _: CreateRuntimeRequest) -> BoxFuture<OpResult> {
+        unavailable("create_new_runtime")
+    }
+    fn delete(&self, _: DeleteDeviceRequest) -> BoxFuture<OpResult> {
+        unavailable("delete_device")
+    }
+    fn start(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
+        unavailable("start_device")
+    }
+    fn stop(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
+        unavailable("stop_device")
+    }
+    fn restart(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
+        unavailable("restart_device")
+    }
+    fn device_status(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
+        unavailable("get_device_status")
+    }
+    fn run_command(&self, _: RunCommandRequest) -> BoxFuture<Result<Value, OpError>> {
+        unavailable("run_command")
+    }
+    fn consumption_device(&self, _: DeviceConsumptionRequest) -> BoxFuture<OpResult> {
+        unavailable("get_consumption_device")
+    }
+    fn delete_orchestrator(&self, _: BaseMessage) -> BoxFuture<OpResult> {
+        unavailable("delete_orchestrator")
+    }
+}
+
 /// A runtime that answers like a working one, to test the answer shapes.
 struct Fake;
 
