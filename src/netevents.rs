@@ -389,8 +389,8 @@ pub fn spawn_listener(socket: PathBuf, cache: InterfaceCache) -> tokio::task::Jo
 ///
 /// A netmon that stays away (a stale socket file after a crash, or one that accepts and closes)
 /// must not write a WARN line every few seconds to an SD card: a failure is logged at WARN when it
-/// is new and again every [`REMIND_AFTER`], at DEBUG in between; the backoff restarts at 1 s only
-/// after a connection that lasted [`HEALTHY_AFTER`].
+/// is new and again every 10 minutes, at DEBUG in between; the backoff restarts at 1 s only after
+/// a connection that lasted 5 s.
 pub async fn run_listener(socket: &Path, cache: &InterfaceCache) {
     let mut delay = BACKOFF_MIN;
     let mut repeats = Repeats::default();

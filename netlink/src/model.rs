@@ -121,7 +121,7 @@ pub struct Filter {
 
 impl Filter {
     /// Upstream's rules (`lo`, `docker0`, `veth*`); Docker's user bridges are matched by
-    /// [`is_docker_bridge`], not by a `br-*` pattern, so host bridges such as OpenWrt's `br-lan`
+    /// `is_docker_bridge`, not by a `br-*` pattern, so host bridges such as OpenWrt's `br-lan`
     /// stay visible (a runtime's MACVLAN parent may be one).
     pub const DEFAULT_PATTERNS: [&'static str; 3] = ["lo", "docker0", "veth*"];
 
