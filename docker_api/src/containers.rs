@@ -316,6 +316,9 @@ pub struct HostConfigInspect {
     /// Restart policy name (`""`, `no`, `always`, `unless-stopped`, `on-failure`).
     #[serde(default)]
     pub restart_policy: RestartPolicyInspect,
+    /// DNS servers given at create (`null` when none).
+    #[serde(default, deserialize_with = "nullable")]
+    pub dns: Vec<String>,
 }
 
 /// Restart policy as inspect reports it.

@@ -157,6 +157,13 @@ impl Error {
         self.status() == Some(409) || self.message_contains("already exists")
     }
 
+    /// A name matched several objects ("network x is ambiguous (2 matches found on name)"): Docker's
+    /// duplicate-name check is not atomic, so two creates of one network name that overlap in the
+    /// engine can both succeed.
+    pub fn is_ambiguous(&self) -> bool {
+        self.message_contains("ambiguous")
+    }
+
     /// The requested address pool overlaps an existing network's ("Pool overlaps with other one on
     /// this address space", "... overlaps with ...").
     pub fn is_pool_overlap(&self) -> bool {
@@ -249,6 +256,14 @@ mod tests {
         assert!(api(500, "Invalid subnet x : invalid CIDR address: x").is_bad_request());
         assert!(!api(500, "driver failed programming external connectivity").is_bad_request());
         assert!(api(304, "").is_not_modified());
+        assert!(
+            api(
+                400,
+                "network n_internal is ambiguous (2 matches found on name)"
+            )
+            .is_ambiguous()
+        );
+        assert!(!api(404, "network n not found").is_ambiguous());
         assert!(!api(500, "boom").is_transport());
         let e = Error::Unreachable {
             socket: "/nope".into(),
