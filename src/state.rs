@@ -7,7 +7,12 @@
 //! - `data/clients.json` (upstream §5.2): `{ "<runtime>": {"ip": "<internal IP>", "name": "<runtime>"} }`,
 //!   4-space indentation, insertion order, no trailing newline;
 //! - `stopped_runtimes.json` (ours): `["<runtime>", …]`, the runtimes stopped by `stop_device`, so the
-//!   boot reconcile does not start them again.
+//!   boot reconcile does not start them again;
+//! - `pending_operations.json` (ours): the intent journal, `{"operations": {"<runtime>": <Intent>},
+//!   "aborted_creates": [<Tombstone>, …]}`. An operation that changes the engine records its
+//!   [`Intent`] here before it acts or answers and clears it when done, so the boot reconcile
+//!   finishes (or, for a create that never committed, undoes) exactly what a crash interrupted; it
+//!   recognises an interrupted operation by this positive mark, never by a missing entry elsewhere.
 //!
 //! Both compatible files are written the way Python's `json.dump(…, indent=n)` writes them (`", "`
 //! and `": "` separators, non-ASCII escaped as `\uXXXX`), byte for byte.
@@ -23,6 +28,7 @@ use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex as StdMutex;
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::Mutex;
 use tracing::{error, warn};
@@ -33,6 +39,64 @@ pub const VNICS_FILE: &str = "runtime_vnics.json";
 pub const CLIENTS_FILE: &str = "data/clients.json";
 /// File name of the stopped-by-request set, directly under the state dir.
 pub const STOPPED_FILE: &str = "stopped_runtimes.json";
+/// File name of the intent journal, directly under the state dir.
+pub const PENDING_FILE: &str = "pending_operations.json";
+/// How many aborted creates are remembered (their engine requests may still land after the abort).
+const MAX_TOMBSTONES: usize = 64;
+
+/// An operation recorded before it touches the engine, cleared when it is done. Timestamps are
+/// RFC 3339 UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "operation", rename_all = "snake_case")]
+pub enum Intent {
+    /// `create_new_runtime`: every object it makes carries the `create_id` label; the create commits
+    /// when its vNIC entry is written (then this intent is cleared).
+    Create {
+        /// Random id of this create attempt.
+        create_id: String,
+        /// When it was accepted.
+        started_at: String,
+    },
+    /// `delete_device` (acked `deleting`): finished after any crash, never reverted.
+    Delete {
+        /// When it was accepted (the stop's grace period counts from here).
+        started_at: String,
+        /// The runtime was adopted from the state files (unlabelled objects).
+        #[serde(default)]
+        adopted: bool,
+    },
+    /// `restart_device`: the container must have started after `started_at`.
+    Restart {
+        /// When it was accepted.
+        started_at: String,
+    },
+    /// `delete_orchestrator`, under the device id `__orchestrator__`.
+    #[serde(rename = "delete_orchestrator")]
+    SelfDestruct {
+        /// When it was accepted.
+        started_at: String,
+    },
+}
+
+/// A create that was undone: objects labelled with its `create_id` that show up later (an engine
+/// request of a killed process that completed after the clean-up) are removed, not adopted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tombstone {
+    /// The runtime name.
+    pub runtime: String,
+    /// The aborted create's id.
+    pub create_id: String,
+    /// When it was undone.
+    pub at: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+struct Pending {
+    #[serde(default)]
+    operations: std::collections::BTreeMap<String, Intent>,
+    #[serde(default)]
+    aborted_creates: Vec<Tombstone>,
+}
 
 /// A state file could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +129,7 @@ struct Files {
     vnics: Map<String, Value>,
     clients: Map<String, Value>,
     stopped: Vec<String>,
+    pending: Pending,
 }
 
 /// The single owner of the state files. Cheap to share behind an `Arc`.
@@ -99,6 +164,16 @@ impl StateStore {
     /// `__orchestrator__` status.
     pub fn warnings(&self) -> Vec<String> {
         self.warnings.lock().map(|w| w.clone()).unwrap_or_default()
+    }
+
+    /// Adds a problem for operators (e.g. an entry rebuilt from the engine).
+    pub fn add_warning(&self, warning: impl Into<String>) {
+        let w = warning.into();
+        if let Ok(mut ws) = self.warnings.lock()
+            && !ws.contains(&w)
+        {
+            ws.push(w);
+        }
     }
 
     /// Every runtime's persisted vNIC list, in file order.
@@ -195,6 +270,77 @@ impl StateStore {
         self.write(STOPPED_FILE, encode_stopped(&next)).await?;
         f.stopped = next;
         Ok(())
+    }
+
+    /// The recorded intent of `runtime` (or of `__orchestrator__`), if any.
+    pub async fn intent(&self, runtime: &str) -> Option<Intent> {
+        self.files
+            .lock()
+            .await
+            .pending
+            .operations
+            .get(runtime)
+            .cloned()
+    }
+
+    /// Every recorded intent, by name.
+    pub async fn intents(&self) -> Vec<(String, Intent)> {
+        let f = self.files.lock().await;
+        f.pending
+            .operations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
+    /// Records `intent` for `runtime` durably (replacing any earlier one).
+    pub async fn set_intent(&self, runtime: &str, intent: Intent) -> Result<(), StateError> {
+        let mut f = self.files.lock().await;
+        let mut next = f.pending.clone();
+        next.operations.insert(runtime.to_owned(), intent);
+        self.write(PENDING_FILE, encode_pending(&next)).await?;
+        f.pending = next;
+        Ok(())
+    }
+
+    /// Clears the intent of `runtime`; with `aborted`, the create id it names is remembered as a
+    /// [`Tombstone`] in the same write. A no-op when there is nothing to change.
+    pub async fn clear_intent(
+        &self,
+        runtime: &str,
+        aborted: Option<&str>,
+    ) -> Result<(), StateError> {
+        let mut f = self.files.lock().await;
+        if !f.pending.operations.contains_key(runtime) && aborted.is_none() {
+            return Ok(());
+        }
+        let mut next = f.pending.clone();
+        next.operations.remove(runtime);
+        if let Some(id) = aborted
+            && !next.aborted_creates.iter().any(|t| t.create_id == id)
+        {
+            next.aborted_creates.push(Tombstone {
+                runtime: runtime.to_owned(),
+                create_id: id.to_owned(),
+                at: crate::timefmt::now_utc_micros(),
+            });
+            let excess = next.aborted_creates.len().saturating_sub(MAX_TOMBSTONES);
+            next.aborted_creates.drain(..excess);
+        }
+        self.write(PENDING_FILE, encode_pending(&next)).await?;
+        f.pending = next;
+        Ok(())
+    }
+
+    /// Whether `create_id` belongs to a create that was undone.
+    pub async fn is_aborted_create(&self, create_id: &str) -> bool {
+        self.files
+            .lock()
+            .await
+            .pending
+            .aborted_creates
+            .iter()
+            .any(|t| t.create_id == create_id)
     }
 
     /// Removes every trace of a runtime (vNICs, registry, stopped set), rewriting only the files that
@@ -304,7 +450,14 @@ fn load_all(dir: &Path) -> Loaded {
             })
             .unwrap_or_default();
     }
+    if let Some(v) = load_one(&dir.join(PENDING_FILE), valid_pending, &mut warnings)? {
+        files.pending = serde_json::from_value(v).unwrap_or_default();
+    }
     Ok((files, warnings))
+}
+
+fn valid_pending(v: &Value) -> bool {
+    serde_json::from_value::<Pending>(v.clone()).is_ok()
 }
 
 fn valid_vnics(v: &Value) -> bool {
@@ -394,6 +547,12 @@ fn encode_stopped(names: &[String]) -> Vec<u8> {
         &Value::Array(names.iter().cloned().map(Value::String).collect()),
         b"  ",
     )
+}
+
+fn encode_pending(p: &Pending) -> Vec<u8> {
+    // Serializing plain strings and maps cannot fail; an empty file would read as corrupt, so
+    // fall back to an empty journal rather than writing nothing.
+    serde_json::to_vec_pretty(p).unwrap_or_else(|_| b"{}".to_vec())
 }
 
 /// Serializes like Python's `json.dumps(v, indent=…)` with the default `ensure_ascii=True`.
@@ -553,6 +712,57 @@ mod tests {
         assert!(s.vnics_of("b").await.is_none());
         assert!(s.client("b").await.is_none());
         assert_eq!(s.client("a").await.unwrap().ip, "172.20.0.2");
+    }
+
+    #[tokio::test]
+    async fn intents_are_durable_and_undone_creates_remembered() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = StateStore::open(dir.path()).await.unwrap();
+        let create = Intent::Create {
+            create_id: "c1".into(),
+            started_at: "2026-12-01T10:00:00.000000+00:00".into(),
+        };
+        let delete = Intent::Delete {
+            started_at: "2026-12-01T10:00:01.000000+00:00".into(),
+            adopted: true,
+        };
+        s.set_intent("a", create.clone()).await.unwrap();
+        s.set_intent("b", delete.clone()).await.unwrap();
+        let s2 = StateStore::open(dir.path()).await.unwrap();
+        assert_eq!(s2.intent("a").await, Some(create));
+        assert_eq!(s2.intent("b").await, Some(delete));
+        // The wire form is readable by an operator.
+        let text = std::fs::read_to_string(dir.path().join(PENDING_FILE)).unwrap();
+        assert!(text.contains("\"operation\": \"create\""), "{text}");
+        s2.clear_intent("a", Some("c1")).await.unwrap();
+        s2.clear_intent("b", None).await.unwrap();
+        let s3 = StateStore::open(dir.path()).await.unwrap();
+        assert!(s3.intents().await.is_empty());
+        assert!(s3.is_aborted_create("c1").await);
+        assert!(!s3.is_aborted_create("c2").await);
+        // Bounded: the oldest undone creates are forgotten first.
+        for i in 0..(MAX_TOMBSTONES + 5) {
+            s3.clear_intent("x", Some(&format!("t{i}"))).await.unwrap();
+        }
+        assert!(!s3.is_aborted_create("c1").await);
+        assert!(!s3.is_aborted_create("t4").await);
+        assert!(s3.is_aborted_create("t5").await);
+        assert!(s3.warnings().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_journal_is_kept_aside_and_the_others_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(VNICS_FILE), b"{\"plc\": []}").unwrap();
+        std::fs::write(
+            dir.path().join(PENDING_FILE),
+            b"{\"operations\": {\"a\": 1}}",
+        )
+        .unwrap();
+        let s = StateStore::open(dir.path()).await.unwrap();
+        assert_eq!(s.warnings().len(), 1, "{:?}", s.warnings());
+        assert!(s.intents().await.is_empty());
+        assert_eq!(s.known_runtimes().await, ["plc"]);
     }
 
     #[tokio::test]
