@@ -154,6 +154,8 @@ async fn bare(docker: &Docker, instance: &str, name: &str, round: u8) -> Res<Dur
             instance,
             dns: &[],
             attachments: &attachments,
+            create_id: "bench",
+            raw_vnics: &[],
         },
         docker.api_version().await?,
     );

@@ -64,6 +64,10 @@ pub struct ContainerParams<'a> {
     pub dns: &'a [IpAddr],
     /// MACVLAN attachments in vNIC order.
     pub attachments: &'a [Attachment],
+    /// The create attempt's id ([`naming::LABEL_CREATE_ID`]).
+    pub create_id: &'a str,
+    /// The vNIC objects as received ([`naming::LABEL_VNICS`]).
+    pub raw_vnics: &'a [serde_json::Value],
 }
 
 fn endpoint(ip: Option<Ipv4Addr>, mac: Option<MacAddr>) -> EndpointConfig {
@@ -103,9 +107,15 @@ fn host_config(p: &ContainerParams<'_>, network_mode: String) -> HostConfig {
 /// Plans the create for the negotiated `api` version.
 pub fn plan(p: &ContainerParams<'_>, api: ApiVersion) -> CreatePlan {
     let internal = naming::internal_network_name(p.name);
+    let mut labels = naming::runtime_labels(p.name, p.instance);
+    labels.insert(naming::LABEL_CREATE_ID.to_owned(), p.create_id.to_owned());
+    labels.insert(
+        naming::LABEL_VNICS.to_owned(),
+        serde_json::Value::Array(p.raw_vnics.to_vec()).to_string(),
+    );
     let base = |host_config: HostConfig| ContainerCreate {
         image: p.image.to_owned(),
-        labels: naming::runtime_labels(p.name, p.instance),
+        labels: labels.clone(),
         host_config,
         ..Default::default()
     };
@@ -201,6 +211,8 @@ mod tests {
             instance: "/var/orchestrator",
             dns,
             attachments: atts,
+            create_id: "c0ffee",
+            raw_vnics: &[],
         }
     }
 
@@ -237,6 +249,8 @@ mod tests {
             naming::MANAGED_BY_VALUE
         );
         assert_eq!(body["Labels"][naming::LABEL_RUNTIME], "plc");
+        assert_eq!(body["Labels"][naming::LABEL_CREATE_ID], "c0ffee");
+        assert_eq!(body["Labels"][naming::LABEL_VNICS], "[]");
     }
 
     #[test]

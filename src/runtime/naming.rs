@@ -28,6 +28,14 @@ pub const ROLE_INTERNAL: &str = "internal-network";
 /// [`LABEL_ROLE`] of a MACVLAN network.
 pub const ROLE_MACVLAN: &str = "macvlan-network";
 
+/// Label on a runtime container and its internal network: the random id of the create that made
+/// them, so the boot reconcile can tell a create that was undone (its id is remembered) from a
+/// runtime to keep.
+pub const LABEL_CREATE_ID: &str = "edge.autonomy.create-id";
+/// Label on a runtime container: its vNIC configuration as received (compact JSON array), from
+/// which the agent rebuilds a lost `runtime_vnics.json` entry.
+pub const LABEL_VNICS: &str = "edge.autonomy.vnics";
+
 /// Suffix of a runtime's internal bridge network.
 pub const INTERNAL_SUFFIX: &str = "_internal";
 /// Longest container name accepted: `<name>_internal` must stay within Docker's 63-character
