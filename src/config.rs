@@ -72,6 +72,17 @@ pub struct Config {
     /// per module. [default: info]
     #[arg(long, value_name = "LEVEL", env = "ORCHESTRATOR_LOG_LEVEL")]
     pub log_level: Option<String>,
+
+    /// Seconds a runtime gets to shut down on stop, restart and delete before it is killed (the
+    /// engine's SIGTERM-then-SIGKILL grace period).
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "ORCHESTRATOR_STOP_GRACE",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(0..=3600)
+    )]
+    pub stop_grace: u64,
 }
 
 impl Config {

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use docker_api::{PullOptions, RemoveContainerOptions};
 use serde_json::{Map, Value, json};
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use super::body::{self, Attachment, ContainerParams};
 use super::net::Ipv4Net;
 use super::spec::{self, CreateSpec, Mode};
 use super::{Error, OpHandle, OpKind, Runtimes, internal_ip_of, macvlan, naming};
 use crate::contract::CreateRuntimeRequest;
+use crate::state::Intent;
 
 /// How long the synchronous "name already in use" check may take before the ack; the background
 /// work checks again anyway.
@@ -56,9 +57,21 @@ pub(super) async fn accept(
         "validating_config",
         format!("validating the configuration of {name}"),
     );
+    // The intent is durable before anything exists in the engine and before the ack: a crash from
+    // here on leaves a positive mark the boot reconcile undoes (or completes, once committed).
+    let create_id = new_create_id();
+    let intent = Intent::Create {
+        create_id: create_id.clone(),
+        started_at: crate::timefmt::now_utc_micros(),
+    };
+    if let Err(e) = rt.state().set_intent(&name, intent).await {
+        let e = Error::from(e);
+        op.fail(format!("cannot record the create: {e}"));
+        return Err(e);
+    }
     let worker = rt.clone();
     let span = info_span!("create_runtime", runtime = %name);
-    rt.spawn(async move { run(&worker, spec, op).await }.instrument(span));
+    rt.spawn(async move { run(&worker, spec, create_id, op).await }.instrument(span));
     let mut body = Map::new();
     body.insert("status".into(), json!("creating"));
     body.insert("container_id".into(), json!(name));
@@ -78,9 +91,15 @@ struct Made {
     state: bool,
 }
 
-async fn run(rt: &Runtimes, spec: CreateSpec, op: OpHandle) {
+/// A random id for one create attempt (64 bits, hex).
+fn new_create_id() -> String {
+    use rand::RngExt;
+    format!("{:016x}", rand::rng().random::<u64>())
+}
+
+async fn run(rt: &Runtimes, spec: CreateSpec, create_id: String, op: OpHandle) {
     let mut made = Made::default();
-    match steps(rt, &spec, &op, &mut made).await {
+    match steps(rt, &spec, &create_id, &op, &mut made).await {
         Ok(()) => {
             let n = spec.vnics.len();
             let warnings = op.warnings().len();
@@ -98,6 +117,9 @@ async fn run(rt: &Runtimes, spec: CreateSpec, op: OpHandle) {
             // The step stays the one that failed: it tells the cloud where.
             warn!(runtime = %spec.name, error = %e, "creation failed; rolling back");
             rollback(rt, &spec.name, &made).await;
+            if let Err(e) = rt.state().clear_intent(&spec.name, Some(&create_id)).await {
+                warn!(runtime = %spec.name, error = %e, "cannot clear the create intent");
+            }
             op.fail(e.to_string());
         }
     }
@@ -106,6 +128,7 @@ async fn run(rt: &Runtimes, spec: CreateSpec, op: OpHandle) {
 async fn steps(
     rt: &Runtimes,
     spec: &CreateSpec,
+    create_id: &str,
     op: &OpHandle,
     made: &mut Made,
 ) -> Result<(), Error> {
@@ -113,6 +136,19 @@ async fn steps(
     let name = spec.name.as_str();
 
     match docker.inspect_container(name).await {
+        // What an undone create of ours left in the engine after its clean-up (a request of a killed
+        // process that still completed): never a runtime, removed so the name is free again.
+        Ok(c) if c.short_name() == name && rt.is_aborted_leftover(&c).await => {
+            info!(
+                runtime = name,
+                "removing the leftover of an undone create of the same name"
+            );
+            super::kill_and_remove(rt, &c.id)
+                .await
+                .map_err(Error::docker(format!(
+                    "removing the leftover container {name}"
+                )))?;
+        }
         // The engine also resolves id prefixes: only an exact name match is a clash.
         Ok(c) if c.short_name() == name => {
             return Err(Error::Failed(format!(
@@ -157,7 +193,8 @@ async fn steps(
         "creating the internal and MACVLAN networks",
     );
     let net_guard = rt.network_lock().await;
-    made.internal_network = macvlan::ensure_internal(rt, name).await?;
+    let internal = macvlan::ensure_internal(rt, name).await?;
+    made.internal_network = internal.created;
     let mut resolved: Vec<(usize, Ipv4Net, Option<Ipv4Addr>)> = Vec::new();
     for v in &spec.vnics {
         let (subnet, gateway) = match v.macvlan_subnet() {
@@ -195,45 +232,85 @@ async fn steps(
             instance: rt.instance(),
             dns: &spec.dns,
             attachments: &attachments,
+            create_id,
+            raw_vnics: &spec.raw_vnics,
         },
         api,
     );
-    let created = match docker.create_container(name, &plan.create).await {
-        Ok(created) => created,
-        Err(e) if e.is_conflict() => {
-            return Err(Error::Failed(format!(
-                "Container name {name} is already in use"
-            )));
+    // Twice at most: a request of the killed previous process that the engine completed late can
+    // leave a twin internal network or a leftover container of an undone create in the way.
+    let mut attempt = 0;
+    let created = loop {
+        attempt += 1;
+        let e = match docker.create_container(name, &plan.create).await {
+            Ok(created) => break created,
+            Err(e) => e,
+        };
+        if attempt == 1 && e.is_ambiguous() {
+            macvlan::dedupe_internal(rt, name, Some(&internal.id)).await?;
+            continue;
         }
-        Err(e) => {
-            // A timeout or a dropped connection does not mean the engine made nothing: adopt
-            // what it made for this create so the rollback removes it.
-            if let Ok(c) = docker.inspect_container(name).await
-                && c.short_name() == name
-                && naming::is_ours(&c.config.labels, rt.instance())
-            {
-                made.container = Some(c.id);
+        if e.is_conflict() {
+            match docker.inspect_container(name).await {
+                Ok(c) if attempt == 1 && rt.is_aborted_leftover(&c).await => {
+                    super::kill_and_remove(rt, &c.id)
+                        .await
+                        .map_err(Error::docker(format!(
+                            "removing the leftover container {name}"
+                        )))?;
+                    continue;
+                }
+                _ => {
+                    return Err(Error::Failed(format!(
+                        "Container name {name} is already in use"
+                    )));
+                }
             }
-            return Err(Error::docker(format!("creating container {name}"))(e));
         }
+        // A timeout or a dropped connection does not mean the engine made nothing: adopt what it
+        // made for this create so the rollback removes it.
+        if let Ok(c) = docker.inspect_container(name).await
+            && c.short_name() == name
+            && c.config
+                .labels
+                .get(naming::LABEL_CREATE_ID)
+                .map(String::as_str)
+                == Some(create_id)
+            && naming::is_ours(&c.config.labels, rt.instance())
+        {
+            made.container = Some(c.id);
+        }
+        return Err(Error::docker(format!("creating container {name}"))(e));
     };
     made.container = Some(created.id.clone());
     for w in created.warnings.iter().filter(|w| !w.is_empty()) {
         op.warn(format!("engine warning on create: {w}"));
     }
     for (net, endpoint) in &plan.connect {
+        // By id: the name may have a twin (see `macvlan::dedupe_internal`).
+        let target = if *net == naming::internal_network_name(name) {
+            internal.id.as_str()
+        } else {
+            net.as_str()
+        };
         docker
-            .connect_network(net, &created.id, endpoint)
+            .connect_network(target, &created.id, endpoint)
             .await
             .map_err(Error::docker(format!("connecting {name} to {net}")))?;
     }
     drop(net_guard);
 
     op.step("starting", format!("starting {name}"));
-    docker
-        .start_container(&created.id)
-        .await
-        .map_err(Error::docker(format!("starting container {name}")))?;
+    let mut started = docker.start_container(&created.id).await;
+    if let Err(e) = &started
+        && e.is_ambiguous()
+    {
+        // A twin of the internal network, made by a create of the killed previous process that
+        // the engine completed late: drop it and start again.
+        macvlan::dedupe_internal(rt, name, Some(&internal.id)).await?;
+        started = docker.start_container(&created.id).await;
+    }
+    started.map_err(Error::docker(format!("starting container {name}")))?;
 
     op.step(
         "registering",
@@ -295,8 +372,13 @@ async fn steps(
             "Could not retrieve internal IP for container {name}"
         )),
     }
-    rt.state().set_vnics(name, spec.raw_vnics.clone()).await?;
     rt.state().set_stopped(name, false).await?;
+    // The commit mark: from here on the runtime is kept whatever happens.
+    rt.state().set_vnics(name, spec.raw_vnics.clone()).await?;
+    if let Err(e) = rt.state().clear_intent(name, None).await {
+        // Committed anyway: the boot reconcile sees the vNIC entry and only clears the intent.
+        op.warn(format!("could not clear the create intent: {e}"));
+    }
     Ok(())
 }
 

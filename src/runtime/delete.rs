@@ -4,6 +4,7 @@
 //! unused. Also used by the self-destruct for every runtime.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use docker_api::RemoveContainerOptions;
 use serde_json::{Map, Value, json};
@@ -11,6 +12,7 @@ use tracing::{Instrument, info_span, warn};
 
 use super::{Error, OpHandle, OpKind, Owned, Runtimes, macvlan, naming};
 use crate::contract::DeleteDeviceRequest;
+use crate::state::Intent;
 
 /// Checks ownership, takes the lock and starts the deletion in the background.
 pub(super) async fn accept(
@@ -23,11 +25,31 @@ pub(super) async fn accept(
     }
     let owned = rt.owned(&name, "delete").await?;
     let op = rt.ops().try_begin(&name, OpKind::Delete)?;
+    // Durable before the stop and before the ack: once the cloud hears `deleting`, a crash can only
+    // delay the delete, never revert it (the boot reconcile finishes it).
+    let intent = Intent::Delete {
+        started_at: crate::timefmt::now_utc_micros(),
+        adopted: owned.adopted,
+    };
+    if let Err(e) = rt.state().set_intent(&name, intent).await {
+        let e = Error::from(e);
+        op.fail(format!("cannot record the delete: {e}"));
+        return Err(e);
+    }
     let worker = rt.clone();
     let span = info_span!("delete_runtime", runtime = %name);
+    let stop = Stop::Graceful(rt.config().stop_grace);
     rt.spawn(
         async move {
-            match remove_runtime(&worker, &owned, &op).await {
+            let done = match remove_runtime(&worker, &owned, stop, &op).await {
+                Ok(()) => worker
+                    .state()
+                    .clear_intent(&owned.name, None)
+                    .await
+                    .map_err(Error::from),
+                Err(e) => Err(e),
+            };
+            match done {
                 Ok(()) => op.succeed(format!(
                     "Runtime container {} and associated resources deleted successfully",
                     owned.name
@@ -47,10 +69,22 @@ pub(super) async fn accept(
     Ok(body)
 }
 
-/// Removes an owned runtime and everything of ours only it used. The caller holds its lock.
+/// How the container is stopped before it is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// SIGTERM, then SIGKILL after this grace period (a runtime that ran: let the PLC shut down).
+    Graceful(Duration),
+    /// At once (what a create that never committed left: nothing ran that deserves a grace period).
+    Kill,
+}
+
+/// Removes an owned runtime and everything of ours only it used. The caller holds its lock and
+/// clears the runtime's intent once this succeeded (on failure the intent stays, so the delete is
+/// retried at the next start rather than forgotten).
 pub(super) async fn remove_runtime(
     rt: &Runtimes,
     owned: &Owned,
+    stop: Stop,
     op: &OpHandle,
 ) -> Result<(), Error> {
     let docker = rt.docker();
@@ -65,16 +99,22 @@ pub(super) async fn remove_runtime(
                 .filter(|n| n.starts_with("macvlan_"))
                 .cloned(),
         );
-        op.step("stopping", format!("stopping {name}"));
-        match docker.stop_container(&c.id, rt.config().stop_grace).await {
-            Ok(()) => {}
-            Err(e) if e.is_not_found() => {}
-            Err(e) => warn!(runtime = name, error = %e, "stop failed; removing by force"),
+        if let Stop::Graceful(grace) = stop
+            && c.state.running
+        {
+            op.step("stopping", format!("stopping {name}"));
+            match docker.stop_container(&c.id, grace).await {
+                Ok(()) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => warn!(runtime = name, error = %e, "stop failed; removing by force"),
+            }
         }
         op.step("removing_container", format!("removing {name}"));
+        // A create that never committed may have made anonymous volumes; a runtime that ran keeps
+        // its data volumes to the engine's rules (upstream removes the container only).
         let opts = RemoveContainerOptions {
             force: true,
-            volumes: false,
+            volumes: stop == Stop::Kill,
         };
         match docker.remove_container(&c.id, opts).await {
             Ok(()) => {}

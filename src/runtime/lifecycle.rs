@@ -8,6 +8,7 @@ use serde_json::{Map, Value, json};
 use tracing::warn;
 
 use super::{Error, OpKind, Runtimes};
+use crate::state::Intent;
 
 /// The three power actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,22 +59,48 @@ pub(super) async fn apply(
     if power == Power::Stop {
         super::reconcile::ensure_unless_stopped(rt, &container, &op).await;
     }
+    // The wanted state is durable before the engine is asked (a crash in between leaves what was
+    // asked for, which the boot reconcile then brings about): the stopped set for a stop or start,
+    // an intent for a restart.
+    let was_stopped = rt.state().is_stopped(name).await;
+    let recorded = match power {
+        Power::Restart => {
+            let intent = Intent::Restart {
+                started_at: crate::timefmt::now_utc_micros(),
+            };
+            match rt.state().set_stopped(name, false).await {
+                Ok(()) => rt.state().set_intent(name, intent).await,
+                Err(e) => Err(e),
+            }
+        }
+        Power::Start | Power::Stop => rt.state().set_stopped(name, power == Power::Stop).await,
+    };
+    if let Err(e) = recorded {
+        let e = Error::from(e);
+        op.fail(format!("cannot record the {}: {e}", power.verb()));
+        return Err(e);
+    }
     let result = match power {
         Power::Start => docker.start_container(&container.id).await,
         Power::Stop => docker.stop_container(&container.id, grace).await,
         Power::Restart => docker.restart_container(&container.id, grace).await,
     };
+    let cleared = match power {
+        Power::Restart => rt.state().clear_intent(name, None).await,
+        Power::Start | Power::Stop => Ok(()),
+    };
     if let Err(e) = result {
+        // Nothing changed in the engine: the recorded wish goes back to what it was, so the next
+        // start does not act on a request the cloud was told failed.
+        if let Err(w) = rt.state().set_stopped(name, was_stopped).await {
+            warn!(runtime = name, error = %w, "cannot restore the requested state");
+        }
         let e = Error::docker(format!("cannot {} {name}", power.verb()))(e);
         op.fail(e.to_string());
         return Err(e);
     }
-    if let Err(e) = rt.state().set_stopped(name, power == Power::Stop).await {
-        warn!(runtime = name, error = %e, "cannot record the requested state");
-        op.warn(format!(
-            "the {} is not remembered across reboots: {e}",
-            power.verb()
-        ));
+    if let Err(e) = cleared {
+        warn!(runtime = name, error = %e, "cannot clear the restart intent");
     }
     if power != Power::Stop {
         if let Err(e) = rt.join_internal(name).await {

@@ -143,11 +143,19 @@ pub fn internal_usable(n: &NetworkInspect, instance: &str, adopted: bool) -> boo
         || (adopted && !n.labels.contains_key(naming::LABEL_MANAGED_BY))
 }
 
-/// Gets or creates `<runtime>_internal` (bridge, `Internal: true`, labelled). Returns whether it was
-/// created by this call. An existing network is reused only when [`internal_usable`] (adopted =
+/// A runtime's internal bridge as [`ensure_internal`] found or made it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InternalNet {
+    /// The network's id.
+    pub id: String,
+    /// Whether this call created it (so a failed create may remove it again).
+    pub created: bool,
+}
+
+/// Gets or creates `<runtime>_internal` (bridge, `Internal: true`, labelled). An existing network is reused only when [`internal_usable`] (adopted =
 /// the runtime is known from the state files); otherwise the create fails, so neither the runtime
 /// nor the agent's own container is attached to a network the agent does not own.
-pub async fn ensure_internal(rt: &Runtimes, runtime: &str) -> Result<bool, Error> {
+pub async fn ensure_internal(rt: &Runtimes, runtime: &str) -> Result<InternalNet, Error> {
     let docker = rt.docker();
     let name = naming::internal_network_name(runtime);
     let adopted = rt.state().is_known(runtime).await;
@@ -157,7 +165,10 @@ pub async fn ensure_internal(rt: &Runtimes, runtime: &str) -> Result<bool, Error
                 "network {name} exists and is not managed by this agent"
             )))
         } else if n.driver == "bridge" && n.internal {
-            Ok(false)
+            Ok(InternalNet {
+                id: n.id.clone(),
+                created: false,
+            })
         } else {
             Err(Error::Failed(format!(
                 "network {name} exists but is not an internal bridge (driver {}, internal {})",
@@ -165,7 +176,7 @@ pub async fn ensure_internal(rt: &Runtimes, runtime: &str) -> Result<bool, Error
             )))
         }
     };
-    match docker.inspect_network(&name).await {
+    match inspect_internal(rt, runtime).await {
         Ok(n) => return check(&n),
         Err(e) if e.is_not_found() => {}
         Err(e) => return Err(Error::docker(format!("inspecting network {name}"))(e)),
@@ -178,10 +189,17 @@ pub async fn ensure_internal(rt: &Runtimes, runtime: &str) -> Result<bool, Error
         ..Default::default()
     };
     match docker.create_network(&spec).await {
-        Ok(_) => Ok(true),
+        Ok(created) => {
+            // The engine's duplicate-name check is not atomic: a create of the same name still in
+            // flight from a killed agent may have succeeded too. Keep ours, drop the twin.
+            dedupe_internal(rt, runtime, Some(&created.id)).await?;
+            Ok(InternalNet {
+                id: created.id,
+                created: true,
+            })
+        }
         Err(e) if e.is_conflict() => {
-            let n = docker
-                .inspect_network(&name)
+            let n = inspect_internal(rt, runtime)
                 .await
                 .map_err(Error::docker(format!("inspecting network {name}")))?;
             check(&n)
@@ -190,13 +208,87 @@ pub async fn ensure_internal(rt: &Runtimes, runtime: &str) -> Result<bool, Error
     }
 }
 
+/// Inspects `<runtime>_internal`; when the name is ambiguous (duplicates, see [`dedupe_internal`])
+/// the duplicates of ours are removed first.
+pub async fn inspect_internal(
+    rt: &Runtimes,
+    runtime: &str,
+) -> Result<NetworkInspect, docker_api::Error> {
+    let name = naming::internal_network_name(runtime);
+    match rt.docker().inspect_network(&name).await {
+        Err(e) if e.is_ambiguous() => {
+            if let Err(d) = dedupe_internal(rt, runtime, None).await {
+                warn!(network = %name, error = %d, "cannot remove duplicate networks");
+            }
+            rt.docker().inspect_network(&name).await
+        }
+        other => other,
+    }
+}
+
+/// Removes extra networks of ours named `<runtime>_internal`, keeping `keep` (an id) or else the one
+/// a container is attached to, else the oldest. Duplicates arise when a create of the previous
+/// process was still in flight in the engine when it died and a new create of the same name
+/// overlapped it: the engine's duplicate-name check is not atomic (seen on Docker 20.10), and a
+/// duplicated name makes every later call by name fail as "ambiguous".
+pub async fn dedupe_internal(
+    rt: &Runtimes,
+    runtime: &str,
+    keep: Option<&str>,
+) -> Result<(), Error> {
+    let docker = rt.docker();
+    let name = naming::internal_network_name(runtime);
+    let same: Vec<NetworkInspect> = docker
+        .list_networks(&Filters::new().name(name.clone()))
+        .await
+        .map_err(Error::docker(format!("listing networks named {name}")))?
+        .into_iter()
+        .filter(|n| n.name == name)
+        .collect();
+    if same.len() < 2 {
+        return Ok(());
+    }
+    let mut used = Vec::new();
+    for n in &same {
+        let by_id = Filters::new().add("network", n.id.clone());
+        let users = docker
+            .list_containers(true, &by_id)
+            .await
+            .map_err(Error::docker(format!("listing the containers on {name}")))?;
+        if !users.is_empty() {
+            used.push(n.id.clone());
+        }
+    }
+    let keep_id = keep
+        .filter(|k| same.iter().any(|n| n.id == *k))
+        .map(str::to_owned)
+        .or_else(|| used.first().cloned())
+        .or_else(|| {
+            same.iter()
+                .min_by(|a, b| a.created.cmp(&b.created))
+                .map(|n| n.id.clone())
+        })
+        .unwrap_or_default();
+    for n in same {
+        if n.id == keep_id || used.contains(&n.id) || !naming::is_ours(&n.labels, rt.instance()) {
+            continue;
+        }
+        match docker.remove_network(&n.id).await {
+            Ok(()) => info!(network = %name, id = %n.id, "removed a duplicate network"),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(Error::docker(format!("removing a duplicate of {name}"))(e)),
+        }
+    }
+    Ok(())
+}
+
 /// Removes `<runtime>_internal` after detaching the agent's own container from it. The network is
 /// removed when it carries our labels, or when `adopted` (the Python agent made it unlabelled).
 /// Missing is success. Fails when other containers are still attached.
 pub async fn remove_internal(rt: &Runtimes, runtime: &str, adopted: bool) -> Result<(), Error> {
     let docker = rt.docker();
     let name = naming::internal_network_name(runtime);
-    let n = match docker.inspect_network(&name).await {
+    let n = match inspect_internal(rt, runtime).await {
         Ok(n) => n,
         Err(e) if e.is_not_found() => return Ok(()),
         Err(e) => return Err(Error::docker(format!("inspecting network {name}"))(e)),

@@ -52,6 +52,7 @@ pub mod spec;
 mod create;
 mod delete;
 mod lifecycle;
+mod rebuild;
 mod reconcile;
 mod selfdestruct;
 mod selfid;
@@ -368,12 +369,7 @@ impl Runtimes {
     }
 
     async fn has_internal_network(&self, name: &str) -> bool {
-        match self
-            .inner
-            .docker
-            .inspect_network(&naming::internal_network_name(name))
-            .await
-        {
+        match macvlan::inspect_internal(self, name).await {
             Ok(n) => naming::is_ours(&n.labels, self.instance()),
             Err(_) => false,
         }
@@ -400,12 +396,35 @@ impl Runtimes {
                 names.push(n.to_owned());
             }
         }
-        for n in self.inner.state.known_runtimes().await {
-            if !names.contains(&n) && !naming::RESERVED_CONTAINER_NAMES.contains(&n.as_str()) {
+        let pending = self.inner.state.intents().await.into_iter().map(|(n, _)| n);
+        for n in self
+            .inner
+            .state
+            .known_runtimes()
+            .await
+            .into_iter()
+            .chain(pending)
+        {
+            if !names.contains(&n)
+                && !naming::RESERVED_CONTAINER_NAMES.contains(&n.as_str())
+                && n != naming::ORCHESTRATOR_DEVICE_ID
+            {
                 names.push(n);
             }
         }
         Ok(names)
+    }
+
+    /// Whether `c` is a container of ours made by a create that was undone (its create id is
+    /// remembered as aborted): never a runtime, whatever the state files say.
+    pub async fn is_aborted_leftover(&self, c: &ContainerInspect) -> bool {
+        if !naming::is_ours(&c.config.labels, self.instance()) {
+            return false;
+        }
+        match c.config.labels.get(naming::LABEL_CREATE_ID) {
+            Some(id) => self.inner.state.is_aborted_create(id).await,
+            None => false,
+        }
     }
 
     /// The registry (internal) IP of an owned runtime: `data/clients.json`, else a fresh inspect.
@@ -453,10 +472,7 @@ impl Runtimes {
             return Ok(());
         };
         let net = naming::internal_network_name(name);
-        let n = self
-            .inner
-            .docker
-            .inspect_network(&net)
+        let n = macvlan::inspect_internal(self, name)
             .await
             .map_err(Error::docker(format!("inspecting network {net}")))?;
         let adopted = self.inner.state.is_known(name).await;
@@ -496,6 +512,19 @@ impl Runtimes {
             self.inner.state.set_client(name, &ip.to_string()).await?;
         }
         Ok(ip)
+    }
+}
+
+/// Removes a container at once (SIGKILL, no grace period) with its anonymous volumes; missing is
+/// success. For what never ran as a committed runtime.
+pub async fn kill_and_remove(rt: &Runtimes, id: &str) -> Result<(), docker_api::Error> {
+    let opts = docker_api::RemoveContainerOptions {
+        force: true,
+        volumes: true,
+    };
+    match rt.docker().remove_container(id, opts).await {
+        Err(e) if !e.is_not_found() => Err(e),
+        _ => Ok(()),
     }
 }
 

@@ -38,6 +38,8 @@ pub enum OpKind {
     Rehome,
     /// Boot reconcile of one runtime.
     Reconcile,
+    /// Removing what an interrupted create left (or a leftover of one undone earlier).
+    Cleanup,
     /// `delete_orchestrator`.
     SelfDestruct,
 }
@@ -53,6 +55,7 @@ impl OpKind {
             OpKind::Restart => "restart",
             OpKind::Rehome => "rehome",
             OpKind::Reconcile => "reconcile",
+            OpKind::Cleanup => "cleanup",
             OpKind::SelfDestruct => "delete_orchestrator",
         }
     }
@@ -67,6 +70,7 @@ impl OpKind {
             OpKind::Restart => "restarting",
             OpKind::Rehome => "reconnecting",
             OpKind::Reconcile => "reconciling",
+            OpKind::Cleanup => "cleaning_up",
         }
     }
 }

@@ -1,28 +1,44 @@
-//! `delete_orchestrator`: answer `accepted` at once, then remove every runtime this agent owns (with
-//! their internal networks), the MACVLAN networks of ours left unused, the netmon container, and
+//! `delete_orchestrator`: record the intent, answer at once, then remove every runtime this agent owns
+//! (with their internal networks; [`CONCURRENCY`] at a time, so twenty runtimes take about one stop
+//! grace period, not twenty), the MACVLAN networks of ours left unused, the netmon container, and
 //! finally the agent's own container (spec §3; none when on the host). Progress is the operation
-//! `delete_orchestrator` of device `__orchestrator__`. If a runtime cannot be removed the agent keeps
-//! its own container, reports the error and can be asked again.
+//! `delete_orchestrator` of device `__orchestrator__`. A crash on the way is resumed by the next start
+//! (the intent is durable); the intent is cleared just before the agent removes its own container, so
+//! a reinstall on the same volume never inherits it. If a runtime cannot be removed the agent keeps its
+//! own container, reports the error, and tries again at its next start or when asked again.
 
 use std::time::Duration;
 
 use docker_api::RemoveContainerOptions;
+use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
-use tracing::{Instrument, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
+use super::delete::Stop;
 use super::{Error, OpHandle, OpKind, Runtimes, SelfContainer, delete, macvlan, naming};
+use crate::state::Intent;
 
 /// How long the self-destruct waits for an operation already running on a runtime.
 const LOCK_WAIT: Duration = Duration::from_secs(120);
+/// Runtimes removed at once. The cost is waiting on the engine (stop grace periods), not work here.
+pub const CONCURRENCY: usize = 32;
 
 /// Accepts the request (refused while one runs) and starts the work in the background.
-pub(super) fn accept(rt: &Runtimes) -> Result<Map<String, Value>, Error> {
+pub(super) async fn accept(rt: &Runtimes) -> Result<Map<String, Value>, Error> {
     let id = naming::ORCHESTRATOR_DEVICE_ID;
     let op = rt
         .ops()
         .try_begin(id, OpKind::SelfDestruct)
         .map_err(|_| Error::Failed("Self-destruct operation already in progress".into()))?;
     op.step("accepted", "self-destruct accepted");
+    let intent = Intent::SelfDestruct {
+        started_at: crate::timefmt::now_utc_micros(),
+    };
+    if let Err(e) = rt.state().set_intent(id, intent).await {
+        let e = Error::from(e);
+        op.fail(format!("cannot record the self-destruct: {e}"));
+        return Err(e);
+    }
     let worker = rt.clone();
     rt.spawn(async move { run(&worker, op).await }.instrument(info_span!("self_destruct")));
     let mut body = Map::new();
@@ -40,6 +56,20 @@ pub(super) fn accept(rt: &Runtimes) -> Result<Map<String, Value>, Error> {
     Ok(body)
 }
 
+/// Resumes a self-destruct the previous process accepted but did not finish (called by the boot
+/// reconcile instead of reconciling runtimes).
+pub(super) async fn resume(rt: &Runtimes) {
+    let Ok(op) = rt
+        .ops()
+        .try_begin(naming::ORCHESTRATOR_DEVICE_ID, OpKind::SelfDestruct)
+    else {
+        return;
+    };
+    info!("resuming the self-destruct accepted before the agent restarted");
+    op.step("resumed", "self-destruct resumed after a restart");
+    run(rt, op).await;
+}
+
 async fn run(rt: &Runtimes, op: OpHandle) {
     // Let the response emit leave before anything disappears.
     tokio::time::sleep(rt.config().self_destruct_delay).await;
@@ -55,8 +85,16 @@ async fn run(rt: &Runtimes, op: OpHandle) {
                     names.push(creating);
                 }
             }
-            for name in names {
-                if let Err(e) = delete_one(rt, &name).await {
+            let results: Vec<(String, Result<(), Error>)> = futures_util::stream::iter(names)
+                .map(|name| async move {
+                    let r = delete_one(rt, &name).await;
+                    (name, r)
+                })
+                .buffer_unordered(CONCURRENCY)
+                .collect()
+                .await;
+            for (name, r) in results {
+                if let Err(e) = r {
                     errors.push(format!("{name}: {e}"));
                 }
             }
@@ -91,6 +129,7 @@ async fn run(rt: &Runtimes, op: OpHandle) {
     }
 
     if !errors.is_empty() {
+        // The intent stays: the next start tries again.
         op.fail(format!(
             "self-destruct stopped before removing the agent: {}",
             errors.join("; ")
@@ -119,6 +158,16 @@ async fn run(rt: &Runtimes, op: OpHandle) {
         )),
     }
 
+    // Cleared before the agent's own container goes: its volume may outlive it, and a new agent on
+    // that volume must not inherit a self-destruct.
+    if let Err(e) = rt
+        .state()
+        .clear_intent(naming::ORCHESTRATOR_DEVICE_ID, None)
+        .await
+    {
+        op.fail(format!("cannot clear the self-destruct intent: {e}"));
+        return;
+    }
     match rt.self_container().await {
         SelfContainer::Host => op.succeed(
             "all runtimes and networks removed; the agent runs on the host, so there is no \
@@ -156,12 +205,29 @@ async fn delete_one(rt: &Runtimes, name: &str) -> Result<(), Error> {
     };
     let owned = match rt.owned(name, "delete").await {
         Ok(o) => o,
+        Err(e) if e.is_not_found() => {
+            // Nothing of it is left (e.g. a create that never made its container): only its
+            // intent, if any, remains to be dropped.
+            rt.state().clear_intent(name, None).await?;
+            op.succeed(format!("{name}: nothing to remove"));
+            return Ok(());
+        }
         Err(e) => {
             op.fail(e.to_string());
-            return if e.is_not_found() { Ok(()) } else { Err(e) };
+            return Err(e);
         }
     };
-    match delete::remove_runtime(rt, &owned, &op).await {
+    let removed =
+        match delete::remove_runtime(rt, &owned, Stop::Graceful(rt.config().stop_grace), &op).await
+        {
+            Ok(()) => rt
+                .state()
+                .clear_intent(name, None)
+                .await
+                .map_err(Error::from),
+            Err(e) => Err(e),
+        };
+    match removed {
         Ok(()) => {
             op.succeed(format!("{name} removed by the self-destruct"));
             Ok(())

@@ -76,6 +76,6 @@ impl RuntimeOps for Runtimes {
 
     fn delete_orchestrator(&self, _req: BaseMessage) -> BoxFuture<OpResult> {
         let rt = self.clone();
-        Box::pin(async move { selfdestruct::accept(&rt).map_err(op_err) })
+        Box::pin(async move { selfdestruct::accept(&rt).await.map_err(op_err) })
     }
 }

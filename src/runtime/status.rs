@@ -20,11 +20,12 @@ pub(super) async fn device_status(
         return Ok(orchestrator(rt));
     }
     let record = rt.ops().get(device_id);
-    // A create or delete in progress, or one that failed, is the device's status (upstream shape).
-    // Short operations (start/stop/restart, reconcile, re-home) leave the container's live state in
-    // front and show up under `last_operation`, running or finished.
+    // A create, delete or clean-up in progress, or one that failed, is the device's status (upstream
+    // shape): a container on its way out is never reported as `success`. Short operations
+    // (start/stop/restart, reconcile, re-home) leave the container's live state in front and show up
+    // under `last_operation`, running or finished.
     if let Some(r) = &record
-        && matches!(r.kind, OpKind::Create | OpKind::Delete)
+        && matches!(r.kind, OpKind::Create | OpKind::Delete | OpKind::Cleanup)
         && r.outcome != Outcome::Succeeded
     {
         return Ok(r.to_status(device_id));

@@ -27,6 +27,8 @@ pub struct World {
     pub runtime_image: String,
     /// Extra environment for the agent (e.g. `HOST_NAME`).
     pub agent_env: Vec<(String, String)>,
+    /// Extra command-line arguments for the agent (e.g. `--stop-grace 2`).
+    pub agent_args: Vec<String>,
     agent: Option<Proc>,
     /// One entry per agent run.
     agent_logs: Vec<Lines>,
@@ -80,6 +82,7 @@ impl World {
             state_dir,
             runtime_image: image.to_owned(),
             agent_env: Vec::new(),
+            agent_args: Vec::new(),
             agent: None,
             agent_logs: Vec::new(),
             cid: 1000,
@@ -132,6 +135,7 @@ impl World {
             .env_remove("DOCKER_HOST")
             .env_remove("RUST_LOG")
             .env("HOSTNAME", "runtime-test-host");
+        cmd.args(&self.agent_args);
         for (k, v) in &self.agent_env {
             cmd.env(k, v);
         }
