@@ -108,7 +108,10 @@ async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
     let kind = match rt.state().intent(name).await {
         Some(Intent::Delete { .. }) => OpKind::Delete,
         Some(Intent::Create { .. }) if rt.state().vnics_of(name).await.is_none() => OpKind::Cleanup,
-        _ => OpKind::Reconcile,
+        _ => match rt.docker().inspect_container(name).await {
+            Ok(c) if c.short_name() == name && rt.is_aborted_leftover(&c).await => OpKind::Cleanup,
+            _ => OpKind::Reconcile,
+        },
     };
     let Ok(op) = rt.ops().try_begin(name, kind) else {
         return; // an operation on it runs: it is in good hands
@@ -153,6 +156,11 @@ async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
             op.succeed("nothing to start");
             return;
         }
+    }
+    // A twin of its internal network (a create of a killed agent that the engine completed late)
+    // would make every later lookup by name fail.
+    if let Err(e) = macvlan::dedupe_internal(rt, name, None).await {
+        op.warn(e.to_string());
     }
     if pass == Pass::Sweep {
         op.succeed("nothing to sweep");

@@ -24,10 +24,7 @@ pub(super) async fn device_status(
     // shape): a container on its way out is never reported as `success`. Short operations
     // (start/stop/restart, reconcile, re-home) leave the container's live state in front and show up
     // under `last_operation`, running or finished.
-    if let Some(r) = &record
-        && matches!(r.kind, OpKind::Create | OpKind::Delete | OpKind::Cleanup)
-        && r.outcome != Outcome::Succeeded
-    {
+    if let Some(r) = record.as_ref().filter(|r| is_device_status(r)) {
         return Ok(r.to_status(device_id));
     }
     let owned = match rt.owned(device_id, "report on").await {
@@ -46,6 +43,13 @@ pub(super) async fn device_status(
         body.insert("last_operation".into(), Value::Object(last_operation(&r)));
     }
     Ok(body)
+}
+
+/// Whether the operation record, rather than the container, is the device's status: a create,
+/// delete or clean-up that runs or failed.
+fn is_device_status(r: &OpRecord) -> bool {
+    matches!(r.kind, OpKind::Create | OpKind::Delete | OpKind::Cleanup)
+        && r.outcome != Outcome::Succeeded
 }
 
 fn not_found(device_id: &str, record: Option<&OpRecord>) -> Map<String, Value> {
@@ -155,6 +159,28 @@ fn orchestrator(rt: &Runtimes) -> Map<String, Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::ops::Operations;
+
+    #[test]
+    fn a_clean_up_in_progress_is_the_status_not_the_live_container() {
+        let ops = Operations::new();
+        let op = ops.try_begin("plc", OpKind::Cleanup).unwrap();
+        op.step(
+            "removing_container",
+            "removing what the interrupted create made",
+        );
+        let r = ops.get("plc").unwrap();
+        assert!(is_device_status(&r));
+        let s = r.to_status("plc");
+        assert_eq!(s["status"], "cleaning_up");
+        assert_eq!(s["operation"], "cleanup");
+        assert_eq!(s["step"], "removing_container");
+        op.succeed("removed");
+        assert!(!is_device_status(&ops.get("plc").unwrap()));
+        // A reconcile or a power action leaves the live state in front.
+        let _r = ops.try_begin("other", OpKind::Reconcile).unwrap();
+        assert!(!is_device_status(&ops.get("other").unwrap()));
+    }
 
     #[test]
     fn success_shape_hides_internal_networks() {

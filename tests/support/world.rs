@@ -211,6 +211,31 @@ impl World {
             .unwrap_or(Value::Null)
     }
 
+    /// Like [`World::call`], in the background: the ack (if one comes within [`SLOW`]) is the task's
+    /// result. For requests that race with a kill of the agent.
+    pub fn send(
+        &mut self,
+        topic: &str,
+        mut payload: Value,
+    ) -> tokio::task::JoinHandle<Option<Value>> {
+        self.cid += 1;
+        let obj = payload.as_object_mut().expect("payload is an object");
+        obj.entry("correlation_id").or_insert(json!(self.cid));
+        obj.entry("action").or_insert(json!(topic));
+        obj.entry("requested_at")
+            .or_insert(json!("2026-11-22T14:00:00Z"));
+        let cloud = self.cloud.clone();
+        let agent = self.pki.agent_id.clone();
+        let topic = topic.to_owned();
+        tokio::spawn(async move {
+            cloud
+                .emit_with_ack(Some(&agent), &topic, vec![payload], SLOW)
+                .await
+                .ok()
+                .and_then(|v| v.into_iter().next())
+        })
+    }
+
     /// `get_device_status` of `device`.
     pub async fn status(&mut self, device: &str) -> Value {
         self.call("get_device_status", json!({"device_id": device}))
