@@ -7,7 +7,8 @@
 //! Needs root, the Docker engine, the test images (`scripts/test-images.sh`) and
 //! `autonomy-netmon` next to this binary's target dir. Everything it creates is removed at the end.
 //!
-//! Usage: `runtime2_bench_rehome [--runtimes N] [--rounds R]`.
+//! Usage: `runtime2_bench_rehome [--runtimes N] [--rounds R] [--octets A,B]` (the parent moves
+//! between 10.203.A.0/24 and 10.203.B.0/24; default 152,153).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ use orchestrator_agent::topics::RuntimeOps;
 use serde_json::json;
 
 const PARENT: &str = "r2bench1";
-const SUBNETS: [&str; 2] = ["10.203.152", "10.203.153"];
+/// The two /24s the parent moves between, `10.203.<a>.0/24` and `10.203.<b>.0/24` (`--octets a,b`).
+const DEFAULT_OCTETS: [u8; 2] = [152, 153];
 
 struct Cleanup {
     instance: String,
@@ -72,15 +74,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let mut runtimes = 10usize;
     let mut rounds = 3usize;
+    let mut octets = DEFAULT_OCTETS;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().ok_or("missing value")?;
         match a.as_str() {
             "--runtimes" => runtimes = v.parse()?,
             "--rounds" => rounds = v.parse()?,
+            "--octets" => {
+                let (a, b) = v.split_once(',').ok_or("--octets a,b")?;
+                octets = [a.parse()?, b.parse()?];
+            }
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
+    let subnets = octets.map(|o| format!("10.203.{o}"));
     let dir = tempfile::tempdir()?;
     let mut cleanup = Cleanup {
         instance: dir.path().to_string_lossy().into_owned(),
@@ -115,7 +123,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     ip(&[
         "addr",
         "add",
-        &format!("{}.1/24", SUBNETS[0]),
+        &format!("{}.1/24", subnets[0]),
         "dev",
         PARENT,
     ])?;
@@ -161,7 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut changes = cache.subscribe();
     let mut times = Vec::new();
     for round in 0..rounds {
-        let (from, to) = (SUBNETS[round % 2], SUBNETS[(round + 1) % 2]);
+        let (from, to) = (&subnets[round % 2], &subnets[(round + 1) % 2]);
         let moved = Instant::now();
         ip(&["addr", "del", &format!("{from}.1/24"), "dev", PARENT])?;
         ip(&["addr", "add", &format!("{to}.1/24"), "dev", PARENT])?;
