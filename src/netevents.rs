@@ -4,8 +4,10 @@
 //! [`InterfaceCache`] (the one owner of "what the host's interfaces look like now") and the
 //! broadcast of [`NetworkChange`]s that the runtime side subscribes to for re-homing.
 //!
-//! Never does: act on a change (re-homing is the runtime's job), talk to netlink itself, or write
-//! to the socket (the protocol is one-way, netmon → agent).
+//! Never does: act on a change (re-homing is the runtime's job), talk to netlink itself, write to
+//! the socket (the protocol is one-way, netmon → agent), or read a line from a socket served by a
+//! process it does not trust ([`TrustedPeers`]): whoever can write the shared volume could bind
+//! `netmon.sock`, and netmon's events move PLCs between networks.
 //!
 //! Protocol handled: `{"type":"network_discovery","data":{"interfaces":[<info>…],"timestamp"}}`
 //! replaces the whole cache (interfaces it no longer lists are dropped, unlike the original,
@@ -379,58 +381,128 @@ impl InterfaceCache {
     }
 }
 
-/// Spawns the listener task: connects to `socket`, feeds `cache`, reconnects forever with a
-/// 1 s → 5 s backoff. Abort the handle to stop it.
+/// Who may serve the netmon socket: root, the agent's own uid (a process of that uid can already
+/// do anything the agent can), and one configured uid (`--netmon-uid`, for a netmon that runs
+/// unprivileged). Judged by `SO_PEERCRED` of the connected socket: the uid of the process that
+/// created the listening socket, which a client cannot forge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedPeers {
+    own: u32,
+    extra: Option<u32>,
+}
+
+impl Default for TrustedPeers {
+    /// Root and the agent's own uid.
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl TrustedPeers {
+    /// Root, the agent's own effective uid, and `extra` when given.
+    pub fn new(extra: Option<u32>) -> Self {
+        Self {
+            own: nix::unistd::geteuid().as_raw(),
+            extra,
+        }
+    }
+
+    /// Whether a socket served by `uid` is trusted.
+    pub fn allows(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own || Some(uid) == self.extra
+    }
+
+    /// `root, uid 1000 (the agent's), uid 998 (--netmon-uid)`, for the refusal message.
+    fn describe(&self) -> String {
+        let mut out = "root".to_owned();
+        if self.own != 0 {
+            out.push_str(&format!(", uid {} (the agent's)", self.own));
+        }
+        if let Some(uid) = self.extra.filter(|u| *u != 0 && *u != self.own) {
+            out.push_str(&format!(", uid {uid} (--netmon-uid)"));
+        }
+        out
+    }
+}
+
+/// Why a connected netmon socket is not read: who serves it, or that nobody could tell.
+fn untrusted_peer(stream: &UnixStream, trusted: &TrustedPeers) -> Option<String> {
+    match stream.peer_cred() {
+        Ok(cred) if trusted.allows(cred.uid()) => None,
+        Ok(cred) => Some(format!(
+            "refusing the network monitor socket: it is served by uid {}{}, which is not trusted \
+             (trusted: {}; see --netmon-uid); none of its events are used",
+            cred.uid(),
+            cred.pid()
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default(),
+            trusted.describe()
+        )),
+        Err(e) => Some(format!(
+            "refusing the network monitor socket: cannot tell who serves it ({e})"
+        )),
+    }
+}
+
+/// Spawns the listener task trusting root and the agent's own uid (see
+/// [`spawn_listener_trusting`]).
 pub fn spawn_listener(socket: PathBuf, cache: InterfaceCache) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move { run_listener(&socket, &cache).await })
+    spawn_listener_trusting(socket, cache, TrustedPeers::default())
+}
+
+/// Spawns the listener task: connects to `socket`, reads it only when `trusted` allows the uid
+/// serving it, feeds `cache`, reconnects forever with a 1 s → 5 s backoff. Abort the handle to
+/// stop it.
+pub fn spawn_listener_trusting(
+    socket: PathBuf,
+    cache: InterfaceCache,
+    trusted: TrustedPeers,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { run_listener(&socket, &cache, trusted).await })
 }
 
 /// The listener loop (never returns; cancel it by dropping/aborting the task).
 ///
-/// A netmon that stays away (a stale socket file after a crash, or one that accepts and closes)
-/// must not write a WARN line every few seconds to an SD card: a failure is logged at WARN when it
-/// is new and again every 10 minutes, at DEBUG in between; the backoff restarts at 1 s only after
-/// a connection that lasted 5 s.
-pub async fn run_listener(socket: &Path, cache: &InterfaceCache) {
+/// A netmon that stays away (a stale socket file after a crash, or one that accepts and closes),
+/// or a socket served by an untrusted process, must not write a WARN line every few seconds to an
+/// SD card: a failure is logged at WARN when it is new and again every 10 minutes, at DEBUG in
+/// between; the backoff restarts at 1 s only after a connection that lasted 5 s.
+pub async fn run_listener(socket: &Path, cache: &InterfaceCache, trusted: TrustedPeers) {
     let mut delay = BACKOFF_MIN;
     let mut repeats = Repeats::default();
     loop {
         match UnixStream::connect(socket).await {
-            Ok(stream) => {
-                if repeats.is_quiet() {
-                    tracing::info!(socket = %socket.display(), "connected to the network monitor");
-                } else {
-                    tracing::debug!(socket = %socket.display(), "connected to the network monitor");
+            Ok(stream) => match untrusted_peer(&stream, &trusted) {
+                // Dropped unread: nothing it sent reaches the cache.
+                Some(text) => repeats.log(socket, &text),
+                None => {
+                    if repeats.is_quiet() {
+                        tracing::info!(socket = %socket.display(), "connected to the network monitor");
+                    } else {
+                        tracing::debug!(socket = %socket.display(), "connected to the network monitor");
+                    }
+                    cache.set_connected(true);
+                    let since = tokio::time::Instant::now();
+                    let outcome = read_stream(stream, cache).await;
+                    cache.set_connected(false);
+                    let text = match outcome {
+                        Ok(()) => "network monitor connection closed".to_owned(),
+                        Err(e) => format!("network monitor connection failed: {e}"),
+                    };
+                    if since.elapsed() >= HEALTHY_AFTER {
+                        repeats = Repeats::default();
+                        delay = BACKOFF_MIN;
+                    }
+                    repeats.log(socket, &text);
                 }
-                cache.set_connected(true);
-                let since = tokio::time::Instant::now();
-                let outcome = read_stream(stream, cache).await;
-                cache.set_connected(false);
-                let text = match outcome {
-                    Ok(()) => "network monitor connection closed".to_owned(),
-                    Err(e) => format!("network monitor connection failed: {e}"),
-                };
-                if since.elapsed() >= HEALTHY_AFTER {
-                    repeats = Repeats::default();
-                    delay = BACKOFF_MIN;
-                }
-                if repeats.is_new(&text) {
-                    tracing::warn!("{text}");
-                } else {
-                    tracing::debug!("{text}");
-                }
-            }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::debug!(socket = %socket.display(), "network monitor socket not there yet");
             }
-            Err(e) => {
-                let text = format!("cannot connect to the network monitor: {e}");
-                if repeats.is_new(&text) {
-                    tracing::warn!(socket = %socket.display(), "{text}");
-                } else {
-                    tracing::debug!(socket = %socket.display(), "{text}");
-                }
-            }
+            Err(e) => repeats.log(
+                socket,
+                &format!("cannot connect to the network monitor: {e}"),
+            ),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(BACKOFF_MAX);
@@ -464,6 +536,15 @@ impl Repeats {
     /// No failure since the last healthy connection.
     fn is_quiet(&self) -> bool {
         self.last.is_none()
+    }
+
+    /// Logs `text` at WARN when [`Repeats::is_new`], else at DEBUG.
+    fn log(&mut self, socket: &Path, text: &str) {
+        if self.is_new(text) {
+            tracing::warn!(socket = %socket.display(), "{text}");
+        } else {
+            tracing::debug!(socket = %socket.display(), "{text}");
+        }
     }
 }
 

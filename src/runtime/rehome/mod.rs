@@ -7,7 +7,11 @@
 //! persisted vNIC objects — are the pure functions of [`plan`].
 //!
 //! Behaviour:
-//! - acts at once on every change netmon reports (netmon already debounces: no second debounce);
+//! - acts at once on a change netmon reports, but at most once per parent interface per
+//!   `--rehome-window` (default 3 s, netmon's debounce): changes inside the window are coalesced
+//!   into one re-home with the interface's state when the window ends ([`limit`]), and their
+//!   number is logged once; a flapping link or a stream of forged events cannot move runtimes
+//!   more often;
 //! - compares the parent's new subnet with the subnet of the MACVLAN network(s) each runtime is
 //!   really attached to on that parent: nothing happens when they match (no churn);
 //! - otherwise, under the service's network lock: force-disconnect every affected runtime from the
@@ -29,6 +33,7 @@
 //! named by the upstream convention, are removed), act on a runtime another operation holds, or
 //! block the async runtime.
 
+pub mod limit;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +48,9 @@ use tracing::{debug, info, warn};
 use self::plan::{EndpointView, MacvlanView, ParentState, Plan, RuntimeView};
 use super::net::{Ipv4Net, MacAddr};
 use super::{Error, OpHandle, OpKind, Outcome, Runtimes, macvlan, naming};
+
+/// Default of `--rehome-window`: netmon's default debounce.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3);
 
 /// How long [`reconcile`] waits for netmon's first discovery before giving up for this boot.
 pub const DISCOVERY_WAIT: Duration = Duration::from_secs(60);
@@ -70,33 +78,126 @@ pub struct Report {
 }
 
 /// Subscribes to netevents' changes and re-homes the runtimes of each changed interface, in a task
-/// owned by the service. Call once at start-up, after [`Runtimes`] is built. A lagging subscriber
-/// (changes lost) re-checks every parent interface.
+/// owned by the service, at most once per interface per `rehome_window` ([`limit`]). Call once at
+/// start-up, after [`Runtimes`] is built. A lagging subscriber (changes lost) re-checks every
+/// parent interface.
 pub fn spawn(rt: &Runtimes) {
-    let mut changes = rt.interfaces().subscribe();
-    let rt2 = rt.clone();
+    let changes = rt.interfaces().subscribe();
+    let window = rt.config().rehome_window;
+    let (parents_rt, act_rt) = (rt.clone(), rt.clone());
     rt.spawn(async move {
-        loop {
-            match changes.recv().await {
-                Ok(change) => {
-                    debug!(interface = %change.interface, "network change");
-                    let rt3 = rt2.clone();
-                    rt2.spawn(async move {
-                        rehome_interface(&rt3, &change.interface).await;
-                    });
+        run_limited(
+            changes,
+            window,
+            move || {
+                let rt = parents_rt.clone();
+                async move { parents(&rt).await.into_iter().collect() }
+            },
+            move |interface| {
+                let rt = act_rt.clone();
+                async move {
+                    rehome_interface(&rt, &interface).await;
                 }
-                Err(RecvError::Lagged(n)) => {
+            },
+        )
+        .await;
+    });
+}
+
+/// The shell around [`limit::Limiter`]: feeds it the changes, runs `act(interface)` for what it
+/// lets through (each in a task of this loop's own, so a shutdown that drops the loop stops
+/// them), tells it when a run ended, and runs the coalesced re-homes when their window ends,
+/// logging how many changes each one stands for. On a lagging subscription every interface
+/// `parents()` names counts as changed. Returns when the change channel closes and the runs ended.
+async fn run_limited<P, PF, A, AF>(
+    mut changes: tokio::sync::broadcast::Receiver<crate::netevents::NetworkChange>,
+    window: Duration,
+    parents: P,
+    act: A,
+) where
+    P: Fn() -> PF,
+    PF: Future<Output = Vec<String>>,
+    A: Fn(String) -> AF,
+    AF: Future<Output = ()> + Send + 'static,
+{
+    let mut limiter = limit::Limiter::new(window);
+    let mut runs = Runs::default();
+    loop {
+        let deadline = limiter.next_deadline();
+        tokio::select! {
+            received = changes.recv() => {
+                let interfaces = match received {
+                    Ok(change) => vec![change.interface],
+                    Err(RecvError::Lagged(n)) => {
+                        warn!(missed = n, "missed network changes; re-checking every parent interface");
+                        parents().await
+                    }
+                    Err(RecvError::Closed) => break,
+                };
+                let now = tokio::time::Instant::now();
+                for interface in interfaces {
+                    match limiter.change(&interface, now) {
+                        limit::Decision::Now => {
+                            debug!(interface = %interface, "network change: re-homing");
+                            runs.start(act(interface.clone()), interface);
+                        }
+                        limit::Decision::Later => debug!(
+                            interface = %interface,
+                            "network change within the re-home window: coalesced"
+                        ),
+                    }
+                }
+            }
+            Some(interface) = runs.next_ended() => {
+                limiter.finished(&interface, tokio::time::Instant::now());
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                for due in limiter.take_due(tokio::time::Instant::now()) {
                     warn!(
-                        missed = n,
-                        "missed network changes; re-checking every parent interface"
+                        interface = %due.interface,
+                        dropped = due.coalesced,
+                        "dropped {} network change(s) for {} within {:?} of its last re-home; \
+                         re-homing once with its latest state",
+                        due.coalesced,
+                        due.interface,
+                        limiter.window()
                     );
-                    let rt3 = rt2.clone();
-                    rt2.spawn(async move { rehome_all(&rt3).await });
+                    runs.start(act(due.interface.clone()), due.interface);
                 }
-                Err(RecvError::Closed) => break,
             }
         }
-    });
+    }
+    while runs.next_ended().await.is_some() {}
+}
+
+/// The re-homes [`run_limited`] started, by interface.
+#[derive(Default)]
+struct Runs {
+    tasks: tokio::task::JoinSet<()>,
+    interfaces: BTreeMap<tokio::task::Id, String>,
+}
+
+impl Runs {
+    fn start(&mut self, run: impl Future<Output = ()> + Send + 'static, interface: String) {
+        let handle = self.tasks.spawn(run);
+        self.interfaces.insert(handle.id(), interface);
+    }
+
+    /// Waits for a run to end and names its interface; `None` at once when none runs.
+    async fn next_ended(&mut self) -> Option<String> {
+        loop {
+            let id = match self.tasks.join_next_with_id().await? {
+                Ok((id, ())) => id,
+                Err(e) => {
+                    warn!(error = %e, "a re-home task ended abnormally");
+                    e.id()
+                }
+            };
+            if let Some(interface) = self.interfaces.remove(&id) {
+                return Some(interface);
+            }
+        }
+    }
 }
 
 /// Boot catch-up: once netmon's first discovery arrived (up to [`DISCOVERY_WAIT`]), re-homes the
@@ -116,14 +217,18 @@ pub async fn reconcile(rt: &Runtimes) {
     rehome_all(rt).await;
 }
 
-async fn rehome_all(rt: &Runtimes) {
-    let parents: BTreeSet<String> = persisted_views(rt)
+/// Every parent interface a persisted runtime uses.
+async fn parents(rt: &Runtimes) -> BTreeSet<String> {
+    persisted_views(rt)
         .await
         .iter()
         .flat_map(|r| r.vnics.iter().map(|v| v.parent.clone()))
-        .collect();
+        .collect()
+}
+
+async fn rehome_all(rt: &Runtimes) {
     let mut set = tokio::task::JoinSet::new();
-    for parent in parents {
+    for parent in parents(rt).await {
         let rt = rt.clone();
         set.spawn(async move { rehome_interface(&rt, &parent).await });
     }
@@ -777,6 +882,101 @@ async fn macvlans_on(rt: &Runtimes, interface: &str) -> Result<Vec<MacvlanView>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::{Arc, Mutex};
+
+    use crate::netevents::NetworkChange;
+
+    fn change(interface: &str) -> NetworkChange {
+        NetworkChange {
+            interface: interface.into(),
+            previous: None,
+            current: None,
+        }
+    }
+
+    /// Runs [`run_limited`] with a fake re-home taking `takes`, feeding `feed` (offset,
+    /// interface) and closing the channel after `close_after`; returns (start offset, interface)
+    /// of every run.
+    async fn limited_runs(
+        window: Duration,
+        takes: Duration,
+        capacity: usize,
+        feed: Vec<(Duration, &'static str)>,
+        close_after: Duration,
+    ) -> Vec<(Duration, String)> {
+        let t0 = tokio::time::Instant::now();
+        let (tx, rx) = tokio::sync::broadcast::channel(capacity);
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let recorded = starts.clone();
+        let shell = tokio::spawn(run_limited(
+            rx,
+            window,
+            || async { vec!["eth0".to_string(), "eth1".to_string()] },
+            move |interface| {
+                let recorded = recorded.clone();
+                async move {
+                    recorded.lock().unwrap().push((t0.elapsed(), interface));
+                    tokio::time::sleep(takes).await;
+                }
+            },
+        ));
+        for (at, interface) in feed {
+            tokio::time::sleep_until(t0 + at).await;
+            let _ = tx.send(change(interface));
+        }
+        tokio::time::sleep_until(t0 + close_after).await;
+        drop(tx);
+        shell.await.unwrap();
+        let out = starts.lock().unwrap().clone();
+        out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flapping_parent_is_rehomed_once_at_once_and_once_more_when_the_window_ends() {
+        let ms = Duration::from_millis;
+        // Ten changes 100 ms apart on eth0, one on eth1 in between.
+        let mut feed: Vec<(Duration, &str)> = (0..10).map(|i| (ms(i * 100), "eth0")).collect();
+        feed.push((ms(450), "eth1"));
+        feed.sort();
+        let runs = limited_runs(Duration::from_secs(3), ms(500), 64, feed, ms(10_000)).await;
+        assert_eq!(
+            runs,
+            vec![
+                (ms(0), "eth0".to_string()),
+                (ms(450), "eth1".to_string()),
+                (ms(3000), "eth0".to_string()),
+            ],
+            "eth0: the first change at once, the other nine coalesced into one at the window's end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_spaced_wider_than_the_window_each_rehome_at_once() {
+        let ms = Duration::from_millis;
+        let feed = vec![(ms(0), "eth0"), (ms(3500), "eth0"), (ms(7000), "eth0")];
+        let runs = limited_runs(Duration::from_secs(3), ms(200), 64, feed, ms(12_000)).await;
+        let at: Vec<Duration> = runs.iter().map(|(t, _)| *t).collect();
+        assert_eq!(at, vec![ms(0), ms(3500), ms(7000)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_subscription_rechecks_every_parent_once() {
+        let ms = Duration::from_millis;
+        // Five changes at once into a channel of two: the shell lags and re-checks both parents.
+        let feed = (0..5).map(|_| (ms(0), "eth0")).collect();
+        let runs = limited_runs(Duration::from_secs(3), ms(100), 2, feed, ms(10_000)).await;
+        let mut interfaces: Vec<&str> = runs.iter().map(|(_, i)| i.as_str()).collect();
+        interfaces.sort();
+        assert!(
+            interfaces == ["eth0", "eth0", "eth1"] || interfaces == ["eth0", "eth1"],
+            "{runs:?}"
+        );
+        assert!(
+            runs.iter().all(|(t, _)| *t == ms(0) || *t == ms(3000)),
+            "{runs:?}"
+        );
+    }
 
     fn container(name: &str, labels: serde_json::Value) -> docker_api::ContainerInspect {
         serde_json::from_value(serde_json::json!({
