@@ -140,6 +140,61 @@ impl NetworkChange {
     }
 }
 
+/// A parent interface a request names that the host does not have, judged from netmon's cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingParent {
+    /// Its position among the parents checked (the vNIC's index in a create).
+    pub index: usize,
+    /// The name asked for.
+    pub name: String,
+    /// The interfaces the host has (netmon's, virtual ones left out), sorted.
+    pub host_has: Vec<String>,
+}
+
+impl std::fmt::Display for MissingParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interface {} does not exist on this host (", self.name)?;
+        if self.host_has.is_empty() {
+            write!(f, "it has no other network interface")?;
+        } else {
+            write!(f, "its interfaces: {}", self.host_has.join(", "))?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// The first of `parents` that is not among `interfaces`, a snapshot of the cache; `None` when
+/// all are there, and also when `discovered` is false: before netmon's first discovery the cache
+/// knows nothing, and a create then waits for the parent as it always did. Any interface netmon
+/// reports counts, down or without IPv4 (a MACVLAN parent needs neither), virtual-looking names
+/// included (a host bridge such as `br-lan` can be a parent); the list offered instead leaves the
+/// virtual ones out.
+pub fn missing_parent<'a>(
+    discovered: bool,
+    interfaces: &[InterfaceInfo],
+    parents: impl IntoIterator<Item = &'a str>,
+) -> Option<MissingParent> {
+    if !discovered {
+        return None;
+    }
+    let (index, name) = parents
+        .into_iter()
+        .enumerate()
+        .find(|(_, p)| !interfaces.iter().any(|i| i.interface == *p))?;
+    let mut host_has: Vec<String> = interfaces
+        .iter()
+        .filter(|i| !is_virtual(&i.interface))
+        .map(|i| i.interface.clone())
+        .collect();
+    host_has.sort();
+    host_has.dedup();
+    Some(MissingParent {
+        index,
+        name: name.to_owned(),
+        host_has,
+    })
+}
+
 /// A decoded netmon line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum NetmonEvent {
@@ -276,6 +331,38 @@ impl InterfaceCache {
             .flat_map(|i| i.ipv4_addresses.iter().map(|a| a.address.clone()))
             .filter(|a| !a.starts_with("127."))
             .collect()
+    }
+
+    /// [`missing_parent`] over the cache as it is now.
+    pub fn missing_parent<'a>(
+        &self,
+        parents: impl IntoIterator<Item = &'a str>,
+    ) -> Option<MissingParent> {
+        let map = self.read();
+        // Read under the lock `apply` sets it under: the flag and the map agree.
+        let discovered = self.is_discovered();
+        let interfaces: Vec<InterfaceInfo> = map.values().cloned().collect();
+        missing_parent(discovered, &interfaces, parents)
+    }
+
+    /// [`InterfaceCache::missing_parent`], giving a parent the cache does not know yet up to
+    /// `timeout` to appear (netmon reports a new interface once its debounce has passed): only a
+    /// parent still missing then is returned.
+    pub async fn missing_parent_within(
+        &self,
+        parents: &[&str],
+        timeout: Duration,
+    ) -> Option<MissingParent> {
+        // Subscribed before the first look, so an update between the two is not missed.
+        let mut version = self.inner.version.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let missing = self.missing_parent(parents.iter().copied())?;
+            match tokio::time::timeout_at(deadline, version.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Some(missing),
+            }
+        }
     }
 
     /// True while the client is connected to netmon.
@@ -845,6 +932,80 @@ mod tests {
             NetmonEvent::Discovery(list) => assert_eq!(list.len(), 1),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_parent_the_host_does_not_have_is_named_with_the_interfaces_it_has() {
+        let cache = InterfaceCache::new();
+        // Before the first discovery nothing is judged.
+        assert_eq!(cache.missing_parent(["eth9"]), None);
+        let mut down = info("eth1", None, None);
+        down["status"] = json!("down");
+        apply(
+            &cache,
+            &discovery(vec![
+                info("wlan0", Some(("10.204.2.5", "10.204.2.0/24")), None),
+                info("eth0", Some(("10.204.1.5", "10.204.1.0/24")), None),
+                down,
+                info("br-lan", Some(("10.204.3.5", "10.204.3.0/24")), None),
+                info("docker0", Some(("172.17.0.1", "172.17.0.0/16")), None),
+            ]),
+        );
+        // Down, without IPv4, or a host bridge: all exist.
+        assert_eq!(
+            cache.missing_parent(["eth0", "eth1", "br-lan", "wlan0"]),
+            None
+        );
+        let missing = cache
+            .missing_parent(["eth0", "eth9", "eth8"])
+            .expect("eth9 is missing");
+        assert_eq!(
+            missing,
+            MissingParent {
+                index: 1,
+                name: "eth9".into(),
+                host_has: vec!["eth0".into(), "eth1".into(), "wlan0".into()],
+            }
+        );
+        assert_eq!(
+            missing.to_string(),
+            "interface eth9 does not exist on this host (its interfaces: eth0, eth1, wlan0)"
+        );
+        // An empty discovery is a discovery: the host has nothing to offer.
+        apply(&cache, &discovery(vec![]));
+        assert_eq!(
+            cache
+                .missing_parent(["eth0"])
+                .map(|m| m.to_string())
+                .as_deref(),
+            Some("interface eth0 does not exist on this host (it has no other network interface)")
+        );
+        assert_eq!(missing_parent(false, &[], ["eth0"]), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parent_that_appears_within_the_wait_is_not_missing() {
+        let cache = InterfaceCache::new();
+        apply(&cache, &discovery(vec![info("eth0", None, None)]));
+        let feeder = cache.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            apply(&feeder, &change(info("eth1", None, None)));
+        });
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            cache
+                .missing_parent_within(&["eth0", "eth1"], Duration::from_secs(3))
+                .await,
+            None
+        );
+        assert_eq!(t0.elapsed(), Duration::from_millis(500));
+        let missing = cache
+            .missing_parent_within(&["eth1", "eth2"], Duration::from_secs(3))
+            .await
+            .expect("eth2 never appears");
+        assert_eq!((missing.index, missing.name.as_str()), (1, "eth2"));
+        assert_eq!(t0.elapsed(), Duration::from_millis(3500));
     }
 
     #[tokio::test]
