@@ -14,16 +14,17 @@
 //!   more often;
 //! - compares the parent's new subnet with the subnet of the MACVLAN network(s) each runtime is
 //!   really attached to on that parent: nothing happens when they match (no churn);
-//! - otherwise, under the service's network lock: force-disconnect every affected runtime from the
-//!   old network(s) of that parent, remove the old networks nobody uses any more (an overlapping
-//!   new subnet, e.g. a /24 widened to a /23, cannot be created while they exist, and engines
-//!   before 27.0.1 allow one MACVLAN network per parent), get-or-create the new subnet's network,
-//!   connect all affected runtimes concurrently keeping a static IP that lies in the new subnet
-//!   (else Docker's IPAM assigns one and the status says so) and the MAC where the engine honours
-//!   it (API ≥ 1.54; the endpoint's MAC is checked after the connect and the status says when it
-//!   could not be kept), update
-//!   `runtime_vnics.json` in place, and record the outcome as the runtime's `rehome` operation
-//!   (visible in `get_device_status`);
+//! - otherwise, under the service's network lock and each runtime's operation lock:
+//!   force-disconnect every affected runtime from the old network(s) of that parent, remove the
+//!   old networks nobody uses any more (an overlapping new subnet, e.g. a /24 widened to a /23,
+//!   cannot be created while they exist, and engines before 27.0.1 allow one MACVLAN network per
+//!   parent), get-or-create the new subnet's network, connect all affected runtimes keeping a
+//!   static IP that lies in the new subnet (else Docker's IPAM assigns one and the status says so)
+//!   and the MAC where the engine honours it (API ≥ 1.54; the endpoint's MAC is checked after the
+//!   connect and the status says when it could not be kept), update `runtime_vnics.json` in place
+//!   (one write at a time: the state store serialises them), and record the outcome as the
+//!   runtime's `rehome` operation (visible in `get_device_status`). Inspects, disconnects and
+//!   connects run for many runtimes at once, at most [`ENGINE_CONCURRENCY`] at a time;
 //! - an interface that went down, lost its IPv4 or disappeared: recorded in the status of the
 //!   runtimes on it, nothing is changed on the engine.
 //!
@@ -382,23 +383,24 @@ async fn execute(
     );
 
     let phase = std::time::Instant::now();
-    // 1. Disconnect, concurrently.
-    let mut set = tokio::task::JoinSet::new();
-    for (runtime, network) in plan.disconnects.clone() {
-        let Some(id) = ids.get(&runtime).cloned() else {
-            continue;
-        };
-        let docker = rt.docker().clone();
-        set.spawn(async move {
-            let r = docker.disconnect_network(&network, &id, true).await;
-            (runtime, network, r)
-        });
-    }
+    // 1. Disconnect, concurrently (bounded).
+    // Owned items: futures that borrow from their closure's argument trip rustc's higher-ranked
+    // `Send` inference once the caller is spawned.
+    let disconnects: Vec<(String, String, String)> = plan
+        .disconnects
+        .iter()
+        .filter_map(|(runtime, network)| {
+            let id = ids.get(runtime)?.clone();
+            Some((runtime.clone(), network.clone(), id))
+        })
+        .collect();
+    let disconnected = bounded(disconnects, |(runtime, network, id)| async move {
+        let r = rt.docker().disconnect_network(&network, &id, true).await;
+        (runtime, network, r)
+    })
+    .await;
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
-    while let Some(joined) = set.join_next().await {
-        let Ok((runtime, network, r)) = joined else {
-            continue;
-        };
+    for (runtime, network, r) in disconnected {
         match r {
             Ok(()) => debug!(runtime = %runtime, network = %network, "disconnected"),
             Err(e) if e.is_not_found() => {}
@@ -447,8 +449,11 @@ async fn execute(
                 // Never leave a runtime without its LAN: go back to the old network when it is
                 // still there (e.g. it could not be removed, so the engine refused a second
                 // MACVLAN network on the parent).
-                for c in &connects {
-                    let back = go_back(rt, c, ids).await;
+                let back = bounded(connects.clone(), |c| async move {
+                    let back = go_back(rt, &c, ids).await;
+                    (c, back)
+                });
+                for (c, back) in back.await {
                     failed.insert(
                         c.runtime.clone(),
                         format!("cannot get or create {}: {e}; {back}", target.network),
@@ -475,23 +480,19 @@ async fn execute(
         elapsed_ms = phase.elapsed().as_millis(),
         "re-home: target network ready"
     );
-    // 4. Connect, concurrently.
+    // 4. Connect, concurrently (bounded).
     let mut attached: BTreeMap<String, Option<Ipv4Addr>> = BTreeMap::new();
     if let Some(network) = &network {
-        let mut set = tokio::task::JoinSet::new();
-        for c in connects.clone() {
-            let Some(id) = ids.get(&c.runtime).cloned() else {
-                continue;
-            };
-            let docker = rt.docker().clone();
-            let network = network.clone();
-            set.spawn(async move {
-                let r = connect(&docker, &network, &c, &id).await;
-                (c, r)
-            });
-        }
-        while let Some(joined) = set.join_next().await {
-            let Ok((c, r)) = joined else { continue };
+        let work: Vec<(plan::Connect, String)> = connects
+            .iter()
+            .filter_map(|c| Some((c.clone(), ids.get(&c.runtime)?.clone())))
+            .collect();
+        let results = bounded(work, |(c, id)| async move {
+            let r = connect(rt.docker(), network, &c, &id).await;
+            (c, r)
+        })
+        .await;
+        for (c, r) in results {
             match r {
                 Ok((ip, extra_warnings)) => {
                     if let Some(op) = ops.get(&c.runtime) {
@@ -548,6 +549,26 @@ async fn execute(
         failed = report.failed.len(),
         "re-home done"
     );
+}
+
+/// Engine calls one re-home makes at once (inspects, disconnects, connects): enough to keep the
+/// engine busy (it serialises much of the network work anyway), few enough that a parent with a
+/// hundred runtimes does not put a hundred requests on the engine at once.
+pub const ENGINE_CONCURRENCY: usize = 8;
+
+/// Runs `work` on every item, at most [`ENGINE_CONCURRENCY`] at a time, in this task; results in
+/// completion order.
+async fn bounded<T, R, F, Fut>(items: impl IntoIterator<Item = T>, work: F) -> Vec<R>
+where
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(items)
+        .map(work)
+        .buffer_unordered(ENGINE_CONCURRENCY)
+        .collect()
+        .await
 }
 
 /// Reconnects a runtime to the network it was detached from; says how that went.
@@ -805,16 +826,18 @@ async fn with_endpoints(
     rt: &Runtimes,
     runtimes: Vec<RuntimeView>,
 ) -> (Vec<RuntimeView>, BTreeMap<String, String>) {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, r) in runtimes.iter().enumerate() {
-        let docker = rt.docker().clone();
-        let name = r.name.clone();
-        set.spawn(async move { (i, docker.inspect_container(&name).await) });
-    }
+    let names: Vec<(usize, String)> = runtimes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, r.name.clone()))
+        .collect();
+    let inspected = bounded(names, |(i, name)| async move {
+        (i, rt.docker().inspect_container(&name).await)
+    })
+    .await;
     let mut found: BTreeMap<usize, Vec<EndpointView>> = BTreeMap::new();
     let mut ids = BTreeMap::new();
-    while let Some(joined) = set.join_next().await {
-        let Ok((i, result)) = joined else { continue };
+    for (i, result) in inspected {
         match result {
             Ok(c) if !is_runtime_container(&c, &runtimes[i].name, rt.instance()) => {
                 warn!(
@@ -930,6 +953,29 @@ mod tests {
         shell.await.unwrap();
         let out = starts.lock().unwrap().clone();
         out
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn engine_work_runs_concurrently_but_never_more_than_the_bound_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let t0 = tokio::time::Instant::now();
+        let mut done = bounded(0..20, |i| {
+            let (now, peak) = (&now, &peak);
+            async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                i
+            }
+        })
+        .await;
+        done.sort();
+        assert_eq!(done, (0..20).collect::<Vec<_>>());
+        assert_eq!(peak.load(Ordering::SeqCst), ENGINE_CONCURRENCY);
+        // 20 calls of 100 ms, 8 at a time: three rounds, not twenty.
+        assert_eq!(t0.elapsed(), Duration::from_millis(300));
     }
 
     #[tokio::test(start_paused = true)]
