@@ -951,8 +951,7 @@ mod tests {
         tokio::time::sleep_until(t0 + close_after).await;
         drop(tx);
         shell.await.unwrap();
-        let out = starts.lock().unwrap().clone();
-        out
+        starts.lock().unwrap().clone()
     }
 
     #[tokio::test(start_paused = true)]
