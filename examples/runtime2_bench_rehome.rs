@@ -7,7 +7,8 @@
 //! Needs root, the Docker engine, the test images (`scripts/test-images.sh`) and
 //! `autonomy-netmon` next to this binary's target dir. Everything it creates is removed at the end.
 //!
-//! Usage: `runtime2_bench_rehome [--runtimes N] [--rounds R]`.
+//! Usage: `runtime2_bench_rehome [--runtimes N] [--rounds R] [--octets A,B] [--parent NAME]` (the
+//! parent, default `r2bench1`, moves between 10.203.A.0/24 and 10.203.B.0/24; default 152,153).
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -18,11 +19,14 @@ use orchestrator_agent::runtime::{Outcome, RuntimeConfig, Runtimes, rehome};
 use orchestrator_agent::topics::RuntimeOps;
 use serde_json::json;
 
-const PARENT: &str = "r2bench1";
-const SUBNETS: [&str; 2] = ["10.203.152", "10.203.153"];
+/// Default name of the veth parent (`--parent`); its peer is `<parent>p`.
+const DEFAULT_PARENT: &str = "r2bench1";
+/// The two /24s the parent moves between, `10.203.<a>.0/24` and `10.203.<b>.0/24` (`--octets a,b`).
+const DEFAULT_OCTETS: [u8; 2] = [152, 153];
 
 struct Cleanup {
     instance: String,
+    parent: String,
     netmon: Option<std::process::Child>,
 }
 
@@ -45,7 +49,9 @@ impl Drop for Cleanup {
                 }
             }
         }
-        let _ = Command::new("ip").args(["link", "del", PARENT]).output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.parent])
+            .output();
         if let Some(mut n) = self.netmon.take() {
             let _ = n.kill();
             let _ = n.wait();
@@ -72,18 +78,28 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .init();
     let mut runtimes = 10usize;
     let mut rounds = 3usize;
+    let mut octets = DEFAULT_OCTETS;
+    let mut parent = DEFAULT_PARENT.to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let v = args.next().ok_or("missing value")?;
         match a.as_str() {
             "--runtimes" => runtimes = v.parse()?,
             "--rounds" => rounds = v.parse()?,
+            "--parent" => parent = v,
+            "--octets" => {
+                let (a, b) = v.split_once(',').ok_or("--octets a,b")?;
+                octets = [a.parse()?, b.parse()?];
+            }
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
+    let subnets = octets.map(|o| format!("10.203.{o}"));
     let dir = tempfile::tempdir()?;
+    let peer = format!("{parent}p");
     let mut cleanup = Cleanup {
         instance: dir.path().to_string_lossy().into_owned(),
+        parent: parent.clone(),
         netmon: None,
     };
     let netmon_bin = std::env::current_exe()?
@@ -99,25 +115,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .args(["--debounce", "300ms", "--log-level", "warn"])
             .spawn()?,
     );
-    let _ = Command::new("ip").args(["link", "del", PARENT]).output();
+    let _ = Command::new("ip").args(["link", "del", &parent]).output();
     ip(&[
-        "link",
-        "add",
-        PARENT,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "r2bench1p",
+        "link", "add", &parent, "type", "veth", "peer", "name", &peer,
     ])?;
-    ip(&["link", "set", "r2bench1p", "up"])?;
-    ip(&["link", "set", PARENT, "up"])?;
+    ip(&["link", "set", &peer, "up"])?;
+    ip(&["link", "set", &parent, "up"])?;
     ip(&[
         "addr",
         "add",
-        &format!("{}.1/24", SUBNETS[0]),
+        &format!("{}.1/24", subnets[0]),
         "dev",
-        PARENT,
+        &parent,
     ])?;
 
     let cache = InterfaceCache::new();
@@ -132,7 +141,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     config.runtime_image = "127.0.0.1:9/orchestrator-test/https-server:latest".into();
     let rt = Runtimes::open(docker_api::Docker::from_env()?, cache.clone(), config).await?;
     cache
-        .wait_for(PARENT, Duration::from_secs(20))
+        .wait_for(&parent, Duration::from_secs(20))
         .await
         .ok_or("netmon never reported the parent")?;
 
@@ -140,7 +149,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let names: Vec<String> = (0..runtimes).map(|i| format!("r2bench-{i}")).collect();
     for name in &names {
         let msg = json!({"correlation_id": 1, "container_name": name, "vnic_configs": [
-            {"name": "eth0", "parent_interface": PARENT, "network_mode": "dhcp"}]});
+            {"name": "eth0", "parent_interface": parent, "network_mode": "dhcp"}]});
         let req = CreateRuntimeRequest::parse(msg.as_object().ok_or("object")?)?;
         rt.create(req).await.map_err(|e| e.0)?;
     }
@@ -161,14 +170,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut changes = cache.subscribe();
     let mut times = Vec::new();
     for round in 0..rounds {
-        let (from, to) = (SUBNETS[round % 2], SUBNETS[(round + 1) % 2]);
+        let (from, to) = (&subnets[round % 2], &subnets[(round + 1) % 2]);
         let moved = Instant::now();
-        ip(&["addr", "del", &format!("{from}.1/24"), "dev", PARENT])?;
-        ip(&["addr", "add", &format!("{to}.1/24"), "dev", PARENT])?;
+        ip(&["addr", "del", &format!("{from}.1/24"), "dev", &parent])?;
+        ip(&["addr", "add", &format!("{to}.1/24"), "dev", &parent])?;
         let want = format!("{to}.0/24");
         loop {
             let change = changes.recv().await?;
-            if change.interface == PARENT
+            if change.interface == parent
                 && change
                     .current
                     .as_ref()
@@ -179,7 +188,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
         }
         let event_at = Instant::now();
-        let report = rehome::rehome_interface(&rt, PARENT).await;
+        let report = rehome::rehome_interface(&rt, &parent).await;
         let took = event_at.elapsed();
         if report.rehomed.len() != runtimes || !report.failed.is_empty() {
             return Err(format!("round {round}: incomplete re-home: {report:?}").into());

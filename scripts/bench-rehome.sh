@@ -4,7 +4,7 @@
 # the agent took from that event until every runtime was attached to the new subnet's network.
 # Needs root and the Docker engine; builds the test images, netmon and the benchmark (debug profile,
 # like the tests: the time is spent in the engine, not in the agent).
-#   sudo scripts/bench-rehome.sh [--runtimes N] [--rounds R]
+#   sudo scripts/bench-rehome.sh [--runtimes N] [--rounds R] [--octets A,B] [--parent NAME]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench-rehome.sh: must run as root (veth links)" >&2; exit 1; }

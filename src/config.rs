@@ -4,6 +4,7 @@
 //! files or touch the network. Flag names are fixed (deployment scripts use them).
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -83,6 +84,24 @@ pub struct Config {
         value_parser = clap::value_parser!(u64).range(0..=3600)
     )]
     pub stop_grace: u64,
+
+    /// A numeric uid, besides root and the agent's own, trusted to serve `<state-dir>/netmon.sock`
+    /// (for a netmon that runs unprivileged). Events from a socket served by any other uid are
+    /// refused: they would move runtimes between networks.
+    #[arg(long, value_name = "UID", env = "ORCHESTRATOR_NETMON_UID")]
+    pub netmon_uid: Option<u32>,
+
+    /// At most one re-home per parent interface within this window (e.g. 3s, 500ms, 1m); changes
+    /// inside it are coalesced and the latest state is applied when it ends. Set it to netmon's
+    /// --debounce.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "ORCHESTRATOR_REHOME_WINDOW",
+        default_value = "3s",
+        value_parser = parse_duration
+    )]
+    pub rehome_window: Duration,
 }
 
 impl Config {
@@ -132,6 +151,25 @@ fn docker_host_or_default(value: &str) -> Result<String, String> {
     .to_owned())
 }
 
+/// `3s`, `300ms`, `1m`, `1.5s`, or a bare number of seconds (netmon's `--debounce` syntax).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let value: f64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration (try 3s, 500ms, 1m)"))?;
+    let secs = match unit.trim() {
+        "" | "s" => value,
+        "ms" => value / 1000.0,
+        "m" | "min" => value * 60.0,
+        other => return Err(format!("unknown duration unit `{other}` (use ms, s or m)")),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -160,6 +198,12 @@ mod tests {
         }
         if std::env::var_os("ORCHESTRATOR_MTLS_DIR").is_none() {
             assert_eq!(c.mtls_dir, Path::new("~/.mtls"));
+        }
+        if std::env::var_os("ORCHESTRATOR_NETMON_UID").is_none() {
+            assert_eq!(c.netmon_uid, None);
+        }
+        if std::env::var_os("ORCHESTRATOR_REHOME_WINDOW").is_none() {
+            assert_eq!(c.rehome_window, Duration::from_secs(3));
         }
     }
 
@@ -190,6 +234,10 @@ mod tests {
             "img:1",
             "--log-level",
             "debug",
+            "--netmon-uid",
+            "998",
+            "--rehome-window",
+            "500ms",
         ])
         .expect("parse");
         assert_eq!(c.server, "https://localhost:8443");
@@ -199,8 +247,25 @@ mod tests {
         assert_eq!(c.docker_host, "unix:///tmp/d.sock");
         assert_eq!(c.runtime_image, "img:1");
         assert_eq!(c.log_level.as_deref(), Some("debug"));
+        assert_eq!(c.netmon_uid, Some(998));
+        assert_eq!(c.rehome_window, Duration::from_millis(500));
         let link = c.link();
         assert_eq!(link.mtls_dir, Path::new("/etc/mtls"));
+    }
+
+    #[test]
+    fn durations_parse_with_units_and_bad_values_are_refused() {
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
+        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+        for bad in ["fast", "3h", "", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+        assert!(
+            Config::try_parse_from(["orchestrator-agent", "--netmon-uid", "nobody"]).is_err(),
+            "a uid is numeric"
+        );
     }
 
     #[test]
@@ -235,6 +300,8 @@ mod tests {
             "--docker-host",
             "--runtime-image",
             "--log-level",
+            "--netmon-uid",
+            "--rehome-window",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

@@ -33,6 +33,9 @@ pub enum Kind {
     Boolean,
     /// A string holding an ISO 8601 date or date-time.
     Date,
+    /// A usage period string ([`is_period`]): `N`, `Nm`, `Nh` or `Nd` back from now, or
+    /// `"<start>,<end>"` in unix seconds.
+    Period,
     /// A host interface name: 1 to 15 characters of `[A-Za-z0-9_.-]`.
     InterfaceName,
     /// An integer TCP port, 1 to 65535.
@@ -56,6 +59,9 @@ impl Kind {
             Kind::NonEmptyStr => "Value must be a non-empty string.",
             Kind::Boolean => "Value must be a boolean.",
             Kind::Date => "Value must be a valid ISO datetime string.",
+            Kind::Period => {
+                "Value must be a period string: N (seconds), Nm, Nh or Nd back from now (N >= 0), or \"<start>,<end>\" in unix seconds (start <= end)."
+            }
             Kind::InterfaceName => {
                 "Value must be an interface name (1 to 15 characters from A-Z, a-z, 0-9, '_', '.', '-')."
             }
@@ -193,6 +199,7 @@ fn check_value(path: &str, kind: &Kind, value: &Value) -> Result<(), ContractErr
         (Kind::NonEmptyStr, Value::String(s)) => !s.trim().is_empty(),
         (Kind::Boolean, Value::Bool(_)) => true,
         (Kind::Date, Value::String(s)) => timefmt::is_iso8601(s),
+        (Kind::Period, Value::String(s)) => is_period(s),
         (Kind::InterfaceName, Value::String(s)) => is_interface_name(s),
         (Kind::Port, Value::Number(n)) => n.as_u64().is_some_and(|p| (1..=65535).contains(&p)),
         (Kind::StringMap, Value::Object(map)) => map.values().all(Value::is_string),
@@ -224,6 +231,16 @@ pub fn is_interface_name(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}
+
+/// A `cpuPeriod` / `memoryPeriod` the usage history can answer: the syntax of
+/// [`usage::Period::parse`](crate::usage::Period::parse), neither a negative duration (a window in
+/// the future) nor a range that ends before it starts. Upstream answered both, and text that does
+/// not parse at all, with the last hour as if nothing were wrong.
+pub fn is_period(text: &str) -> bool {
+    // Parsed against a clock at 0: a relative period that fits there (N × unit does not overflow)
+    // fits at any later time too, and `start <= end` then means "not negative".
+    crate::usage::Period::parse(text, 0).is_ok_and(|p| p.start <= p.end)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -288,8 +305,8 @@ pub const CONSUMPTION_ORCHESTRATOR: &[Field] = &[
     req("correlation_id", Kind::Number),
     opt("action", Kind::Str),
     opt("requested_at", Kind::Date),
-    req("cpuPeriod", Kind::Str),
-    req("memoryPeriod", Kind::Str),
+    req("cpuPeriod", Kind::Period),
+    req("memoryPeriod", Kind::Period),
 ];
 
 /// `get_consumption_device` (upstream §2.5).
@@ -298,8 +315,8 @@ pub const CONSUMPTION_DEVICE: &[Field] = &[
     opt("action", Kind::Str),
     opt("requested_at", Kind::Date),
     req("device_id", Kind::NonEmptyStr),
-    req("cpuPeriod", Kind::Str),
-    req("memoryPeriod", Kind::Str),
+    req("cpuPeriod", Kind::Period),
+    req("memoryPeriod", Kind::Period),
 ];
 
 /// `get_host_interfaces` (upstream §12 item 3).
@@ -555,8 +572,8 @@ impl DeleteDeviceRequest {
     }
 }
 
-/// `get_consumption_orchestrator`. The periods are kept as text: a bad period falls back to
-/// the last hour (upstream §4.3), it is not a contract error.
+/// `get_consumption_orchestrator`. The periods are kept as text; the contract has checked that
+/// they parse ([`is_period`]): upstream answered a bad one with the last hour, we refuse it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConsumptionRequest {
     pub base: BaseMessage,
@@ -1011,7 +1028,7 @@ mod tests {
         m.insert("cpuPeriod".into(), json!(3600));
         assert_eq!(
             err(ConsumptionRequest::parse(&m)),
-            "Invalid field type: Value must be a string. (field: cpuPeriod)"
+            format!("Invalid field type: {PERIOD_MESSAGE} (field: cpuPeriod)")
         );
         let d = obj(
             json!({"correlation_id": 1, "device_id": "plc", "cpuPeriod": "1h", "memoryPeriod": "1h"}),
@@ -1026,6 +1043,59 @@ mod tests {
             err(DeviceConsumptionRequest::parse(&d2)),
             "Missing required field: 'Missing key: device_id'"
         );
+    }
+
+    const PERIOD_MESSAGE: &str = "Value must be a period string: N (seconds), Nm, Nh or Nd back from now (N >= 0), or \"<start>,<end>\" in unix seconds (start <= end).";
+
+    #[test]
+    fn periods_that_do_not_parse_are_refused_naming_the_field() {
+        for good in [
+            "1h",
+            "30m",
+            "2d",
+            "90",
+            " 2h",
+            "+5m",
+            "0h",
+            "1_000",
+            "1700000000,1700003600",
+            "5,5",
+            "1,2,3",
+        ] {
+            assert!(is_period(good), "{good:?} is a period");
+        }
+        for bad in [
+            "banana",
+            "-5x",
+            "",
+            " ",
+            "1.5h",
+            "h",
+            "5H",
+            "-5h",
+            "-1",
+            "5,3",
+            "5,",
+            ",5",
+            "99999999999999999999h",
+            "106751991167301d",
+        ] {
+            assert!(!is_period(bad), "{bad:?} is not a period");
+        }
+        let base = json!({"correlation_id": 7, "cpuPeriod": "1h", "memoryPeriod": "1h"});
+        for (field, bad) in [("cpuPeriod", "banana"), ("memoryPeriod", "-5x")] {
+            let mut m = obj(base.clone());
+            m.insert(field.into(), json!(bad));
+            assert_eq!(
+                err(ConsumptionRequest::parse(&m)),
+                format!("Invalid field type: {PERIOD_MESSAGE} (field: {field})")
+            );
+            m.insert("device_id".into(), json!("plc"));
+            assert_eq!(
+                err(DeviceConsumptionRequest::parse(&m)),
+                format!("Invalid field type: {PERIOD_MESSAGE} (field: {field})")
+            );
+        }
     }
 
     #[test]

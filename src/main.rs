@@ -84,13 +84,18 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
 /// tasks started here live as long as the process.
 async fn build_services(config: &Config, started: Instant) -> anyhow::Result<Arc<dyn Handler>> {
     let interfaces = netevents::InterfaceCache::new();
-    netevents::spawn_listener(config.state_dir.join("netmon.sock"), interfaces.clone());
+    netevents::spawn_listener_trusting(
+        config.state_dir.join("netmon.sock"),
+        interfaces.clone(),
+        netevents::TrustedPeers::new(config.netmon_uid),
+    );
 
     // Runtimes first: the boot reconcile must not wait for the certificate or the cloud.
     let docker = docker_api::Docker::new(docker_api::DockerConfig::from_host(&config.docker_host)?);
     let mut runtime_config = runtime::RuntimeConfig::new(&config.state_dir);
     runtime_config.runtime_image = config.runtime_image.clone();
     runtime_config.stop_grace = std::time::Duration::from_secs(config.stop_grace);
+    runtime_config.rehome_window = config.rehome_window;
     let runtimes = runtime::Runtimes::open(docker, interfaces.clone(), runtime_config)
         .await
         .context("cannot open the state files")?;

@@ -4,8 +4,10 @@
 //! [`InterfaceCache`] (the one owner of "what the host's interfaces look like now") and the
 //! broadcast of [`NetworkChange`]s that the runtime side subscribes to for re-homing.
 //!
-//! Never does: act on a change (re-homing is the runtime's job), talk to netlink itself, or write
-//! to the socket (the protocol is one-way, netmon → agent).
+//! Never does: act on a change (re-homing is the runtime's job), talk to netlink itself, write to
+//! the socket (the protocol is one-way, netmon → agent), or read a line from a socket served by a
+//! process it does not trust ([`TrustedPeers`]): whoever can write the shared volume could bind
+//! `netmon.sock`, and netmon's events move PLCs between networks.
 //!
 //! Protocol handled: `{"type":"network_discovery","data":{"interfaces":[<info>…],"timestamp"}}`
 //! replaces the whole cache (interfaces it no longer lists are dropped, unlike the original,
@@ -136,6 +138,61 @@ impl NetworkChange {
         subnet(&self.previous) != subnet(&self.current)
             || gateway(&self.previous) != gateway(&self.current)
     }
+}
+
+/// A parent interface a request names that the host does not have, judged from netmon's cache.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MissingParent {
+    /// Its position among the parents checked (the vNIC's index in a create).
+    pub index: usize,
+    /// The name asked for.
+    pub name: String,
+    /// The interfaces the host has (netmon's, virtual ones left out), sorted.
+    pub host_has: Vec<String>,
+}
+
+impl std::fmt::Display for MissingParent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interface {} does not exist on this host (", self.name)?;
+        if self.host_has.is_empty() {
+            write!(f, "it has no other network interface")?;
+        } else {
+            write!(f, "its interfaces: {}", self.host_has.join(", "))?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// The first of `parents` that is not among `interfaces`, a snapshot of the cache; `None` when
+/// all are there, and also when `discovered` is false: before netmon's first discovery the cache
+/// knows nothing, and a create then waits for the parent as it always did. Any interface netmon
+/// reports counts, down or without IPv4 (a MACVLAN parent needs neither), virtual-looking names
+/// included (a host bridge such as `br-lan` can be a parent); the list offered instead leaves the
+/// virtual ones out.
+pub fn missing_parent<'a>(
+    discovered: bool,
+    interfaces: &[InterfaceInfo],
+    parents: impl IntoIterator<Item = &'a str>,
+) -> Option<MissingParent> {
+    if !discovered {
+        return None;
+    }
+    let (index, name) = parents
+        .into_iter()
+        .enumerate()
+        .find(|(_, p)| !interfaces.iter().any(|i| i.interface == *p))?;
+    let mut host_has: Vec<String> = interfaces
+        .iter()
+        .filter(|i| !is_virtual(&i.interface))
+        .map(|i| i.interface.clone())
+        .collect();
+    host_has.sort();
+    host_has.dedup();
+    Some(MissingParent {
+        index,
+        name: name.to_owned(),
+        host_has,
+    })
 }
 
 /// A decoded netmon line.
@@ -276,6 +333,38 @@ impl InterfaceCache {
             .collect()
     }
 
+    /// [`missing_parent`] over the cache as it is now.
+    pub fn missing_parent<'a>(
+        &self,
+        parents: impl IntoIterator<Item = &'a str>,
+    ) -> Option<MissingParent> {
+        let map = self.read();
+        // Read under the lock `apply` sets it under: the flag and the map agree.
+        let discovered = self.is_discovered();
+        let interfaces: Vec<InterfaceInfo> = map.values().cloned().collect();
+        missing_parent(discovered, &interfaces, parents)
+    }
+
+    /// [`InterfaceCache::missing_parent`], giving a parent the cache does not know yet up to
+    /// `timeout` to appear (netmon reports a new interface once its debounce has passed): only a
+    /// parent still missing then is returned.
+    pub async fn missing_parent_within(
+        &self,
+        parents: &[&str],
+        timeout: Duration,
+    ) -> Option<MissingParent> {
+        // Subscribed before the first look, so an update between the two is not missed.
+        let mut version = self.inner.version.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let missing = self.missing_parent(parents.iter().copied())?;
+            match tokio::time::timeout_at(deadline, version.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => return Some(missing),
+            }
+        }
+    }
+
     /// True while the client is connected to netmon.
     pub fn is_connected(&self) -> bool {
         self.inner.connected.load(Ordering::Relaxed)
@@ -379,58 +468,128 @@ impl InterfaceCache {
     }
 }
 
-/// Spawns the listener task: connects to `socket`, feeds `cache`, reconnects forever with a
-/// 1 s → 5 s backoff. Abort the handle to stop it.
+/// Who may serve the netmon socket: root, the agent's own uid (a process of that uid can already
+/// do anything the agent can), and one configured uid (`--netmon-uid`, for a netmon that runs
+/// unprivileged). Judged by `SO_PEERCRED` of the connected socket: the uid of the process that
+/// created the listening socket, which a client cannot forge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TrustedPeers {
+    own: u32,
+    extra: Option<u32>,
+}
+
+impl Default for TrustedPeers {
+    /// Root and the agent's own uid.
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl TrustedPeers {
+    /// Root, the agent's own effective uid, and `extra` when given.
+    pub fn new(extra: Option<u32>) -> Self {
+        Self {
+            own: nix::unistd::geteuid().as_raw(),
+            extra,
+        }
+    }
+
+    /// Whether a socket served by `uid` is trusted.
+    pub fn allows(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own || Some(uid) == self.extra
+    }
+
+    /// `root, uid 1000 (the agent's), uid 998 (--netmon-uid)`, for the refusal message.
+    fn describe(&self) -> String {
+        let mut out = "root".to_owned();
+        if self.own != 0 {
+            out.push_str(&format!(", uid {} (the agent's)", self.own));
+        }
+        if let Some(uid) = self.extra.filter(|u| *u != 0 && *u != self.own) {
+            out.push_str(&format!(", uid {uid} (--netmon-uid)"));
+        }
+        out
+    }
+}
+
+/// Why a connected netmon socket is not read: who serves it, or that nobody could tell.
+fn untrusted_peer(stream: &UnixStream, trusted: &TrustedPeers) -> Option<String> {
+    match stream.peer_cred() {
+        Ok(cred) if trusted.allows(cred.uid()) => None,
+        Ok(cred) => Some(format!(
+            "refusing the network monitor socket: it is served by uid {}{}, which is not trusted \
+             (trusted: {}; see --netmon-uid); none of its events are used",
+            cred.uid(),
+            cred.pid()
+                .map(|p| format!(" (pid {p})"))
+                .unwrap_or_default(),
+            trusted.describe()
+        )),
+        Err(e) => Some(format!(
+            "refusing the network monitor socket: cannot tell who serves it ({e})"
+        )),
+    }
+}
+
+/// Spawns the listener task trusting root and the agent's own uid (see
+/// [`spawn_listener_trusting`]).
 pub fn spawn_listener(socket: PathBuf, cache: InterfaceCache) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move { run_listener(&socket, &cache).await })
+    spawn_listener_trusting(socket, cache, TrustedPeers::default())
+}
+
+/// Spawns the listener task: connects to `socket`, reads it only when `trusted` allows the uid
+/// serving it, feeds `cache`, reconnects forever with a 1 s → 5 s backoff. Abort the handle to
+/// stop it.
+pub fn spawn_listener_trusting(
+    socket: PathBuf,
+    cache: InterfaceCache,
+    trusted: TrustedPeers,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move { run_listener(&socket, &cache, trusted).await })
 }
 
 /// The listener loop (never returns; cancel it by dropping/aborting the task).
 ///
-/// A netmon that stays away (a stale socket file after a crash, or one that accepts and closes)
-/// must not write a WARN line every few seconds to an SD card: a failure is logged at WARN when it
-/// is new and again every 10 minutes, at DEBUG in between; the backoff restarts at 1 s only after
-/// a connection that lasted 5 s.
-pub async fn run_listener(socket: &Path, cache: &InterfaceCache) {
+/// A netmon that stays away (a stale socket file after a crash, or one that accepts and closes),
+/// or a socket served by an untrusted process, must not write a WARN line every few seconds to an
+/// SD card: a failure is logged at WARN when it is new and again every 10 minutes, at DEBUG in
+/// between; the backoff restarts at 1 s only after a connection that lasted 5 s.
+pub async fn run_listener(socket: &Path, cache: &InterfaceCache, trusted: TrustedPeers) {
     let mut delay = BACKOFF_MIN;
     let mut repeats = Repeats::default();
     loop {
         match UnixStream::connect(socket).await {
-            Ok(stream) => {
-                if repeats.is_quiet() {
-                    tracing::info!(socket = %socket.display(), "connected to the network monitor");
-                } else {
-                    tracing::debug!(socket = %socket.display(), "connected to the network monitor");
+            Ok(stream) => match untrusted_peer(&stream, &trusted) {
+                // Dropped unread: nothing it sent reaches the cache.
+                Some(text) => repeats.log(socket, &text),
+                None => {
+                    if repeats.is_quiet() {
+                        tracing::info!(socket = %socket.display(), "connected to the network monitor");
+                    } else {
+                        tracing::debug!(socket = %socket.display(), "connected to the network monitor");
+                    }
+                    cache.set_connected(true);
+                    let since = tokio::time::Instant::now();
+                    let outcome = read_stream(stream, cache).await;
+                    cache.set_connected(false);
+                    let text = match outcome {
+                        Ok(()) => "network monitor connection closed".to_owned(),
+                        Err(e) => format!("network monitor connection failed: {e}"),
+                    };
+                    if since.elapsed() >= HEALTHY_AFTER {
+                        repeats = Repeats::default();
+                        delay = BACKOFF_MIN;
+                    }
+                    repeats.log(socket, &text);
                 }
-                cache.set_connected(true);
-                let since = tokio::time::Instant::now();
-                let outcome = read_stream(stream, cache).await;
-                cache.set_connected(false);
-                let text = match outcome {
-                    Ok(()) => "network monitor connection closed".to_owned(),
-                    Err(e) => format!("network monitor connection failed: {e}"),
-                };
-                if since.elapsed() >= HEALTHY_AFTER {
-                    repeats = Repeats::default();
-                    delay = BACKOFF_MIN;
-                }
-                if repeats.is_new(&text) {
-                    tracing::warn!("{text}");
-                } else {
-                    tracing::debug!("{text}");
-                }
-            }
+            },
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 tracing::debug!(socket = %socket.display(), "network monitor socket not there yet");
             }
-            Err(e) => {
-                let text = format!("cannot connect to the network monitor: {e}");
-                if repeats.is_new(&text) {
-                    tracing::warn!(socket = %socket.display(), "{text}");
-                } else {
-                    tracing::debug!(socket = %socket.display(), "{text}");
-                }
-            }
+            Err(e) => repeats.log(
+                socket,
+                &format!("cannot connect to the network monitor: {e}"),
+            ),
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(BACKOFF_MAX);
@@ -464,6 +623,15 @@ impl Repeats {
     /// No failure since the last healthy connection.
     fn is_quiet(&self) -> bool {
         self.last.is_none()
+    }
+
+    /// Logs `text` at WARN when [`Repeats::is_new`], else at DEBUG.
+    fn log(&mut self, socket: &Path, text: &str) {
+        if self.is_new(text) {
+            tracing::warn!(socket = %socket.display(), "{text}");
+        } else {
+            tracing::debug!(socket = %socket.display(), "{text}");
+        }
     }
 }
 
@@ -764,6 +932,80 @@ mod tests {
             NetmonEvent::Discovery(list) => assert_eq!(list.len(), 1),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_parent_the_host_does_not_have_is_named_with_the_interfaces_it_has() {
+        let cache = InterfaceCache::new();
+        // Before the first discovery nothing is judged.
+        assert_eq!(cache.missing_parent(["eth9"]), None);
+        let mut down = info("eth1", None, None);
+        down["status"] = json!("down");
+        apply(
+            &cache,
+            &discovery(vec![
+                info("wlan0", Some(("10.204.2.5", "10.204.2.0/24")), None),
+                info("eth0", Some(("10.204.1.5", "10.204.1.0/24")), None),
+                down,
+                info("br-lan", Some(("10.204.3.5", "10.204.3.0/24")), None),
+                info("docker0", Some(("172.17.0.1", "172.17.0.0/16")), None),
+            ]),
+        );
+        // Down, without IPv4, or a host bridge: all exist.
+        assert_eq!(
+            cache.missing_parent(["eth0", "eth1", "br-lan", "wlan0"]),
+            None
+        );
+        let missing = cache
+            .missing_parent(["eth0", "eth9", "eth8"])
+            .expect("eth9 is missing");
+        assert_eq!(
+            missing,
+            MissingParent {
+                index: 1,
+                name: "eth9".into(),
+                host_has: vec!["eth0".into(), "eth1".into(), "wlan0".into()],
+            }
+        );
+        assert_eq!(
+            missing.to_string(),
+            "interface eth9 does not exist on this host (its interfaces: eth0, eth1, wlan0)"
+        );
+        // An empty discovery is a discovery: the host has nothing to offer.
+        apply(&cache, &discovery(vec![]));
+        assert_eq!(
+            cache
+                .missing_parent(["eth0"])
+                .map(|m| m.to_string())
+                .as_deref(),
+            Some("interface eth0 does not exist on this host (it has no other network interface)")
+        );
+        assert_eq!(missing_parent(false, &[], ["eth0"]), None);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_parent_that_appears_within_the_wait_is_not_missing() {
+        let cache = InterfaceCache::new();
+        apply(&cache, &discovery(vec![info("eth0", None, None)]));
+        let feeder = cache.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            apply(&feeder, &change(info("eth1", None, None)));
+        });
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(
+            cache
+                .missing_parent_within(&["eth0", "eth1"], Duration::from_secs(3))
+                .await,
+            None
+        );
+        assert_eq!(t0.elapsed(), Duration::from_millis(500));
+        let missing = cache
+            .missing_parent_within(&["eth1", "eth2"], Duration::from_secs(3))
+            .await
+            .expect("eth2 never appears");
+        assert_eq!((missing.index, missing.name.as_str()), (1, "eth2"));
+        assert_eq!(t0.elapsed(), Duration::from_millis(3500));
     }
 
     #[tokio::test]

@@ -1,7 +1,8 @@
 //! Re-homing against the real engine and a real `autonomy-netmon`: a runtime created by the real
 //! create workflow on a veth parent in the root namespace (Docker's MACVLAN parents live in the
 //! engine's namespace) is re-attached when the parent's subnet changes. Addresses are in
-//! 10.203.128.0/17 (this helper's half of the runtime tests' range), a distinct /23 per test.
+//! 10.203.128.0/17 (this helper's half of the runtime tests' range), a distinct /23 per test
+//! (the flapping test uses 10.203.160-161).
 //!
 //! The agent's library stack runs in-process ([`LibAgent`]: engine + netmon + `Runtimes`), so the
 //! tests exercise exactly what the agent binary wires, without the cloud link.
@@ -324,5 +325,98 @@ async fn a_stopped_runtime_is_rehomed_and_starts_on_the_new_subnet() {
             format!("macvlan_{parent}_10.203.146.0_23"),
             "10.203.146.90".into()
         ))
+    );
+}
+
+/// Names of the networks the engine connected a container to within `[since, until]` (unix
+/// seconds): the engine's own record, independent of the agent's.
+fn connects_between(since: f64, until: f64) -> Vec<String> {
+    docker(&[
+        "events",
+        "--since",
+        &format!("{since:.6}"),
+        "--until",
+        &format!("{until:.6}"),
+        "--filter",
+        "type=network",
+        "--filter",
+        "event=connect",
+        "--format",
+        "{{.Actor.Attributes.name}}",
+    ])
+    .lines()
+    .map(str::to_owned)
+    .collect()
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970")
+        .as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flapping_parent_moves_the_runtime_at_most_once_per_window_and_ends_on_the_last_subnet() {
+    let agent = LibAgent::start().await;
+    let window = agent.rt.config().rehome_window;
+    let parent = unique("r2f");
+    let _veth = Veth::named(&parent, 160);
+    let name = unique("r2rh-flap-");
+    agent
+        .create(
+            &name,
+            manual_vnic(&parent, "10.203.160.50", "10.203.160.0/24", "10.203.160.1"),
+        )
+        .await;
+    rehome::spawn(&agent.rt);
+    let since = unix_now();
+
+    // Seven moves between two subnets, 300 ms apart (netmon's test debounce is 200 ms, so each
+    // is reported), ending on 10.203.161.0/24.
+    let started = std::time::Instant::now();
+    let mut on = 160;
+    for _ in 0..7 {
+        let to = if on == 160 { 161 } else { 160 };
+        ip(&["addr", "del", &format!("10.203.{on}.1/24"), "dev", &parent]);
+        ip(&["addr", "add", &format!("10.203.{to}.1/24"), "dev", &parent]);
+        on = to;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(on, 161);
+    let flapped = started.elapsed();
+
+    let final_net = format!("macvlan_{parent}_10.203.161.0_24");
+    eventually(WAIT, "the runtime on the last subnet", || {
+        macvlan_of(&name, &parent).filter(|(n, _)| *n == final_net)
+    })
+    .await;
+    // Let a coalesced re-home that is still owed run (or not) before counting.
+    tokio::time::sleep(window * 2).await;
+    assert_eq!(
+        macvlan_of(&name, &parent).map(|(n, _)| n),
+        Some(final_net.clone()),
+        "the last subnet stays applied"
+    );
+    let connects: Vec<String> = connects_between(since, unix_now() + 1.0)
+        .into_iter()
+        .filter(|n| n.starts_with(&format!("macvlan_{parent}_")))
+        .collect();
+    // One re-home at the first change, then at most one per window while the flapping lasts.
+    let allowed = 1 + flapped.as_millis().div_ceil(window.as_millis()) as usize;
+    eprintln!(
+        "{} re-attachments in {flapped:?}: {connects:?}",
+        connects.len()
+    );
+    assert!(
+        !connects.is_empty() && connects.len() <= allowed,
+        "{} re-attachments for 7 changes in {flapped:?} (window {window:?}, at most {allowed}): {connects:?}",
+        connects.len()
+    );
+    let record = agent.rt.ops().get(&name).expect("a record");
+    assert_eq!(
+        (record.kind, record.outcome),
+        (OpKind::Rehome, Outcome::Succeeded),
+        "{record:?}"
     );
 }

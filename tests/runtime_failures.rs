@@ -1,5 +1,7 @@
 //! Failure paths on the real engine: invalid input, duplicate names, one operation per runtime,
-//! unknown parents, a create that fails midway (rollback), and containers that are not ours.
+//! parents the host does not have (refused in the ack) and one without an address (accepted), a
+//! create that fails midway (rollback), containers that are not ours, and consumption periods that
+//! do not parse.
 
 mod support;
 
@@ -165,50 +167,97 @@ async fn duplicate_names_and_concurrent_operations_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_unknown_parent_interface_fails_the_create_and_leaves_nothing() {
+async fn a_create_on_a_parent_the_host_does_not_have_is_refused_in_the_ack_naming_its_interfaces() {
     let mut w = World::start().await;
-    // Subnet given: the engine refuses the parent.
+    let v = Veth::new();
+    let missing = unique("rvnope");
     let name = unique("rtnop");
-    let ack = w
-        .call(
+    // With a subnet (the engine would refuse the parent later) and without one (the create
+    // would wait for netmon's subnet and fail later): both refused at once, with the id.
+    let vnics = [
+        json!({"name": "eth1", "parent_interface": missing, "network_mode": "dhcp",
+               "parent_subnet": "10.203.127.0/24"}),
+        json!({"name": "eth1", "parent_interface": missing, "network_mode": "dhcp"}),
+    ];
+    for vnic in vnics {
+        let ack = w
+            .call(
+                "create_new_runtime",
+                json!({"correlation_id": 4711, "container_name": name,
+                       "vnic_configs": [static_vnic(&v, 10, None), vnic]}),
+            )
+            .await;
+        assert_error(
+            &ack,
             "create_new_runtime",
-            json!({"container_name": name, "vnic_configs": [{
-                "name": "eth0", "parent_interface": unique("rvnope"), "network_mode": "dhcp",
-                "parent_subnet": "10.203.127.0/24"
-            }]}),
-        )
-        .await;
-    assert_eq!(ack["status"], "creating", "{ack}");
-    let s = w.settle(&name).await;
-    assert_eq!(s["status"], "error", "{s}");
-    assert_eq!(s["operation"], "create");
-    assert!(s["error"].as_str().unwrap().contains("MACVLAN"), "{s}");
-    // No subnet: netmon does not know the parent.
-    let other = unique("rtnop");
-    let ack = w
-        .call(
-            "create_new_runtime",
-            json!({"container_name": other, "vnic_configs": [{
-                "name": "eth0", "parent_interface": unique("rvnope"), "network_mode": "dhcp"
-            }]}),
-        )
-        .await;
-    assert_eq!(ack["status"], "creating", "{ack}");
-    let s = w.settle(&other).await;
-    assert_eq!(s["status"], "error", "{s}");
-    assert!(
-        s["error"]
-            .as_str()
-            .unwrap()
-            .contains("Could not detect subnet"),
-        "{s}"
-    );
-    assert!(inspect(&name).is_none() && inspect(&other).is_none());
+            "vnic_configs[1].parent_interface",
+        );
+        assert_eq!(ack["correlation_id"], 4711, "{ack}");
+        let error = ack["error"].as_str().unwrap_or_default();
+        assert!(
+            error.contains(&format!("interface {missing} does not exist on this host")),
+            "{error}"
+        );
+        // The interfaces the host has are named; the test's veth is one of them.
+        let listed = error
+            .split("its interfaces: ")
+            .nth(1)
+            .unwrap_or_default()
+            .trim_end_matches(')');
+        assert!(
+            listed.split(", ").any(|i| i == v.name),
+            "{} should be listed: {error}",
+            v.name
+        );
+    }
+    let s = w.status(&name).await;
+    assert_eq!(s["status"], "not_found", "nothing was started: {s}");
+    assert!(inspect(&name).is_none());
     assert!(containers_with_label(&w.instance_label()).is_empty());
     assert_eq!(
         networks_with_label(&w.instance_label()),
         Vec::<String>::new()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_exists_without_an_ipv4_address_is_accepted() {
+    let mut w = World::start().await;
+    // A dedicated PLC port often has no address on the host: the runtime's static subnet says
+    // where it lives, and netmon still lists the port (as down). The veth only reserves a free
+    // subnet; the parent is a link that never had an address.
+    let v = Veth::new();
+    let bare = BareLink::new();
+    let mut vnic = static_vnic(&v, 10, None);
+    vnic["parent_interface"] = json!(bare.0);
+    let name = unique("rtnoip");
+    w.create_runtime(&name, json!([vnic])).await;
+    let s = w.status(&name).await;
+    let network = format!("macvlan_{}_10.203.{}.0_24", bare.0, v.octet);
+    assert_eq!(s["networks"][&network]["ip_address"], v.addr(10), "{s}");
+}
+
+/// A veth pair `<name>`/`<name>p`, up, without any address; deleted on drop.
+struct BareLink(String);
+
+impl BareLink {
+    fn new() -> Self {
+        let name = unique("rvbare");
+        let peer = format!("{name}p");
+        ip(&["link", "add", &name, "type", "veth", "peer", "name", &peer]);
+        let link = BareLink(name);
+        ip(&["link", "set", &peer, "up"]);
+        ip(&["link", "set", &link.0, "up"]);
+        link
+    }
+}
+
+impl Drop for BareLink {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.0])
+            .status();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -310,4 +359,36 @@ async fn an_unknown_runtime_version_fails_without_leaving_anything() {
     );
     assert!(inspect(&name).is_none());
     assert!(networks_with_label(&w.instance_label()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumption_periods_that_do_not_parse_are_refused_naming_the_field() {
+    let mut w = World::start().await;
+    let good = w
+        .call(
+            "get_consumption_orchestrator",
+            json!({"cpuPeriod": "1h", "memoryPeriod": "1700000000,1700003600"}),
+        )
+        .await;
+    assert!(good["cpu_usage"].is_array(), "{good}");
+    for (topic, field, bad) in [
+        ("get_consumption_orchestrator", "cpuPeriod", "banana"),
+        ("get_consumption_orchestrator", "memoryPeriod", "-5x"),
+        ("get_consumption_device", "cpuPeriod", "-5x"),
+        ("get_consumption_device", "memoryPeriod", "banana"),
+    ] {
+        let mut msg = json!({"correlation_id": 808, "device_id": "plc", "cpuPeriod": "1h",
+                             "memoryPeriod": "1h"});
+        msg[field] = json!(bad);
+        let ack = w.call(topic, msg).await;
+        assert_error(&ack, topic, &format!("(field: {field})"));
+        assert!(
+            ack["error"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Invalid field type: Value must be a period string"),
+            "{ack}"
+        );
+        assert_eq!(ack["correlation_id"], 808, "{ack}");
+    }
 }

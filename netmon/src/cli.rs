@@ -34,6 +34,11 @@ pub struct Args {
     #[arg(long = "ignore", value_name = "PATTERN")]
     pub ignore: Vec<String>,
 
+    /// A numeric uid, besides root and netmon's own, allowed to connect (the agent's, when it
+    /// runs unprivileged). Clients of any other uid are disconnected before anything is sent.
+    #[arg(long, env = "NETMON_CLIENT_UID", value_name = "UID")]
+    pub client_uid: Option<u32>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -85,6 +90,10 @@ mod tests {
         assert_eq!(a.socket, PathBuf::from("/var/orchestrator/netmon.sock"));
         assert_eq!(a.debounce, Duration::from_secs(3));
         assert!(a.command.is_none());
+        assert_eq!(a.client_uid, None);
+        let a = Args::try_parse_from(["autonomy-netmon", "--client-uid", "1000"]).unwrap();
+        assert_eq!(a.client_uid, Some(1000));
+        assert!(Args::try_parse_from(["autonomy-netmon", "--client-uid", "agent"]).is_err());
         let a =
             Args::try_parse_from(["autonomy-netmon", "health", "--socket", "/tmp/x.sock"]).unwrap();
         assert!(matches!(a.command, Some(Command::Health)));

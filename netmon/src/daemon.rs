@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use netlink::{Event, EventStream, Filter, RouteSocket, discover, timestamp_now};
+use netlink::{Event, EventStream, Filter, RouteSocket, timestamp_now};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::time::Instant;
 
 use crate::debounce::Debouncer;
 use crate::protocol::{change_line, discovery_line};
-use crate::server::{Clients, Socket};
+use crate::server::{Clients, Socket, TrustedClients};
 use crate::tracker::Tracker;
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
@@ -23,6 +23,8 @@ pub struct Config {
     pub socket: PathBuf,
     pub debounce: Duration,
     pub filter: Filter,
+    /// A uid besides root and our own that may connect.
+    pub client_uid: Option<u32>,
 }
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
@@ -44,6 +46,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     );
 
     let mut clients = Clients::new();
+    let mut trusted = TrustedClients::new(cfg.client_uid);
     let mut debouncer = Debouncer::new(cfg.debounce);
     let result = loop {
         let deadline = debouncer.next_deadline();
@@ -104,10 +107,12 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
             }
             accepted = socket.listener.accept() => match accepted {
+                // Refused: closed before anything is sent or read.
+                Ok((stream, _)) if trusted.admit(&stream).is_err() => drop(stream),
                 Ok((stream, _)) => match route.snapshot().await {
                     Ok(snap) => {
                         let ts = timestamp_now();
-                        let interfaces = discover(&snap, tracker.filter(), &ts);
+                        let interfaces = tracker.discovery(&snap, &ts);
                         let id = clients.add(stream, Arc::from(discovery_line(&interfaces, &ts)));
                         tracing::debug!(client = id, interfaces = interfaces.len(), "client connected");
                     }

@@ -61,6 +61,7 @@ fn main() -> ExitCode {
                 socket: args.socket,
                 debounce: args.debounce,
                 filter: netlink::Filter::new(args.ignore),
+                client_uid: args.client_uid,
             };
             match runtime.block_on(daemon::run(cfg)) {
                 Ok(()) => ExitCode::SUCCESS,

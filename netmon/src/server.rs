@@ -1,5 +1,6 @@
-//! The Unix socket side: binding (directory, stale file, mode 0660), per-client writer tasks
-//! with bounded queues, and removal of the socket file at shutdown. Knows nothing of netlink.
+//! The Unix socket side: binding (directory, stale file, mode 0660), who may connect
+//! ([`TrustedClients`], by `SO_PEERCRED`), per-client writer tasks with bounded queues, and
+//! removal of the socket file at shutdown. Knows nothing of netlink.
 
 use std::collections::HashMap;
 use std::io;
@@ -80,6 +81,90 @@ impl Socket {
             }
             _ => {}
         }
+    }
+}
+
+/// How often the same refused uid is logged at WARN (DEBUG in between).
+const REFUSAL_REMINDER: Duration = Duration::from_secs(600);
+/// Refused uids remembered for log de-duplication; more are forgotten (a reminder comes early).
+const REFUSALS_KEPT: usize = 64;
+
+/// Who may connect: root, netmon's own uid, and one configured uid (`--client-uid`). The events
+/// are the host's network layout, and the socket will soon take commands that act on the host:
+/// file permissions are the first fence, this is the second (a container of another uid that
+/// shares the volume and a group still gets nothing).
+#[derive(Debug, Clone)]
+pub struct TrustedClients {
+    own: u32,
+    extra: Option<u32>,
+    /// Last WARN per refused uid.
+    warned: HashMap<u32, std::time::Instant>,
+}
+
+impl TrustedClients {
+    pub fn new(extra: Option<u32>) -> Self {
+        Self::with_own(nix::unistd::geteuid().as_raw(), extra)
+    }
+
+    fn with_own(own: u32, extra: Option<u32>) -> Self {
+        TrustedClients {
+            own,
+            extra,
+            warned: HashMap::new(),
+        }
+    }
+
+    pub fn allows(&self, uid: u32) -> bool {
+        uid == 0 || uid == self.own || Some(uid) == self.extra
+    }
+
+    /// Whether a refusal of `uid` at `now` is worth a WARN: the first one, and one every
+    /// [`REFUSAL_REMINDER`] after (a client retrying every second must not fill the log).
+    pub fn warn_refusal(&mut self, uid: u32, now: std::time::Instant) -> bool {
+        if let Some(at) = self.warned.get(&uid)
+            && now.saturating_duration_since(*at) < REFUSAL_REMINDER
+        {
+            return false;
+        }
+        if self.warned.len() >= REFUSALS_KEPT {
+            self.warned.clear();
+        }
+        self.warned.insert(uid, now);
+        true
+    }
+
+    /// Admits `stream` (`Ok`) or says why not. Logs the refusal, de-duplicated.
+    pub fn admit(&mut self, stream: &UnixStream) -> Result<(), ()> {
+        let cred = match stream.peer_cred() {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("refusing a client: cannot read its credentials ({e})");
+                return Err(());
+            }
+        };
+        if self.allows(cred.uid()) {
+            return Ok(());
+        }
+        let pid = cred
+            .pid()
+            .map(|p| format!(" (pid {p})"))
+            .unwrap_or_default();
+        if self.warn_refusal(cred.uid(), std::time::Instant::now()) {
+            tracing::warn!(
+                uid = cred.uid(),
+                "refusing a client of uid {}{pid}: only root, uid {} (netmon's own) and --client-uid \
+                 may connect; further refusals of this uid are logged at debug for 10 minutes",
+                cred.uid(),
+                self.own
+            );
+        } else {
+            tracing::debug!(
+                uid = cred.uid(),
+                "refusing a client of uid {}{pid}",
+                cred.uid()
+            );
+        }
+        Err(())
     }
 }
 
@@ -186,6 +271,28 @@ mod tests {
     use tokio::io::{AsyncBufReadExt, BufReader};
 
     use super::*;
+
+    #[test]
+    fn root_own_and_configured_uids_are_trusted_and_refusals_warn_once_per_reminder() {
+        let mut t = TrustedClients::with_own(998, Some(1000));
+        assert!(t.allows(0) && t.allows(998) && t.allows(1000));
+        assert!(!t.allows(65534) && !t.allows(1001));
+        assert!(TrustedClients::with_own(0, None).allows(0));
+        assert!(!TrustedClients::with_own(0, None).allows(998));
+
+        let t0 = std::time::Instant::now();
+        assert!(t.warn_refusal(65534, t0));
+        for s in 1..600 {
+            assert!(!t.warn_refusal(65534, t0 + Duration::from_secs(s)));
+        }
+        assert!(t.warn_refusal(1001, t0), "another uid is new");
+        assert!(t.warn_refusal(65534, t0 + REFUSAL_REMINDER));
+        // Many uids: the memory stays bounded.
+        for uid in 2000..2200 {
+            t.warn_refusal(uid, t0);
+        }
+        assert!(t.warned.len() <= REFUSALS_KEPT);
+    }
 
     #[tokio::test]
     async fn a_stuck_client_is_dropped_while_a_reading_client_gets_every_line() {

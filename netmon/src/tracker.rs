@@ -24,10 +24,6 @@ impl Tracker {
         }
     }
 
-    pub fn filter(&self) -> &Filter {
-        &self.filter
-    }
-
     /// Takes `snap` as the state clients already know (it is what discovery sends them).
     pub fn set_baseline(&mut self, snap: &Snapshot, timestamp: &str) {
         self.last.clear();
@@ -54,9 +50,30 @@ impl Tracker {
         self.names.keys().chain(self.last.keys()).copied().collect()
     }
 
-    /// The reports `dirty` interfaces call for, given the fresh `snap`: an interface is reported
-    /// when it is usable and its state differs from the last one, or when it stopped being
-    /// usable (`ipv4_addresses: []` with `status` down/removed). Ignored names never appear.
+    /// What a new client is told: every link of `snap` whose name is not ignored, in index
+    /// order — usable ones with their addresses and gateway, the others (down, or up without
+    /// IPv4) with `ipv4_addresses: []` and `status: "down"`, so a client knows which interfaces
+    /// the host has, not only which have a subnet (the agent refuses runtimes on a parent the
+    /// host does not have).
+    pub fn discovery(&self, snap: &Snapshot, timestamp: &str) -> Vec<InterfaceInfo> {
+        let mut links: Vec<_> = snap
+            .links
+            .iter()
+            .filter(|l| !self.filter.ignores(&l.name))
+            .collect();
+        links.sort_by_key(|l| l.index);
+        links
+            .iter()
+            .filter_map(|l| interface_info(snap, l.index, timestamp))
+            .collect()
+    }
+
+    /// The reports `dirty` interfaces call for, given the fresh `snap`. Clients know every link
+    /// ([`Tracker::discovery`]), so one is reported when it appears (in whatever state), when a
+    /// usable one changes state, when it becomes usable or stops being usable
+    /// (`ipv4_addresses: []` with `status: "down"`), and when it is removed (`status:
+    /// "removed"`). An unusable link that stays unusable is not reported again (its operstate
+    /// moving between DOWN and LOWERLAYERDOWN tells a client nothing). Ignored names never appear.
     pub fn changes(
         &mut self,
         snap: &Snapshot,
@@ -82,7 +99,6 @@ impl Tracker {
             // A renamed interface: the old name is gone as far as clients can tell.
             if let Some(p) = previous
                 && p.interface != name
-                && p.is_reportable()
                 && !self.filter.ignores(&p.interface)
             {
                 out.push(InterfaceInfo::removed(
@@ -92,10 +108,11 @@ impl Tracker {
                 ));
             }
             let previous = previous.filter(|p| p.interface == name);
-            let report = if current.is_reportable() {
-                previous.is_none_or(|p| !p.same_state(&current))
-            } else {
-                previous.is_some_and(InterfaceInfo::is_reportable)
+            let report = match previous {
+                // New to clients: worth a line unless it vanished before anyone saw it.
+                None => snap.link(index).is_some(),
+                Some(p) if p.is_reportable() || current.is_reportable() => !p.same_state(&current),
+                Some(p) => p.status != current.status,
             };
             if report && !self.filter.ignores(&name) {
                 out.push(current.clone());
@@ -261,6 +278,66 @@ mod tests {
             ("eth0", Some(Status::Removed))
         );
         assert_eq!((out[1].interface.as_str(), out[1].status), ("lan0", None));
+    }
+
+    #[test]
+    fn discovery_lists_every_link_not_ignored_unusable_ones_as_down() {
+        let now = snap(
+            &[
+                (2, "eth0", true),
+                (3, "eth1", false),
+                (4, "veth1", true),
+                (5, "eth2", true),
+            ],
+            &[(2, [10, 202, 0, 5], 24), (4, [10, 202, 4, 1], 24)],
+            &[],
+        );
+        let t = tracker_with(&now);
+        let d = t.discovery(&now, "t0");
+        let shape: Vec<(&str, usize, Option<Status>)> = d
+            .iter()
+            .map(|i| (i.interface.as_str(), i.ipv4_addresses.len(), i.status))
+            .collect();
+        assert_eq!(
+            shape,
+            [
+                ("eth0", 1, None),
+                ("eth1", 0, Some(Status::Down)),
+                ("eth2", 0, Some(Status::Down))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_new_link_without_an_address_is_reported_down_and_its_removal_is_reported() {
+        let base = snap(&[(2, "eth0", true)], &[(2, [10, 202, 0, 5], 24)], &[]);
+        let mut t = tracker_with(&base);
+        let plugged = snap(
+            &[(2, "eth0", true), (6, "usb0", false)],
+            &[(2, [10, 202, 0, 5], 24)],
+            &[],
+        );
+        let out = t.changes(&plugged, &[6], "t1");
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].interface.as_str(), out[0].status),
+            ("usb0", Some(Status::Down))
+        );
+        // Carrier comes up, still without an address: unusable before and after, not reported.
+        let carrier = snap(
+            &[(2, "eth0", true), (6, "usb0", true)],
+            &[(2, [10, 202, 0, 5], 24)],
+            &[],
+        );
+        assert!(t.changes(&carrier, &[6], "t2").is_empty());
+        let out = t.changes(&base, &[6], "t3");
+        assert_eq!(out.len(), 1, "{out:?}");
+        assert_eq!(
+            (out[0].interface.as_str(), out[0].status),
+            ("usb0", Some(Status::Removed))
+        );
+        // A link created and deleted between two looks was never seen: nothing to say.
+        assert!(t.changes(&base, &[7], "t4").is_empty());
     }
 
     #[test]

@@ -288,7 +288,7 @@ const DOWN_KEYS: [&str; 7] = [
 ];
 
 #[test]
-fn discovery_on_connect_lists_usable_interfaces_in_upstream_shape_without_filtered_ones() {
+fn discovery_on_connect_lists_interfaces_in_upstream_shape_without_filtered_ones() {
     let ns = Netns::new();
     ns.veth("nm0", "nm1");
     ns.ip(&["addr", "add", "10.202.10.5/24", "dev", "nm0"]);
@@ -322,8 +322,17 @@ fn discovery_on_connect_lists_usable_interfaces_in_upstream_shape_without_filter
     let interfaces = daemon.connect().discovery();
     assert_eq!(
         names(&interfaces),
-        BTreeSet::from(["br-lan".into(), "nm0".into(), "nm1".into()])
+        BTreeSet::from(["br-lan".into(), "nm0".into(), "nm1".into(), "nm3".into()])
     );
+    // A link without an address is listed too, as down: the host has it.
+    let nm3 = interfaces
+        .iter()
+        .find(|i| i["interface"] == "nm3")
+        .expect("nm3");
+    keys_are(nm3, &DOWN_KEYS);
+    assert_eq!(nm3["status"], "down");
+    assert_eq!(nm3["operstate"], "UP");
+    assert_eq!(nm3["ipv4_addresses"], Value::Array(vec![]));
     let nm0 = interfaces
         .iter()
         .find(|i| i["interface"] == "nm0")
@@ -380,7 +389,12 @@ fn fifty_changes_inside_the_window_yield_exactly_one_event_per_interface() {
     // A window far longer than the burst, even if `ip` gets descheduled on a loaded machine.
     let daemon = Daemon::start(&ns, &["--debounce", "2s"]);
     let mut client = daemon.connect();
-    assert!(client.discovery().is_empty());
+    let discovered = client.discovery();
+    assert_eq!(
+        names(&discovered),
+        BTreeSet::from(["nm0".into(), "nm1".into()])
+    );
+    assert!(discovered.iter().all(|i| i["status"] == "down"));
 
     let mut batch = Vec::new();
     for i in 1..=25 {
@@ -447,7 +461,8 @@ fn losing_the_last_address_link_down_and_removal_yield_empty_address_events() {
     ns.ip(&["addr", "add", "10.202.52.5/24", "dev", "nm2"]);
     let daemon = Daemon::start(&ns, &[]);
     let mut client = daemon.connect();
-    assert_eq!(client.discovery().len(), 3);
+    // nm3 (no address) is listed as down.
+    assert_eq!(client.discovery().len(), 4);
 
     ns.ip(&["addr", "del", "10.202.50.5/24", "dev", "nm0"]);
     let changes = client.changes();
@@ -460,6 +475,7 @@ fn losing_the_last_address_link_down_and_removal_yield_empty_address_events() {
     assert_eq!(changes[0]["ipv4_addresses"], Value::Array(vec![]));
     assert_eq!(changes[0]["status"], "down");
 
+    // nm1's peer nm0, already reported down, only changes operstate: not reported again.
     ns.ip(&["link", "set", "nm1", "down"]);
     let changes = client.changes();
     assert_eq!(
@@ -471,16 +487,19 @@ fn losing_the_last_address_link_down_and_removal_yield_empty_address_events() {
     assert_eq!(changes[0]["status"], "down");
     assert_eq!(changes[0]["gateway"], Value::Null);
 
+    // Deleting a veth deletes its peer: both are gone, the unusable nm3 as well.
     ns.ip(&["link", "del", "nm2"]);
     let changes = client.changes();
     assert_eq!(
         names(&changes),
-        BTreeSet::from(["nm2".into()]),
+        BTreeSet::from(["nm2".into(), "nm3".into()]),
         "{changes:?}"
     );
-    keys_are(&changes[0], &DOWN_KEYS);
-    assert_eq!(changes[0]["ipv4_addresses"], Value::Array(vec![]));
-    assert_eq!(changes[0]["status"], "removed");
+    for c in &changes {
+        keys_are(c, &DOWN_KEYS);
+        assert_eq!(c["ipv4_addresses"], Value::Array(vec![]));
+        assert_eq!(c["status"], "removed");
+    }
 }
 
 #[test]
@@ -564,5 +583,115 @@ fn a_restart_over_a_stale_socket_file_works_and_a_live_one_is_not_stolen() {
     let restarted = Daemon::start_at(&ns, dir, first.socket.clone(), &[]);
     assert!(health(&restarted.socket));
     let interfaces = restarted.connect().discovery();
-    assert_eq!(names(&interfaces), BTreeSet::from(["nm0".into()]));
+    assert_eq!(
+        names(&interfaces),
+        BTreeSet::from(["nm0".into(), "nm1".into()])
+    );
+}
+
+/// The uid every "other user" test runs as.
+const NOBODY: u32 = 65534;
+/// Set (to a socket path) when this test binary runs as the helper client of
+/// [`a_client_of_another_uid_is_refused_and_root_and_the_configured_uid_are_served`].
+const HELPER_ENV: &str = "NETMON_TEST_HELPER_SOCKET";
+
+/// Not a test of its own: the client process, run by the test below under another uid (a real
+/// peer of that uid for `SO_PEERCRED`). Connects to the socket named by [`HELPER_ENV`], prints
+/// `HELPER:LINE:<first line>` or `HELPER:EOF` or `HELPER:ERR:<error>`. A no-op otherwise.
+#[test]
+fn helper_client_prints_the_first_line_it_reads() {
+    let Some(socket) = std::env::var_os(HELPER_ENV) else {
+        return;
+    };
+    let outcome = UnixStream::connect(&socket).and_then(|s| {
+        s.set_read_timeout(Some(EVENT_WAIT))?;
+        let mut line = String::new();
+        BufReader::new(s).read_line(&mut line)?;
+        Ok(line)
+    });
+    match outcome {
+        Ok(line) if line.is_empty() => println!("HELPER:EOF"),
+        Ok(line) => println!("HELPER:LINE:{}", line.trim_end()),
+        Err(e) => println!("HELPER:ERR:{e}"),
+    }
+}
+
+/// Runs [`helper_client_prints_the_first_line_it_reads`] as uid/gid [`NOBODY`] against `socket`.
+fn client_as_nobody(socket: &Path) -> String {
+    use std::os::unix::process::CommandExt;
+    let out = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "--exact",
+            "helper_client_prints_the_first_line_it_reads",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(HELPER_ENV, socket)
+        .uid(NOBODY)
+        .gid(NOBODY)
+        .output()
+        .expect("run the helper client");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // libtest prints the test's name on the same line, before what the test prints.
+    stdout
+        .lines()
+        .find_map(|l| l.find("HELPER:").map(|at| l[at..].to_owned()))
+        .unwrap_or_else(|| {
+            panic!(
+                "the helper printed nothing: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+}
+
+/// Lets [`NOBODY`] reach the socket through the file system (directory search, socket write), so
+/// only netmon's own check stands between it and the events.
+fn open_to_everyone(daemon: &Daemon) {
+    for dir in [
+        daemon.dir.path(),
+        daemon.socket.parent().expect("socket dir"),
+    ] {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+    }
+    std::fs::set_permissions(&daemon.socket, std::fs::Permissions::from_mode(0o666))
+        .expect("chmod socket");
+}
+
+fn netmon_log(daemon: &Daemon) -> String {
+    std::fs::read_to_string(daemon.dir.path().join("netmon.log")).unwrap_or_default()
+}
+
+#[test]
+fn a_client_of_another_uid_is_refused_and_root_and_the_configured_uid_are_served() {
+    let ns = Netns::new();
+    ns.veth("nm0", "nm1");
+    ns.ip(&["addr", "add", "10.202.90.5/24", "dev", "nm0"]);
+    let daemon = Daemon::start(&ns, &[]);
+    open_to_everyone(&daemon);
+
+    // Twice: refused both times, before netmon sends anything; one WARN for both.
+    for _ in 0..2 {
+        assert_eq!(client_as_nobody(&daemon.socket), "HELPER:EOF");
+    }
+    let log = netmon_log(&daemon);
+    let warned = log
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("refusing a client of uid 65534"))
+        .count();
+    assert_eq!(warned, 1, "{log}");
+    // Root (this test) is served as before.
+    assert_eq!(
+        names(&daemon.connect().discovery()),
+        BTreeSet::from(["nm0".into(), "nm1".into()])
+    );
+
+    // With --client-uid that uid is served too.
+    let trusting = Daemon::start(&ns, &["--client-uid", &NOBODY.to_string()]);
+    open_to_everyone(&trusting);
+    let line = client_as_nobody(&trusting.socket);
+    assert!(
+        line.starts_with("HELPER:LINE:{\"type\":\"network_discovery\""),
+        "{line}"
+    );
 }

@@ -31,6 +31,17 @@ pub(super) async fn accept(
         &req.vnic_configs,
         req.runtime_version.as_deref(),
     )?;
+    // Refused now rather than failing later: netmon knows the host's interfaces.
+    let parents: Vec<&str> = spec.vnics.iter().map(|v| v.parent.as_str()).collect();
+    let wait = rt.config().subnet_wait;
+    if let Some(m) = rt.interfaces().missing_parent_within(&parents, wait).await {
+        let field = format!("vnic_configs[{}].parent_interface", m.index);
+        return Err(spec::SpecError {
+            field,
+            message: m.to_string(),
+        }
+        .into());
+    }
     let name = spec.name.clone();
     // An operation already running on the name wins over "in use" (a create in flight is not yet
     // visible to the checks below).

@@ -93,10 +93,13 @@ pub struct RuntimeConfig {
     /// Pause between accepting `delete_orchestrator` and starting the clean-up, so the response emit
     /// leaves before anything is removed.
     pub self_destruct_delay: Duration,
+    /// At most one re-home per parent interface within this window (`--rehome-window`).
+    pub rehome_window: Duration,
 }
 
 impl RuntimeConfig {
-    /// Defaults for `state_dir`: the standard image, 60 s pull stall, 3 s subnet wait, 10 s grace.
+    /// Defaults for `state_dir`: the standard image, 60 s pull stall, 3 s subnet wait, 10 s grace,
+    /// 3 s re-home window.
     pub fn new(state_dir: impl Into<PathBuf>) -> Self {
         RuntimeConfig {
             state_dir: state_dir.into(),
@@ -105,6 +108,7 @@ impl RuntimeConfig {
             subnet_wait: Duration::from_secs(3),
             stop_grace: Duration::from_secs(10),
             self_destruct_delay: Duration::from_secs(1),
+            rehome_window: rehome::DEFAULT_WINDOW,
         }
     }
 }

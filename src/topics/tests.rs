@@ -493,7 +493,7 @@ async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
         &a,
         &link,
         "get_consumption_orchestrator",
-        vec![json!({"correlation_id": 12, "cpuPeriod": "1h", "memoryPeriod": "bogus"})],
+        vec![json!({"correlation_id": 12, "cpuPeriod": "1h", "memoryPeriod": "2h"})],
     )
     .await;
     assert_eq!(
@@ -516,10 +516,9 @@ async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
         out["cpu_usage"],
         json!([{"timestamp": now - 60, "cpu": 12}])
     );
-    // A bad period falls back to the last hour.
     assert_eq!(
         out["memory_usage"],
-        json!([{"timestamp": now - 60, "memory": 2560}])
+        json!([{"timestamp": now - 7200, "memory": 100}, {"timestamp": now - 60, "memory": 2560}])
     );
     assert!(out["memory"].as_u64().unwrap() > 0);
     assert!(out["cpu"].as_u64().unwrap() > 0);
@@ -538,6 +537,38 @@ async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
         out["memory_usage"],
         json!([{"timestamp": now - 7200, "memory": 100}])
     );
+}
+
+#[tokio::test]
+async fn consumption_periods_that_do_not_parse_are_refused_naming_the_field() {
+    let (link, mut rx) = Link::for_test();
+    let a = app(Arc::new(Fake));
+    for (topic, field, bad) in [
+        ("get_consumption_orchestrator", "cpuPeriod", "banana"),
+        ("get_consumption_orchestrator", "memoryPeriod", "-5x"),
+        ("get_consumption_device", "cpuPeriod", "-5x"),
+        ("get_consumption_device", "memoryPeriod", "banana"),
+    ] {
+        let mut msg = json!({"correlation_id": 21, "device_id": "plc1", "cpuPeriod": "1h",
+            "memoryPeriod": "1h"});
+        msg[field] = json!(bad);
+        let out = ack(&a, &link, topic, vec![msg]).await;
+        assert_eq!(out["action"], topic, "{out}");
+        assert_eq!(out["correlation_id"], 21, "{out}");
+        assert_eq!(out["status"], "error", "{out}");
+        let error = out["error"].as_str().unwrap_or_default();
+        assert!(
+            error.starts_with("Invalid field type: Value must be a period string")
+                && error.ends_with(&format!("(field: {field})")),
+            "{error}"
+        );
+        assert!(out.get("cpu_usage").is_none(), "{out}");
+        if topic == "get_consumption_device" {
+            // Answered by emit too, like every get_consumption_device answer.
+            let emitted = next_emit(&mut rx).await;
+            assert_eq!((emitted.name.as_str(), &emitted.payload), (topic, &out));
+        }
+    }
 }
 
 #[test]

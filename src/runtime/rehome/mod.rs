@@ -7,19 +7,24 @@
 //! persisted vNIC objects — are the pure functions of [`plan`].
 //!
 //! Behaviour:
-//! - acts at once on every change netmon reports (netmon already debounces: no second debounce);
+//! - acts at once on a change netmon reports, but at most once per parent interface per
+//!   `--rehome-window` (default 3 s, netmon's debounce): changes inside the window are coalesced
+//!   into one re-home with the interface's state when the window ends ([`limit`]), and their
+//!   number is logged once; a flapping link or a stream of forged events cannot move runtimes
+//!   more often;
 //! - compares the parent's new subnet with the subnet of the MACVLAN network(s) each runtime is
 //!   really attached to on that parent: nothing happens when they match (no churn);
-//! - otherwise, under the service's network lock: force-disconnect every affected runtime from the
-//!   old network(s) of that parent, remove the old networks nobody uses any more (an overlapping
-//!   new subnet, e.g. a /24 widened to a /23, cannot be created while they exist, and engines
-//!   before 27.0.1 allow one MACVLAN network per parent), get-or-create the new subnet's network,
-//!   connect all affected runtimes concurrently keeping a static IP that lies in the new subnet
-//!   (else Docker's IPAM assigns one and the status says so) and the MAC where the engine honours
-//!   it (API ≥ 1.54; the endpoint's MAC is checked after the connect and the status says when it
-//!   could not be kept), update
-//!   `runtime_vnics.json` in place, and record the outcome as the runtime's `rehome` operation
-//!   (visible in `get_device_status`);
+//! - otherwise, under the service's network lock and each runtime's operation lock:
+//!   force-disconnect every affected runtime from the old network(s) of that parent, remove the
+//!   old networks nobody uses any more (an overlapping new subnet, e.g. a /24 widened to a /23,
+//!   cannot be created while they exist, and engines before 27.0.1 allow one MACVLAN network per
+//!   parent), get-or-create the new subnet's network, connect all affected runtimes keeping a
+//!   static IP that lies in the new subnet (else Docker's IPAM assigns one and the status says so)
+//!   and the MAC where the engine honours it (API ≥ 1.54; the endpoint's MAC is checked after the
+//!   connect and the status says when it could not be kept), update `runtime_vnics.json` in place
+//!   (one write at a time: the state store serialises them), and record the outcome as the
+//!   runtime's `rehome` operation (visible in `get_device_status`). Inspects, disconnects and
+//!   connects run for many runtimes at once, at most [`ENGINE_CONCURRENCY`] at a time;
 //! - an interface that went down, lost its IPv4 or disappeared: recorded in the status of the
 //!   runtimes on it, nothing is changed on the engine.
 //!
@@ -29,6 +34,7 @@
 //! named by the upstream convention, are removed), act on a runtime another operation holds, or
 //! block the async runtime.
 
+pub mod limit;
 pub mod plan;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -43,6 +49,9 @@ use tracing::{debug, info, warn};
 use self::plan::{EndpointView, MacvlanView, ParentState, Plan, RuntimeView};
 use super::net::{Ipv4Net, MacAddr};
 use super::{Error, OpHandle, OpKind, Outcome, Runtimes, macvlan, naming};
+
+/// Default of `--rehome-window`: netmon's default debounce.
+pub const DEFAULT_WINDOW: Duration = Duration::from_secs(3);
 
 /// How long [`reconcile`] waits for netmon's first discovery before giving up for this boot.
 pub const DISCOVERY_WAIT: Duration = Duration::from_secs(60);
@@ -70,33 +79,126 @@ pub struct Report {
 }
 
 /// Subscribes to netevents' changes and re-homes the runtimes of each changed interface, in a task
-/// owned by the service. Call once at start-up, after [`Runtimes`] is built. A lagging subscriber
-/// (changes lost) re-checks every parent interface.
+/// owned by the service, at most once per interface per `rehome_window` ([`limit`]). Call once at
+/// start-up, after [`Runtimes`] is built. A lagging subscriber (changes lost) re-checks every
+/// parent interface.
 pub fn spawn(rt: &Runtimes) {
-    let mut changes = rt.interfaces().subscribe();
-    let rt2 = rt.clone();
+    let changes = rt.interfaces().subscribe();
+    let window = rt.config().rehome_window;
+    let (parents_rt, act_rt) = (rt.clone(), rt.clone());
     rt.spawn(async move {
-        loop {
-            match changes.recv().await {
-                Ok(change) => {
-                    debug!(interface = %change.interface, "network change");
-                    let rt3 = rt2.clone();
-                    rt2.spawn(async move {
-                        rehome_interface(&rt3, &change.interface).await;
-                    });
+        run_limited(
+            changes,
+            window,
+            move || {
+                let rt = parents_rt.clone();
+                async move { parents(&rt).await.into_iter().collect() }
+            },
+            move |interface| {
+                let rt = act_rt.clone();
+                async move {
+                    rehome_interface(&rt, &interface).await;
                 }
-                Err(RecvError::Lagged(n)) => {
+            },
+        )
+        .await;
+    });
+}
+
+/// The shell around [`limit::Limiter`]: feeds it the changes, runs `act(interface)` for what it
+/// lets through (each in a task of this loop's own, so a shutdown that drops the loop stops
+/// them), tells it when a run ended, and runs the coalesced re-homes when their window ends,
+/// logging how many changes each one stands for. On a lagging subscription every interface
+/// `parents()` names counts as changed. Returns when the change channel closes and the runs ended.
+async fn run_limited<P, PF, A, AF>(
+    mut changes: tokio::sync::broadcast::Receiver<crate::netevents::NetworkChange>,
+    window: Duration,
+    parents: P,
+    act: A,
+) where
+    P: Fn() -> PF,
+    PF: Future<Output = Vec<String>>,
+    A: Fn(String) -> AF,
+    AF: Future<Output = ()> + Send + 'static,
+{
+    let mut limiter = limit::Limiter::new(window);
+    let mut runs = Runs::default();
+    loop {
+        let deadline = limiter.next_deadline();
+        tokio::select! {
+            received = changes.recv() => {
+                let interfaces = match received {
+                    Ok(change) => vec![change.interface],
+                    Err(RecvError::Lagged(n)) => {
+                        warn!(missed = n, "missed network changes; re-checking every parent interface");
+                        parents().await
+                    }
+                    Err(RecvError::Closed) => break,
+                };
+                let now = tokio::time::Instant::now();
+                for interface in interfaces {
+                    match limiter.change(&interface, now) {
+                        limit::Decision::Now => {
+                            debug!(interface = %interface, "network change: re-homing");
+                            runs.start(act(interface.clone()), interface);
+                        }
+                        limit::Decision::Later => debug!(
+                            interface = %interface,
+                            "network change within the re-home window: coalesced"
+                        ),
+                    }
+                }
+            }
+            Some(interface) = runs.next_ended() => {
+                limiter.finished(&interface, tokio::time::Instant::now());
+            }
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
+                for due in limiter.take_due(tokio::time::Instant::now()) {
                     warn!(
-                        missed = n,
-                        "missed network changes; re-checking every parent interface"
+                        interface = %due.interface,
+                        dropped = due.coalesced,
+                        "dropped {} network change(s) for {} within {:?} of its last re-home; \
+                         re-homing once with its latest state",
+                        due.coalesced,
+                        due.interface,
+                        limiter.window()
                     );
-                    let rt3 = rt2.clone();
-                    rt2.spawn(async move { rehome_all(&rt3).await });
+                    runs.start(act(due.interface.clone()), due.interface);
                 }
-                Err(RecvError::Closed) => break,
             }
         }
-    });
+    }
+    while runs.next_ended().await.is_some() {}
+}
+
+/// The re-homes [`run_limited`] started, by interface.
+#[derive(Default)]
+struct Runs {
+    tasks: tokio::task::JoinSet<()>,
+    interfaces: BTreeMap<tokio::task::Id, String>,
+}
+
+impl Runs {
+    fn start(&mut self, run: impl Future<Output = ()> + Send + 'static, interface: String) {
+        let handle = self.tasks.spawn(run);
+        self.interfaces.insert(handle.id(), interface);
+    }
+
+    /// Waits for a run to end and names its interface; `None` at once when none runs.
+    async fn next_ended(&mut self) -> Option<String> {
+        loop {
+            let id = match self.tasks.join_next_with_id().await? {
+                Ok((id, ())) => id,
+                Err(e) => {
+                    warn!(error = %e, "a re-home task ended abnormally");
+                    e.id()
+                }
+            };
+            if let Some(interface) = self.interfaces.remove(&id) {
+                return Some(interface);
+            }
+        }
+    }
 }
 
 /// Boot catch-up: once netmon's first discovery arrived (up to [`DISCOVERY_WAIT`]), re-homes the
@@ -116,14 +218,18 @@ pub async fn reconcile(rt: &Runtimes) {
     rehome_all(rt).await;
 }
 
-async fn rehome_all(rt: &Runtimes) {
-    let parents: BTreeSet<String> = persisted_views(rt)
+/// Every parent interface a persisted runtime uses.
+async fn parents(rt: &Runtimes) -> BTreeSet<String> {
+    persisted_views(rt)
         .await
         .iter()
         .flat_map(|r| r.vnics.iter().map(|v| v.parent.clone()))
-        .collect();
+        .collect()
+}
+
+async fn rehome_all(rt: &Runtimes) {
     let mut set = tokio::task::JoinSet::new();
-    for parent in parents {
+    for parent in parents(rt).await {
         let rt = rt.clone();
         set.spawn(async move { rehome_interface(&rt, &parent).await });
     }
@@ -277,23 +383,24 @@ async fn execute(
     );
 
     let phase = std::time::Instant::now();
-    // 1. Disconnect, concurrently.
-    let mut set = tokio::task::JoinSet::new();
-    for (runtime, network) in plan.disconnects.clone() {
-        let Some(id) = ids.get(&runtime).cloned() else {
-            continue;
-        };
-        let docker = rt.docker().clone();
-        set.spawn(async move {
-            let r = docker.disconnect_network(&network, &id, true).await;
-            (runtime, network, r)
-        });
-    }
+    // 1. Disconnect, concurrently (bounded).
+    // Owned items: futures that borrow from their closure's argument trip rustc's higher-ranked
+    // `Send` inference once the caller is spawned.
+    let disconnects: Vec<(String, String, String)> = plan
+        .disconnects
+        .iter()
+        .filter_map(|(runtime, network)| {
+            let id = ids.get(runtime)?.clone();
+            Some((runtime.clone(), network.clone(), id))
+        })
+        .collect();
+    let disconnected = bounded(disconnects, |(runtime, network, id)| async move {
+        let r = rt.docker().disconnect_network(&network, &id, true).await;
+        (runtime, network, r)
+    })
+    .await;
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
-    while let Some(joined) = set.join_next().await {
-        let Ok((runtime, network, r)) = joined else {
-            continue;
-        };
+    for (runtime, network, r) in disconnected {
         match r {
             Ok(()) => debug!(runtime = %runtime, network = %network, "disconnected"),
             Err(e) if e.is_not_found() => {}
@@ -342,8 +449,11 @@ async fn execute(
                 // Never leave a runtime without its LAN: go back to the old network when it is
                 // still there (e.g. it could not be removed, so the engine refused a second
                 // MACVLAN network on the parent).
-                for c in &connects {
-                    let back = go_back(rt, c, ids).await;
+                let back = bounded(connects.clone(), |c| async move {
+                    let back = go_back(rt, &c, ids).await;
+                    (c, back)
+                });
+                for (c, back) in back.await {
                     failed.insert(
                         c.runtime.clone(),
                         format!("cannot get or create {}: {e}; {back}", target.network),
@@ -370,23 +480,19 @@ async fn execute(
         elapsed_ms = phase.elapsed().as_millis(),
         "re-home: target network ready"
     );
-    // 4. Connect, concurrently.
+    // 4. Connect, concurrently (bounded).
     let mut attached: BTreeMap<String, Option<Ipv4Addr>> = BTreeMap::new();
     if let Some(network) = &network {
-        let mut set = tokio::task::JoinSet::new();
-        for c in connects.clone() {
-            let Some(id) = ids.get(&c.runtime).cloned() else {
-                continue;
-            };
-            let docker = rt.docker().clone();
-            let network = network.clone();
-            set.spawn(async move {
-                let r = connect(&docker, &network, &c, &id).await;
-                (c, r)
-            });
-        }
-        while let Some(joined) = set.join_next().await {
-            let Ok((c, r)) = joined else { continue };
+        let work: Vec<(plan::Connect, String)> = connects
+            .iter()
+            .filter_map(|c| Some((c.clone(), ids.get(&c.runtime)?.clone())))
+            .collect();
+        let results = bounded(work, |(c, id)| async move {
+            let r = connect(rt.docker(), network, &c, &id).await;
+            (c, r)
+        })
+        .await;
+        for (c, r) in results {
             match r {
                 Ok((ip, extra_warnings)) => {
                     if let Some(op) = ops.get(&c.runtime) {
@@ -443,6 +549,26 @@ async fn execute(
         failed = report.failed.len(),
         "re-home done"
     );
+}
+
+/// Engine calls one re-home makes at once (inspects, disconnects, connects): enough to keep the
+/// engine busy (it serialises much of the network work anyway), few enough that a parent with a
+/// hundred runtimes does not put a hundred requests on the engine at once.
+pub const ENGINE_CONCURRENCY: usize = 8;
+
+/// Runs `work` on every item, at most [`ENGINE_CONCURRENCY`] at a time, in this task; results in
+/// completion order.
+async fn bounded<T, R, F, Fut>(items: impl IntoIterator<Item = T>, work: F) -> Vec<R>
+where
+    F: FnMut(T) -> Fut,
+    Fut: Future<Output = R>,
+{
+    use futures_util::stream::{self, StreamExt};
+    stream::iter(items)
+        .map(work)
+        .buffer_unordered(ENGINE_CONCURRENCY)
+        .collect()
+        .await
 }
 
 /// Reconnects a runtime to the network it was detached from; says how that went.
@@ -700,16 +826,18 @@ async fn with_endpoints(
     rt: &Runtimes,
     runtimes: Vec<RuntimeView>,
 ) -> (Vec<RuntimeView>, BTreeMap<String, String>) {
-    let mut set = tokio::task::JoinSet::new();
-    for (i, r) in runtimes.iter().enumerate() {
-        let docker = rt.docker().clone();
-        let name = r.name.clone();
-        set.spawn(async move { (i, docker.inspect_container(&name).await) });
-    }
+    let names: Vec<(usize, String)> = runtimes
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (i, r.name.clone()))
+        .collect();
+    let inspected = bounded(names, |(i, name)| async move {
+        (i, rt.docker().inspect_container(&name).await)
+    })
+    .await;
     let mut found: BTreeMap<usize, Vec<EndpointView>> = BTreeMap::new();
     let mut ids = BTreeMap::new();
-    while let Some(joined) = set.join_next().await {
-        let Ok((i, result)) = joined else { continue };
+    for (i, result) in inspected {
         match result {
             Ok(c) if !is_runtime_container(&c, &runtimes[i].name, rt.instance()) => {
                 warn!(
@@ -777,6 +905,123 @@ async fn macvlans_on(rt: &Runtimes, interface: &str) -> Result<Vec<MacvlanView>,
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::sync::{Arc, Mutex};
+
+    use crate::netevents::NetworkChange;
+
+    fn change(interface: &str) -> NetworkChange {
+        NetworkChange {
+            interface: interface.into(),
+            previous: None,
+            current: None,
+        }
+    }
+
+    /// Runs [`run_limited`] with a fake re-home taking `takes`, feeding `feed` (offset,
+    /// interface) and closing the channel after `close_after`; returns (start offset, interface)
+    /// of every run.
+    async fn limited_runs(
+        window: Duration,
+        takes: Duration,
+        capacity: usize,
+        feed: Vec<(Duration, &'static str)>,
+        close_after: Duration,
+    ) -> Vec<(Duration, String)> {
+        let t0 = tokio::time::Instant::now();
+        let (tx, rx) = tokio::sync::broadcast::channel(capacity);
+        let starts = Arc::new(Mutex::new(Vec::new()));
+        let recorded = starts.clone();
+        let shell = tokio::spawn(run_limited(
+            rx,
+            window,
+            || async { vec!["eth0".to_string(), "eth1".to_string()] },
+            move |interface| {
+                let recorded = recorded.clone();
+                async move {
+                    recorded.lock().unwrap().push((t0.elapsed(), interface));
+                    tokio::time::sleep(takes).await;
+                }
+            },
+        ));
+        for (at, interface) in feed {
+            tokio::time::sleep_until(t0 + at).await;
+            let _ = tx.send(change(interface));
+        }
+        tokio::time::sleep_until(t0 + close_after).await;
+        drop(tx);
+        shell.await.unwrap();
+        starts.lock().unwrap().clone()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn engine_work_runs_concurrently_but_never_more_than_the_bound_at_once() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let (now, peak) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        let t0 = tokio::time::Instant::now();
+        let mut done = bounded(0..20, |i| {
+            let (now, peak) = (&now, &peak);
+            async move {
+                let n = now.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                i
+            }
+        })
+        .await;
+        done.sort();
+        assert_eq!(done, (0..20).collect::<Vec<_>>());
+        assert_eq!(peak.load(Ordering::SeqCst), ENGINE_CONCURRENCY);
+        // 20 calls of 100 ms, 8 at a time: three rounds, not twenty.
+        assert_eq!(t0.elapsed(), Duration::from_millis(300));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_flapping_parent_is_rehomed_once_at_once_and_once_more_when_the_window_ends() {
+        let ms = Duration::from_millis;
+        // Ten changes 100 ms apart on eth0, one on eth1 in between.
+        let mut feed: Vec<(Duration, &str)> = (0..10).map(|i| (ms(i * 100), "eth0")).collect();
+        feed.push((ms(450), "eth1"));
+        feed.sort();
+        let runs = limited_runs(Duration::from_secs(3), ms(500), 64, feed, ms(10_000)).await;
+        assert_eq!(
+            runs,
+            vec![
+                (ms(0), "eth0".to_string()),
+                (ms(450), "eth1".to_string()),
+                (ms(3000), "eth0".to_string()),
+            ],
+            "eth0: the first change at once, the other nine coalesced into one at the window's end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn changes_spaced_wider_than_the_window_each_rehome_at_once() {
+        let ms = Duration::from_millis;
+        let feed = vec![(ms(0), "eth0"), (ms(3500), "eth0"), (ms(7000), "eth0")];
+        let runs = limited_runs(Duration::from_secs(3), ms(200), 64, feed, ms(12_000)).await;
+        let at: Vec<Duration> = runs.iter().map(|(t, _)| *t).collect();
+        assert_eq!(at, vec![ms(0), ms(3500), ms(7000)]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lagging_subscription_rechecks_every_parent_once() {
+        let ms = Duration::from_millis;
+        // Five changes at once into a channel of two: the shell lags and re-checks both parents.
+        let feed = (0..5).map(|_| (ms(0), "eth0")).collect();
+        let runs = limited_runs(Duration::from_secs(3), ms(100), 2, feed, ms(10_000)).await;
+        let mut interfaces: Vec<&str> = runs.iter().map(|(_, i)| i.as_str()).collect();
+        interfaces.sort();
+        assert!(
+            interfaces == ["eth0", "eth0", "eth1"] || interfaces == ["eth0", "eth1"],
+            "{runs:?}"
+        );
+        assert!(
+            runs.iter().all(|(t, _)| *t == ms(0) || *t == ms(3000)),
+            "{runs:?}"
+        );
+    }
 
     fn container(name: &str, labels: serde_json::Value) -> docker_api::ContainerInspect {
         serde_json::from_value(serde_json::json!({

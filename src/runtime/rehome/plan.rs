@@ -24,10 +24,14 @@ pub enum ParentState {
     },
     /// Down, removed, or without IPv4: nothing to attach to; runtimes are left as they are.
     Down {
-        /// Why, for the device status (`down`, `removed`, `no IPv4 address`).
+        /// Why, for the device status, read after "is": `down`, `removed`, or
+        /// [`WITHOUT_IPV4`].
         reason: String,
     },
 }
+
+/// The [`ParentState::Down`] reason of an interface that is up but has no IPv4 address.
+pub const WITHOUT_IPV4: &str = "without an IPv4 address";
 
 impl ParentState {
     /// Reads netmon's view of an interface (`None`: the interface is gone).
@@ -40,8 +44,15 @@ impl ParentState {
         if let Some(status) = info.status.as_deref()
             && (status == "down" || status == "removed")
         {
+            // netmon says "down" for any unusable link; one that is up merely lacks an address.
+            let up = matches!(info.operstate.as_deref(), Some("UP" | "UNKNOWN"));
+            let reason = if status == "down" && up {
+                WITHOUT_IPV4
+            } else {
+                status
+            };
             return ParentState::Down {
-                reason: status.to_string(),
+                reason: reason.to_string(),
             };
         }
         let subnet = info
@@ -57,7 +68,7 @@ impl ParentState {
                 gateway: info.gateway.as_deref().and_then(|g| g.parse().ok()),
             },
             None => ParentState::Down {
-                reason: "no IPv4 address".into(),
+                reason: WITHOUT_IPV4.into(),
             },
         }
     }
@@ -673,6 +684,14 @@ mod tests {
         .expect("info");
         assert!(
             matches!(ParentState::from_info(Some(&info)), ParentState::Down { reason } if reason == "down")
+        );
+        // Up but without an address (netmon lists such links as down).
+        let info: InterfaceInfo = serde_json::from_value(json!({
+            "interface": "eth1", "operstate": "UP", "ipv4_addresses": [], "status": "down"
+        }))
+        .expect("info");
+        assert!(
+            matches!(ParentState::from_info(Some(&info)), ParentState::Down { reason } if reason == WITHOUT_IPV4)
         );
         assert!(matches!(
             ParentState::from_info(None),
