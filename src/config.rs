@@ -74,16 +74,16 @@ pub struct Config {
     #[arg(long, value_name = "LEVEL", env = "ORCHESTRATOR_LOG_LEVEL")]
     pub log_level: Option<String>,
 
-    /// Seconds a runtime gets to shut down on stop, restart and delete before it is killed (the
-    /// engine's SIGTERM-then-SIGKILL grace period).
+    /// How long a runtime gets to shut down on stop, restart and delete before it is killed (the
+    /// engine's SIGTERM-then-SIGKILL grace period; e.g. 10s, 1m; a bare number is seconds).
     #[arg(
         long,
-        value_name = "SECONDS",
+        value_name = "DURATION",
         env = "ORCHESTRATOR_STOP_GRACE",
-        default_value_t = 10,
-        value_parser = clap::value_parser!(u64).range(0..=3600)
+        default_value = "10s",
+        value_parser = parse_duration
     )]
-    pub stop_grace: u64,
+    pub stop_grace: Duration,
 
     /// A numeric uid, besides root and the agent's own, trusted to serve `<state-dir>/netmon.sock`
     /// (for a netmon that runs unprivileged). Events from a socket served by any other uid are

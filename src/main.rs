@@ -94,7 +94,7 @@ async fn build_services(config: &Config, started: Instant) -> anyhow::Result<Arc
     let docker = docker_api::Docker::new(docker_api::DockerConfig::from_host(&config.docker_host)?);
     let mut runtime_config = runtime::RuntimeConfig::new(&config.state_dir);
     runtime_config.runtime_image = config.runtime_image.clone();
-    runtime_config.stop_grace = std::time::Duration::from_secs(config.stop_grace);
+    runtime_config.stop_grace = config.stop_grace;
     runtime_config.rehome_window = config.rehome_window;
     let runtimes = runtime::Runtimes::open(docker, interfaces.clone(), runtime_config)
         .await
