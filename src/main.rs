@@ -23,7 +23,11 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 fn main() -> ExitCode {
     let started = Instant::now();
     let config = Config::parse();
-    let _log_guard = match logging::init(config.log_level.as_deref(), &config.log_dir()) {
+    let _log_guard = match logging::init(
+        config.log_level.as_deref(),
+        &config.log_dir(),
+        config.log_retention(),
+    ) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("orchestrator-agent: {e}");
