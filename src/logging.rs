@@ -443,6 +443,50 @@ impl Throttle {
     }
 }
 
+/// Log capture for tests: a thread-local subscriber writing formatted lines into a buffer.
+#[cfg(test)]
+pub(crate) mod capture {
+    use std::sync::{Arc, Mutex};
+
+    /// The captured text.
+    #[derive(Clone, Default)]
+    pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Captured {
+        pub(crate) fn text(&self) -> String {
+            let bytes = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    }
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// Captures what this thread logs at `level` and above (as the agent formats it) until the
+    /// guard is dropped. Use a current-thread runtime so spawned tasks log here too.
+    pub(crate) fn at(level: tracing::Level) -> (tracing::subscriber::DefaultGuard, Captured) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_max_level(level)
+            .with_ansi(false)
+            .finish();
+        (tracing::subscriber::set_default(subscriber), captured)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

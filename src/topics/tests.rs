@@ -542,6 +542,33 @@ async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
     );
 }
 
+#[tokio::test]
+async fn run_command_logs_no_query_string_or_body_at_info() {
+    let request = json!({"correlation_id": 11, "device_id": "plc-logs", "method": "POST",
+                         "api": "api/upload?token=s3cr3t-query", "data": {"password": "s3cr3t-body"}});
+    let (link, _rx) = Link::for_test();
+    let a = app(Arc::new(Fake));
+    let (guard, info) = crate::logging::capture::at(tracing::Level::INFO);
+    ack(&a, &link, "run_command", vec![request.clone()]).await;
+    drop(guard);
+    let text = info.text();
+    // Method, path without its query and the runtime are there; the query and the body are not.
+    assert!(text.contains("run_command requested"), "{text}");
+    assert!(
+        text.contains("method=POST") && text.contains("api=api/upload "),
+        "{text}"
+    );
+    assert!(text.contains("plc-logs"), "{text}");
+    assert!(!text.contains("s3cr3t"), "{text}");
+    // The details are at DEBUG (the body never).
+    let (guard, debug) = crate::logging::capture::at(tracing::Level::DEBUG);
+    ack(&a, &link, "run_command", vec![request]).await;
+    drop(guard);
+    let text = debug.text();
+    assert!(text.contains("token=s3cr3t-query"), "{text}");
+    assert!(!text.contains("s3cr3t-body"), "{text}");
+}
+
 #[test]
 fn host_usage_series_are_downsampled_to_at_most_1440_integer_points() {
     use crate::usage::{MAX_POINTS, Period, UsageHistory};
