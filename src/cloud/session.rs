@@ -675,11 +675,12 @@ fn refuse_oversized(
     warn_throttled(
         &mut noise.oversized,
         format_args!(
-            "cloud: refused an inbound event {name:?} of {bytes} bytes (limit {limit} bytes; ack id {:?}, correlation_id {})",
+            "cloud: refused an inbound event {:?} of {bytes} bytes (limit {limit} bytes; ack id {:?}, correlation_id {})",
+            clip(name),
             h.id,
             peek.correlation_id
                 .as_ref()
-                .map_or_else(|| "unknown".to_owned(), Value::to_string)
+                .map_or_else(|| "unknown".to_owned(), |v| clip(&v.to_string()))
         ),
     );
     if let Some(id) = h.id {
@@ -696,6 +697,15 @@ fn refuse_oversized(
         });
     }
     true
+}
+
+/// At most 64 characters of `text`, for a log line: what is read from an oversized message may be
+/// large itself.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
 }
 
 fn describe_ws_error(e: &tungstenite::Error) -> String {
@@ -852,6 +862,13 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_clipped_in_log_lines() {
+        assert_eq!(clip("run_command"), "run_command");
+        let long = "é".repeat(100);
+        assert_eq!(clip(&long), format!("{}...", "é".repeat(64)));
+    }
 
     #[test]
     fn outbound_packets_over_the_server_limit_are_not_sent_as_is() {
