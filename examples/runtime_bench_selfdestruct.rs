@@ -88,10 +88,18 @@ async fn main() -> Res<()> {
         instance: dir.path().to_string_lossy().into_owned(),
     };
     let peer = format!("{}p", PARENT.0);
-    ip(&["link", "add", PARENT.0, "type", "veth", "peer", "name", &peer])?;
+    ip(&[
+        "link", "add", PARENT.0, "type", "veth", "peer", "name", &peer,
+    ])?;
     ip(&["link", "set", &peer, "up"])?;
     ip(&["link", "set", PARENT.0, "up"])?;
-    ip(&["addr", "add", &format!("{}.1/24", PARENT.1), "dev", PARENT.0])?;
+    ip(&[
+        "addr",
+        "add",
+        &format!("{}.1/24", PARENT.1),
+        "dev",
+        PARENT.0,
+    ])?;
 
     let docker = docker_api::Docker::from_env()?;
     let api = docker.api_version().await?;
@@ -118,8 +126,8 @@ async fn main() -> Res<()> {
     );
     let base = json!({"correlation_id": 1, "action": "delete_orchestrator",
                       "requested_at": "2026-12-02T00:00:00Z"});
-    let base = BaseMessage::parse(base.as_object().ok_or("request")?)
-        .map_err(|e| format!("{e}"))?;
+    let base =
+        BaseMessage::parse(base.as_object().ok_or("request")?).map_err(|e| format!("{e}"))?;
     let t0 = Instant::now();
     rt.delete_orchestrator(base).await.map_err(|e| e.0)?;
     wait(&rt, naming::ORCHESTRATOR_DEVICE_ID).await?;

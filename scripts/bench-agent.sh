@@ -11,7 +11,7 @@
 # not retrying), and the agent uses the Docker engine at $DOCKER_HOST or /var/run/docker.sock.
 #
 # Usage:  scripts/bench-agent.sh [--idle SECONDS] [--settle SECONDS] [--static] [--no-build]
-#                                [--agent-bin PATH]
+#                                [--agent-bin PATH] [--prefill RUNTIMES]
 #   --idle N          idle window in seconds (default 60)
 #   --settle N        wait after the first heartbeat before the window (default 12: tokio's
 #                     blocking-pool threads, used at start-up for file I/O, exit after 10 s idle)
@@ -19,6 +19,9 @@
 #                     the FROM-scratch images) instead of the ordinary dynamically linked ones
 #   --no-build        use the binaries already in $CARGO_TARGET_DIR/release (default target/release)
 #   --agent-bin PATH  measure this agent binary instead (e.g. a static or experimental build)
+#   --prefill N       simulate 48 h of uptime with N runtimes: the agent starts with its host usage
+#                     history and N runtime histories holding 48 h of 5 s samples (the hidden
+#                     benchmark hook ORCHESTRATOR_BENCH_PREFILL_RUNTIMES; see docs/benchmarks.md)
 # Run it as a user that may talk to the Docker engine (root on the benchmark machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +31,7 @@ settle=12
 build=1
 static=""
 agent_override=""
+prefill=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --idle) idle="$2"; shift 2 ;;
@@ -35,7 +39,8 @@ while [ $# -gt 0 ]; do
     --no-build) build=""; shift ;;
     --static) static=1; shift ;;
     --agent-bin) agent_override="$2"; shift 2 ;;
-    *) echo "usage: $0 [--idle SECONDS] [--settle SECONDS] [--static] [--no-build] [--agent-bin PATH]" >&2; exit 2 ;;
+    --prefill) prefill="$2"; shift 2 ;;
+    *) echo "usage: $0 [--idle SECONDS] [--settle SECONDS] [--static] [--no-build] [--agent-bin PATH] [--prefill RUNTIMES]" >&2; exit 2 ;;
   esac
 done
 
@@ -102,6 +107,7 @@ mkfifo "$work/cloud.fifo"
   done <"$work/cloud.fifo" >"$work/cloud.out"
 ) &
 stamper=$!
+: >"$work/cloud.err" # exists before the polling below reads it
 "$cloud_bin" serve --dir "$work/pki" --listen 127.0.0.1:0 --no-http \
   </dev/null >"$work/cloud.fifo" 2>"$work/cloud.err" &
 cloud=$!
@@ -121,6 +127,7 @@ for _ in $(seq 1 200); do [ -S "$work/state/netmon.sock" ] && break; sleep 0.05;
 
 echo "==> starting the agent against https://localhost:$port" >&2
 t_start=$(now_us)
+if [ -n "$prefill" ]; then export ORCHESTRATOR_BENCH_PREFILL_RUNTIMES="$prefill"; fi
 "$agent_bin" --server "https://localhost:$port" --ca-file "$work/pki/ca.crt" \
   --mtls-dir "$work/pki/agent" --state-dir "$work/state" 2>"$work/agent.err" >/dev/null &
 agent=$!
@@ -191,6 +198,7 @@ git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || commit="$commi
   echo "machine: $(nproc) CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)), kernel $(uname -r), docker $(docker version --format '{{.Server.Version}}' 2>/dev/null || echo unknown)"
   echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "agent: $agent_bin"
+  [ -n "$prefill" ] && echo "usage histories prefilled with 48 h of samples: host + $prefill runtimes"
   echo
   row "measure" "value" "target"
   row "--------------------------------------------" "----------------------------------" "----------------------"

@@ -9,6 +9,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use crate::cloud::LinkConfig;
+use crate::logging::{MIN_FILE_BYTES, Retention};
 
 /// Default cloud.
 pub const DEFAULT_SERVER: &str = "https://api.getedge.me";
@@ -102,6 +103,26 @@ pub struct Config {
         value_parser = parse_duration
     )]
     pub rehome_window: Duration,
+
+    /// Size at which a log file is closed and the day's next part begins
+    /// (orchestrator-logs-YYYY-MM-DD.N.log). Bytes, or with a K/M/G (KiB/MiB/GiB) suffix.
+    #[arg(long, value_name = "SIZE", env = "ORCHESTRATOR_LOG_MAX_FILE_SIZE", default_value = "10MiB", value_parser = parse_size)]
+    pub log_max_file_size: u64,
+
+    /// Most log files kept, the current one included; the oldest go first.
+    #[arg(long, value_name = "N", env = "ORCHESTRATOR_LOG_MAX_FILES", default_value_t = 10,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub log_max_files: u32,
+
+    /// Most bytes in all log files together (the current one counted at its full size); the
+    /// oldest files go first. Bytes, or with a K/M/G (KiB/MiB/GiB) suffix.
+    #[arg(long, value_name = "SIZE", env = "ORCHESTRATOR_LOG_MAX_TOTAL", default_value = "50MiB", value_parser = parse_size)]
+    pub log_max_total: u64,
+
+    /// Log files dated this many days ago or earlier are deleted (today counts as one).
+    #[arg(long, value_name = "DAYS", env = "ORCHESTRATOR_LOG_KEEP_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub log_keep_days: u16,
 }
 
 impl Config {
@@ -116,6 +137,17 @@ impl Config {
     /// `<state-dir>/logs`.
     pub fn log_dir(&self) -> PathBuf {
         self.state_dir.join("logs")
+    }
+
+    /// The log file caps of the `--log-*` flags.
+    pub fn log_retention(&self) -> Retention {
+        Retention {
+            keep_days: i64::from(self.log_keep_days),
+            max_file_bytes: self.log_max_file_size,
+            max_files: usize::try_from(self.log_max_files).unwrap_or(usize::MAX),
+            max_total_bytes: self.log_max_total,
+        }
+        .normalized()
     }
 
     /// What the cloud link needs.
@@ -137,6 +169,33 @@ pub fn expand_home(path: &Path, home: Option<&Path>) -> PathBuf {
         Ok(rest) => home.join(rest),
         Err(_) => path.to_owned(),
     }
+}
+
+/// A size in bytes: digits, optionally followed by `K`, `M`, `G` (powers of 1024; `KiB`, `MiB`,
+/// `GiB`, `KB`... and lower case accepted). At least [`MIN_FILE_BYTES`].
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let digits_end = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(digits_end);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (e.g. 10MiB, 512K, 1048576)"))?;
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        other => return Err(format!("unknown size unit {other:?} (use K, M or G)")),
+    };
+    let bytes = n
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes < MIN_FILE_BYTES {
+        return Err(format!(
+            "{text:?} is below the minimum of {MIN_FILE_BYTES} bytes"
+        ));
+    }
+    Ok(bytes)
 }
 
 /// `--docker-host` / `DOCKER_HOST`: blank is unset (the docker CLI treats it so; an image or unit
@@ -269,6 +328,58 @@ mod tests {
     }
 
     #[test]
+    fn log_caps_have_sd_card_defaults_and_accept_sizes_with_units() {
+        let c = Config::try_parse_from(["orchestrator-agent"]).expect("parse");
+        let env_free = [
+            "ORCHESTRATOR_LOG_MAX_FILE_SIZE",
+            "ORCHESTRATOR_LOG_MAX_FILES",
+            "ORCHESTRATOR_LOG_MAX_TOTAL",
+            "ORCHESTRATOR_LOG_KEEP_DAYS",
+        ]
+        .iter()
+        .all(|v| std::env::var_os(v).is_none());
+        if env_free {
+            assert_eq!(c.log_retention(), Retention::default());
+        }
+        let c = Config::try_parse_from([
+            "orchestrator-agent",
+            "--log-max-file-size",
+            "512K",
+            "--log-max-files",
+            "3",
+            "--log-max-total",
+            "2MiB",
+            "--log-keep-days",
+            "2",
+        ])
+        .expect("parse");
+        assert_eq!(
+            c.log_retention(),
+            Retention {
+                keep_days: 2,
+                max_file_bytes: 512 << 10,
+                max_files: 3,
+                max_total_bytes: 2 << 20,
+            }
+        );
+        for bad in [
+            ["--log-max-files", "0"],
+            ["--log-max-file-size", "10X"],
+            ["--log-max-total", "12"],
+            ["--log-keep-days", "0"],
+        ] {
+            assert!(
+                Config::try_parse_from(["orchestrator-agent", bad[0], bad[1]]).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(parse_size(" 10mb "), Ok(10 << 20));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert!(parse_size("99999999999G").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
     fn home_is_expanded_only_at_the_start() {
         let home = Path::new("/home/pi");
         assert_eq!(
@@ -302,6 +413,11 @@ mod tests {
             "--log-level",
             "--netmon-uid",
             "--rehome-window",
+            "--stop-grace",
+            "--log-max-file-size",
+            "--log-max-files",
+            "--log-max-total",
+            "--log-keep-days",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

@@ -9,7 +9,8 @@
 //! - [`contract`]: declarative message contracts and their error messages;
 //! - [`topics`]: one small type per cloud topic, the dispatch table and the heartbeat;
 //! - [`metrics`]: host CPU, memory, disk and static system info from /proc and statvfs;
-//! - [`usage`]: the 48 h usage ring buffers and the period syntax of `get_consumption_*`;
+//! - [`host`]: the host sampler, a 5 s background task independent of the link;
+//! - [`usage`]: the two-tier 48 h usage history and the period syntax of `get_consumption_*`;
 //! - [`runtime`]: runtime (vPLC) orchestration on the Docker engine;
 //! - [`netevents`]: client of the `autonomy-netmon` socket and the host interface cache;
 //! - [`state`]: atomic, serialized persistence of the state files under the state dir;
@@ -18,6 +19,7 @@
 pub mod cloud;
 pub mod config;
 pub mod contract;
+pub mod host;
 pub mod logging;
 pub mod metrics;
 pub mod netevents;

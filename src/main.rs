@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use orchestrator_agent::cloud::{self, Handler};
 use orchestrator_agent::config::Config;
-use orchestrator_agent::{logging, netevents, runtime, topics};
+use orchestrator_agent::{host, logging, netevents, runtime, topics};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -23,7 +23,11 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 fn main() -> ExitCode {
     let started = Instant::now();
     let config = Config::parse();
-    let _log_guard = match logging::init(config.log_level.as_deref(), &config.log_dir()) {
+    let _log_guard = match logging::init(
+        config.log_level.as_deref(),
+        &config.log_dir(),
+        config.log_retention(),
+    ) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("orchestrator-agent: {e}");
@@ -66,11 +70,12 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     );
     let stop = shutdown_signal()?;
 
-    let Some(handler) = wait_or_stop(&stop, build_services(&config, started)).await else {
+    let Some(services) = wait_or_stop(&stop, build_services(&config, started)).await else {
         info!("stopped before the agent was ready");
         return Ok(());
     };
-    let handler = handler?;
+    // Keeps the background tasks started there alive until the link stops.
+    let (handler, _host_sampler) = services?;
     let mut stop_link = stop.clone();
     cloud::run(config.link(), handler, async move {
         let _ = stop_link.wait_for(|stop| *stop).await;
@@ -80,9 +85,15 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Builds the agent's services and the topics handler the cloud link dispatches to. Background
-/// tasks started here live as long as the process.
-async fn build_services(config: &Config, started: Instant) -> anyhow::Result<Arc<dyn Handler>> {
+/// Builds the agent's services and the topics handler the cloud link dispatches to, and starts
+/// the host sampler (first, so the usage history starts at once, whether or not the cloud or the
+/// engine is there; its task lives as long as the returned handle).
+async fn build_services(
+    config: &Config,
+    started: Instant,
+) -> anyhow::Result<(Arc<dyn Handler>, host::SamplerTask)> {
+    let host = host::HostMonitor::new();
+    let host_sampler = host.spawn();
     let interfaces = netevents::InterfaceCache::new();
     netevents::spawn_listener_trusting(
         config.state_dir.join("netmon.sock"),
@@ -100,13 +111,35 @@ async fn build_services(config: &Config, started: Instant) -> anyhow::Result<Arc
         .await
         .context("cannot open the state files")?;
     runtimes.start_background();
+    prefill_for_benchmark(&host, &runtimes);
 
     let services = topics::Services {
         started,
         interfaces,
+        host,
         runtime: Arc::new(runtimes),
     };
-    Ok(Arc::new(topics::App::new(services)))
+    Ok((Arc::new(topics::App::new(services)), host_sampler))
+}
+
+/// Benchmark hook, hidden on purpose (not a flag, never set in production): with
+/// `ORCHESTRATOR_BENCH_PREFILL_RUNTIMES=N` the host history and N synthetic runtime histories
+/// start out holding 48 h of samples, so `scripts/bench-agent.sh --prefill N` measures the RSS of
+/// an agent that has run for two days with N runtimes (`docs/benchmarks.md`).
+fn prefill_for_benchmark(host: &host::HostMonitor, runtimes: &runtime::Runtimes) {
+    let Some(n) = std::env::var("ORCHESTRATOR_BENCH_PREFILL_RUNTIMES")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    else {
+        return;
+    };
+    let now = orchestrator_agent::timefmt::now_unix();
+    host.prefill_for_benchmark(now);
+    runtimes.device_usage().prefill_for_benchmark(n, now);
+    tracing::warn!(
+        runtimes = n,
+        "benchmark mode: usage histories prefilled with 48 h of synthetic samples"
+    );
 }
 
 /// Runs `fut` unless shutdown is asked first (then `None`).

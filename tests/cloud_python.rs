@@ -1,6 +1,8 @@
 //! The agent binary against the reference Socket.IO server (python-socketio over aiohttp) with
 //! mutual TLS on 127.0.0.1: connect, heartbeats, acks, dead-link detection, server-side
-//! disconnects, refused certificates, binary and oversized packets, graceful exit.
+//! disconnects, refused certificates, binary, malformed and oversized packets, reconnect pacing and
+//! TLS session resumption after an outage, host sampling while the cloud is away, what INFO logs
+//! of a run_command, graceful exit.
 
 mod cloud_support;
 mod support;
@@ -107,7 +109,8 @@ fn binary_and_oversized_events_are_refused_and_the_link_keeps_working() {
         1_100_000,
     );
     assert_error_ack(&ack, "run_command", "too large");
-    agent.expect_log("refused an inbound event of", Duration::from_secs(5));
+    assert_eq!(ack[0]["correlation_id"], json!(5), "{ack:?}");
+    agent.expect_log("refused an inbound event", Duration::from_secs(5));
 
     let ack = server.call("no_such_topic", vec![json!({})], 3);
     assert_error_ack(&ack, "no_such_topic", "Unknown topic");
@@ -217,4 +220,172 @@ fn a_refused_namespace_connect_is_reported_and_retried_until_accepted() {
     server.send(json!({"refuse": null}));
     let connect = server.expect(0, CONNECT_WAIT, "connect", is_connect);
     assert_eq!(connect["cn"], json!(AGENT_ID));
+}
+
+#[test]
+fn a_3_mib_event_is_answered_with_its_correlation_id_and_heartbeats_continue() {
+    let pki = Pki::new();
+    let mut server = PyServer::start(&pki.good, 0, 25.0, 20.0);
+    let agent = Agent::start(&server.url(), &pki.good.ca_cert, &pki.good.agent_dir);
+    server.expect(0, CONNECT_WAIT, "connect", is_connect);
+
+    let ack = server.call_padded(
+        "run_command",
+        vec![
+            json!({"correlation_id": "upload-7", "device_id": "plc-1", "method": "POST",
+                    "api": "api/upload"}),
+        ],
+        1,
+        3 << 20,
+    );
+    assert_error_ack(&ack, "run_command", "message too large");
+    assert_eq!(ack[0]["correlation_id"], json!("upload-7"), "{ack:?}");
+    agent.expect_log(
+        "refused an inbound event \"run_command\"",
+        Duration::from_secs(5),
+    );
+
+    // The same connection goes on: a heartbeat after the answer, requests answered, no reconnect.
+    let from = server.out.len();
+    server.expect(from, Duration::from_secs(15), "heartbeat", is_heartbeat);
+    let ack = server.call("no_such_topic", vec![json!({"correlation_id": 8})], 2);
+    assert_error_ack(&ack, "no_such_topic", "Unknown topic");
+    assert_eq!(
+        server.out.count_from(0, |l| l.contains("\"connect\"")),
+        1,
+        "never reconnected\n{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn after_a_short_outage_the_link_is_back_within_two_seconds_and_resumes_its_tls_session() {
+    let pki = Pki::new();
+    let mut server = PyServer::start(&pki.good, 0, 25.0, 20.0);
+    let agent = Agent::start(&server.url(), &pki.good.ca_cert, &pki.good.agent_dir);
+    let first = server.expect(0, CONNECT_WAIT, "connect", is_connect);
+    assert_eq!(first["resumed"], json!(false), "{first}");
+    agent.expect_log("full TLS handshake", CONNECT_WAIT);
+    // The session ticket arrives after the handshake; the first heartbeat's round trip has it.
+    server.expect(0, Duration::from_secs(15), "heartbeat", is_heartbeat);
+
+    let from = server.out.len();
+    server.send(json!({"outage": 5}));
+    let up = server.expect(from, Duration::from_secs(15), "up", |v| {
+        v.get("up").is_some()
+    });
+    let again = server.expect(from, CONNECT_WAIT, "reconnect", is_connect);
+    // Both stamps are the server's own clock: how long after it listened again the agent came.
+    let late = again["t"].as_f64().expect("t") - up["up"].as_f64().expect("up");
+    assert!(
+        (0.0..=2.0).contains(&late),
+        "back {late:.2} s after the server returned\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        again["resumed"],
+        json!(true),
+        "the reconnect resumed the TLS session: {again}"
+    );
+    assert_eq!(again["cn"], json!(AGENT_ID));
+    agent.expect_log("TLS session resumed", Duration::from_secs(5));
+    let from = server.out.len();
+    let hb = server.expect(from, Duration::from_secs(15), "heartbeat", is_heartbeat);
+    assert_heartbeat(&hb["args"][0]);
+}
+
+#[test]
+fn malformed_packets_are_answered_but_logged_once_a_minute() {
+    let pki = Pki::new();
+    let mut server = PyServer::start(&pki.good, 0, 25.0, 20.0);
+    let agent = Agent::start(&server.url(), &pki.good.ca_cert, &pki.good.agent_dir);
+    server.expect(0, CONNECT_WAIT, "connect", is_connect);
+    let from = server.out.len();
+    server.send(json!({"raw": "2[\"x\", {not json", "count": 200}));
+    server.expect(from, Duration::from_secs(10), "sent", |v| {
+        v.get("sent_raw").is_some()
+    });
+    // Handled in order: once this is answered, the 200 were read.
+    let ack = server.call("no_such_topic", vec![json!({"correlation_id": 1})], 1);
+    assert_error_ack(&ack, "no_such_topic", "Unknown topic");
+    let lines = agent
+        .log()
+        .lines()
+        .filter(|l| l.contains("refused a malformed Socket.IO packet"))
+        .count();
+    assert_eq!(lines, 1, "one line for 200 packets\n{}", agent.log());
+}
+
+#[test]
+fn host_samples_cover_the_time_the_cloud_was_unreachable() {
+    let pki = Pki::new();
+    // A port nobody listens on yet: the cloud is down when the agent starts.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let agent = Agent::start(
+        &format!("https://localhost:{port}"),
+        &pki.good.ca_cert,
+        &pki.good.agent_dir,
+    );
+    agent.expect_log("cannot connect to", CONNECT_WAIT);
+    std::thread::sleep(Duration::from_secs(12));
+    let cloud_up = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let mut server = PyServer::start(&pki.good, port, 25.0, 20.0);
+    server.expect(0, CONNECT_WAIT, "connect", is_connect);
+
+    let ack = server.call(
+        "get_consumption_orchestrator",
+        vec![json!({"correlation_id": 3, "cpuPeriod": "1h", "memoryPeriod": "1h"})],
+        1,
+    );
+    for key in ["cpu_usage", "memory_usage"] {
+        let stamps: Vec<i64> = ack[0][key]
+            .as_array()
+            .unwrap_or_else(|| panic!("{key}: {ack:?}"))
+            .iter()
+            .map(|p| p["timestamp"].as_i64().expect("timestamp"))
+            .collect();
+        let offline = stamps.iter().filter(|t| **t < cloud_up).count();
+        assert!(
+            offline >= 2,
+            "{key}: {offline} samples before the cloud came up ({stamps:?}, up at {cloud_up})"
+        );
+        assert!(
+            stamps.first().is_some_and(|t| *t <= cloud_up - 8),
+            "{key}: the offline period is covered from its start: {stamps:?}, up at {cloud_up}"
+        );
+    }
+}
+
+#[test]
+fn run_command_query_strings_stay_out_of_the_info_log() {
+    let pki = Pki::new();
+    let mut server = PyServer::start(&pki.good, 0, 25.0, 20.0);
+    let agent = Agent::start(&server.url(), &pki.good.ca_cert, &pki.good.agent_dir);
+    server.expect(0, CONNECT_WAIT, "connect", is_connect);
+    let ack = server.call(
+        "run_command",
+        vec![
+            json!({"correlation_id": 9, "device_id": "plc-logged", "method": "POST",
+                    "api": "api/upload?token=s3cr3t-query", "data": {"password": "s3cr3t-body"}}),
+        ],
+        1,
+    );
+    assert_eq!(ack[0]["status"], json!("error"), "no engine here: {ack:?}");
+    agent.expect_log("run_command requested", Duration::from_secs(5));
+    let log = agent.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("run_command requested"))
+        .unwrap_or_default();
+    assert!(
+        line.contains("plc-logged") && line.contains("api=api/upload") && line.contains("POST"),
+        "{line}"
+    );
+    assert!(!log.contains("s3cr3t"), "{log}");
 }

@@ -8,7 +8,8 @@
 //!
 //! Submodules: [`packet`] (pure wire codec), [`backoff`] (pure delay arithmetic), [`identity`]
 //! (client certificate, key, agent id), [`tls`] (endpoint URL, rustls config, failure
-//! classification), `session` (one connection) and `reconnect` (the forever loop, [`run`]).
+//! classification), `credentials` (the TLS configuration kept across attempts until its files
+//! change), `session` (one connection) and `reconnect` (the forever loop, [`run`]).
 //! The link never exits because the cloud, the certificate or anything else is missing: only a
 //! malformed `--server` URL (which no retry can fix) or the shutdown signal end [`run`].
 
@@ -20,6 +21,7 @@ use std::sync::Arc;
 use serde_json::Value;
 
 pub mod backoff;
+mod credentials;
 pub mod identity;
 pub mod packet;
 mod reconnect;
@@ -28,8 +30,9 @@ pub mod tls;
 
 pub use reconnect::run;
 
-/// Inbound WebSocket messages larger than this are refused (answered with an error ack when they
-/// are events asking for one).
+/// Inbound WebSocket messages larger than this are refused (answered with an error ack carrying the
+/// request's action and `correlation_id` when they are events asking for one), unless their topic
+/// allows more ([`Handler::inbound_limit`]).
 pub const MAX_INBOUND_MESSAGE: usize = 1 << 20;
 
 /// A boxed, sendable future, as the [`Handler`] methods return.
@@ -45,6 +48,14 @@ pub trait Handler: Send + Sync + 'static {
     /// Called once the namespace `/` is connected. The future lives as long as that connection and
     /// is dropped (cancelled) when it ends.
     fn on_connect(&self, link: Link) -> BoxFuture<()>;
+
+    /// The largest inbound message accepted for event `name`, in bytes: the decision point for
+    /// per-topic limits (e.g. a larger one for uploads). The link reads messages up to 48 MiB and
+    /// refuses, with an answer, those over this limit.
+    fn inbound_limit(&self, name: &str) -> usize {
+        let _ = name;
+        MAX_INBOUND_MESSAGE
+    }
 }
 
 /// Where and as whom the link connects (from the command line).

@@ -393,9 +393,79 @@ fn no_id_kind(kind: char) -> Option<&'static str> {
 /// The event name of an EVENT packet's payload, read without parsing the rest of the array: for
 /// answering an event that is refused before it is decoded (e.g. because it is too large).
 pub fn peek_event_name(payload: &str) -> Option<String> {
-    let rest = payload.trim_start().strip_prefix('[')?;
+    peek_request(payload).event
+}
+
+/// What could be read of a request from the start of an EVENT payload.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestPeek {
+    /// The event (topic) name.
+    pub event: Option<String>,
+    /// The top-level `correlation_id` of the first argument, when that argument is an object
+    /// holding one (any JSON value, as the topics echo it).
+    pub correlation_id: Option<serde_json::Value>,
+}
+
+/// Reads the event name and the first argument's `correlation_id` of an EVENT payload
+/// (`["name", {..., "correlation_id": ..., ...}, ...]`) in one pass, without building the payload:
+/// other values are skipped, not allocated (a multi-megabyte field costs a scan, not a copy).
+/// Whatever was read before the text ends or turns invalid is kept, so a truncated or malformed
+/// payload still yields the name and an id that came early. For answering a request that is
+/// refused before it is decoded (e.g. because it is too large). Never panics.
+pub fn peek_request(payload: &str) -> RequestPeek {
+    let mut out = RequestPeek::default();
+    let Some(rest) = payload.trim_start().strip_prefix('[') else {
+        return out;
+    };
     let mut stream = serde_json::Deserializer::from_str(rest).into_iter::<String>();
-    stream.next()?.ok()
+    let Some(Ok(name)) = stream.next() else {
+        return out;
+    };
+    out.event = Some(name);
+    let after = rest.get(stream.byte_offset()..).unwrap_or_default();
+    let Some(first) = after.trim_start().strip_prefix(',') else {
+        return out;
+    };
+    if first.trim_start().starts_with('{') {
+        let mut de = serde_json::Deserializer::from_str(first);
+        // An error after the id was read (truncated text) leaves it in `out`.
+        let _ = serde::de::DeserializeSeed::deserialize(
+            CorrelationIdSeed(&mut out.correlation_id),
+            &mut de,
+        );
+    }
+    out
+}
+
+/// Visits an object's top-level keys, keeping `correlation_id` and skipping everything else.
+struct CorrelationIdSeed<'a>(&'a mut Option<serde_json::Value>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for CorrelationIdSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, de: D) -> Result<(), D::Error> {
+        de.deserialize_map(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for CorrelationIdSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key == "correlation_id" {
+                // The last one wins, as when the whole message is decoded.
+                *self.0 = Some(map.next_value()?);
+            } else {
+                map.next_value::<serde::de::IgnoredAny>()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -655,6 +725,7 @@ mod tests {
             let _ = decode_eio(&text);
             let _ = decode_sio_header(&text);
             let _ = peek_event_name(&text);
+            let _ = peek_request(&text);
             if let Ok(p) = decode_sio(&text) {
                 let again = decode_sio(&encode_sio(&p));
                 // BINARY packets re-encode without their placeholder payload; all else is exact.
@@ -676,5 +747,44 @@ mod tests {
         assert_eq!(peek_event_name("{}"), None);
         let h = decode_sio_header(r#"27["big",{"#).expect("header");
         assert_eq!((h.kind, h.id, h.nsp), ('2', Some(7), "/"));
+    }
+
+    #[test]
+    fn the_correlation_id_is_peeked_past_large_fields_and_in_truncated_text() {
+        let big = "x".repeat(3 << 20);
+        let text = format!(
+            r#"["run_command",{{"device_id":"plc","data":"{big}","nested":{{"correlation_id":1}},"correlation_id":"c-9"}}]"#
+        );
+        let p = peek_request(&text);
+        assert_eq!(p.event.as_deref(), Some("run_command"));
+        assert_eq!(p.correlation_id, Some(json!("c-9")), "the top-level one");
+        // Read from the first bytes only: an early id survives the cut, a late one is unknown.
+        let early = format!(r#"["t",{{"correlation_id":{{"a":[1,2]}},"data":"{big}"#);
+        assert_eq!(
+            peek_request(&early[..1000]).correlation_id,
+            Some(json!({"a": [1, 2]}))
+        );
+        assert_eq!(peek_request(&text[..1000]).correlation_id, None);
+        assert_eq!(
+            peek_request(&text[..1000]).event.as_deref(),
+            Some("run_command")
+        );
+        // Other shapes: no object first, no argument, not an event array.
+        assert_eq!(
+            peek_request(r#"["run_command","inst-1",{"correlation_id":3}]"#),
+            RequestPeek {
+                event: Some("run_command".into()),
+                correlation_id: None
+            }
+        );
+        assert_eq!(peek_request(r#"["e"]"#).event.as_deref(), Some("e"));
+        assert_eq!(
+            peek_request(r#"{"correlation_id":1}"#),
+            RequestPeek::default()
+        );
+        assert_eq!(
+            peek_request(r#"["e", {"correlation_id": null}]"#).correlation_id,
+            Some(Value::Null)
+        );
     }
 }

@@ -1,4 +1,5 @@
-//! The forever loop: load the identity, connect, run the session, back off, repeat.
+//! The forever loop: get the credentials (cached, see `credentials`), connect, run the session,
+//! back off (see [`super::backoff`]), repeat.
 //!
 //! Nothing here gives up: a missing certificate, an unreachable or misconfigured cloud and TLS
 //! failures are logged and retried. A failure is logged clearly the first time (WARN); the same
@@ -13,9 +14,10 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use super::backoff::{Backoff, random_unit};
+use super::credentials::Credentials;
 use super::session::{Connected, SessionEnd, run_session};
 use super::tls::Endpoint;
-use super::{Error, Handler, LinkConfig, identity, tls};
+use super::{Error, Handler, LinkConfig};
 
 /// A repeated failure is logged at WARN again after this long.
 const REMIND_EVERY: Duration = Duration::from_secs(300);
@@ -30,28 +32,17 @@ where
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Backoff::new();
     let mut reporter = Reporter::default();
-    let mut warned_key_mode = false;
+    // One TLS configuration (and so one session cache) for as long as the files stay the same.
+    let mut credentials = Credentials::new(&config);
     info!("cloud link starting: {}", endpoint.ws_url);
     loop {
         let mut connected: Option<Connected> = None;
         let attempt = async {
-            let identity = identity::load(&config.mtls_dir).await?;
-            if let (Some(mode), false) = (identity.key_mode_too_open, warned_key_mode) {
-                warned_key_mode = true;
-                warn!(
-                    "the client key {} is readable by group or others (mode {mode:o}); it should be 0600",
-                    identity.key_path.display()
-                );
-            }
-            let extra_roots = match &config.ca_file {
-                Some(path) => identity::load_ca_file(path).await?,
-                None => Vec::new(),
-            };
-            let tls_config = tls::client_config(&identity, &extra_roots)?;
+            let current = credentials.current().await?;
             run_session(
                 &endpoint,
-                &identity,
-                tls_config,
+                &current.identity,
+                current.config,
                 &handler,
                 &mut shutdown,
                 &mut connected,

@@ -4,6 +4,10 @@
 //! The reader never awaits a handler or a full queue: events run in their own tasks, pongs go
 //! through a dedicated queue the writer serves first. One writer task owns the WebSocket sink; the
 //! [`Link`] handed to the handler feeds it and fails with `LinkClosed` once the connection is gone.
+//!
+//! Bad traffic from the server (malformed, binary, oversized or foreign-namespace packets) is
+//! answered when it asked for an answer, and logged through a [`Throttle`] each: one WARN line per
+//! minute with a count, so a misbehaving server cannot fill the SD card.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -20,6 +24,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tracing::{debug, error, info, warn};
 
+use crate::logging::Throttle;
+
 use super::identity::Identity;
 use super::packet::{self, DEFAULT_NSP, EioPacket, SioPacket};
 use super::tls::{self, Endpoint, TlsFailure};
@@ -33,9 +39,13 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(10);
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a graceful close may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// Messages between [`MAX_INBOUND_MESSAGE`] and this are read and refused with an answer; larger
-/// ones make the WebSocket layer drop the connection (it cannot skip them).
-const HARD_INBOUND_LIMIT: usize = 2 * MAX_INBOUND_MESSAGE;
+/// The largest message read at all. Messages over the limit of their topic
+/// ([`Handler::inbound_limit`], [`MAX_INBOUND_MESSAGE`] unless a topic allows more) and up to this
+/// size are read and refused with an answer naming the request; larger ones make the WebSocket
+/// layer drop the connection (it cannot skip a message). 48 MiB leaves room for a topic limit of
+/// 32 MiB (a program upload, base64-encoded) plus its envelope. Such a message is held in memory
+/// only while it is read and refused.
+const HARD_INBOUND_LIMIT: usize = 48 << 20;
 /// Capacity of the Link's queue.
 const OUT_QUEUE: usize = 64;
 
@@ -53,6 +63,41 @@ pub(crate) struct Connected {
     pub(crate) since: Instant,
 }
 
+/// The per-connection throttles of the warnings about bad traffic from the server.
+#[derive(Default)]
+struct Noise {
+    malformed: Throttle,
+    binary: Throttle,
+    oversized: Throttle,
+    foreign_nsp: Throttle,
+}
+
+impl Noise {
+    /// Logs the quiet counts whose minute has ended (or all of them, with `force`).
+    fn flush(&mut self, force: bool) {
+        for (t, what) in [
+            (&mut self.malformed, "malformed packets"),
+            (&mut self.binary, "binary packets"),
+            (&mut self.oversized, "oversized messages"),
+            (&mut self.foreign_nsp, "events for other namespaces"),
+        ] {
+            if let Some(n) = t.flush(force) {
+                warn!("cloud: refused {n} more {what} from the server in the last minute");
+            }
+        }
+    }
+}
+
+/// Logs `line` at WARN when the throttle allows it (with the count of the quiet ones since the
+/// last line), else at DEBUG.
+fn warn_throttled(throttle: &mut Throttle, line: std::fmt::Arguments<'_>) {
+    match throttle.hit() {
+        Some(0) => warn!("{line}"),
+        Some(n) => warn!("{line} (and {n} more like it in the last minute)"),
+        None => debug!("{line}"),
+    }
+}
+
 /// Connects and runs one session to its end. `on_connected` is called once namespace `/` is
 /// connected (for the transition log and backoff bookkeeping).
 pub(crate) async fn run_session<F>(
@@ -66,7 +111,7 @@ pub(crate) async fn run_session<F>(
 where
     F: Future<Output = ()>,
 {
-    let (mut ws, open) = tokio::select! {
+    let (mut ws, open, resumed) = tokio::select! {
         r = open(endpoint, identity, config) => r?,
         () = shutdown.as_mut() => return Ok(SessionEnd::Shutdown),
     };
@@ -167,8 +212,16 @@ where
     *connected = Some(Connected { since });
     info!(
         sid = %sid,
-        "connected as {} to {} (ping every {} ms, timeout {} ms)",
-        identity.agent_id, endpoint.ws_url, open.ping_interval_ms, open.ping_timeout_ms
+        "connected as {} to {} (ping every {} ms, timeout {} ms; {})",
+        identity.agent_id,
+        endpoint.ws_url,
+        open.ping_interval_ms,
+        open.ping_timeout_ms,
+        if resumed {
+            "TLS session resumed"
+        } else {
+            "full TLS handshake"
+        }
     );
 
     let (sink, mut stream) = ws.split();
@@ -180,6 +233,7 @@ where
     let heartbeat = tokio::spawn(handler.on_connect(link.clone()));
     // Aborts the per-connection tasks however this function ends.
     let _guard = AbortOnDrop(vec![heartbeat.abort_handle(), writer.abort_handle()]);
+    let mut noise = Noise::default();
 
     let end = loop {
         let msg = tokio::select! {
@@ -216,9 +270,12 @@ where
             }
             Some(Ok(Message::Text(t))) => t,
             Some(Ok(Message::Binary(b))) => {
-                warn!(
-                    bytes = b.len(),
-                    "cloud: refused a binary WebSocket frame: binary packets are not supported"
+                warn_throttled(
+                    &mut noise.binary,
+                    format_args!(
+                        "cloud: refused a binary WebSocket frame of {} bytes: binary packets are not supported",
+                        b.len()
+                    ),
                 );
                 continue;
             }
@@ -232,18 +289,21 @@ where
             }
             Some(Ok(_)) => continue, // WebSocket ping/pong frames: tungstenite answers pings itself.
         };
-        if text.len() > MAX_INBOUND_MESSAGE {
-            refuse_oversized(text.as_str(), &link);
+        if text.len() > MAX_INBOUND_MESSAGE
+            && refuse_oversized(text.as_str(), handler, &link, &mut noise)
+        {
             continue;
         }
         match packet::decode_eio(text.as_str()) {
             Ok(EioPacket::Ping(p)) => {
                 deadline = Instant::now() + ping_window;
+                // The server's pings pace the summaries of throttled warnings.
+                noise.flush(false);
                 // A full control queue already holds pongs: one more would add nothing.
                 let _ = ctl_tx.try_send(Control::Text(packet::encode_eio(&EioPacket::Pong(p))));
             }
             Ok(EioPacket::Message(m)) => {
-                if let Some(end) = on_message(&m, handler, &link) {
+                if let Some(end) = on_message(&m, handler, &link, &mut noise) {
                     break end;
                 }
             }
@@ -256,9 +316,13 @@ where
             Ok(EioPacket::Open(_) | EioPacket::Upgrade) => {
                 debug!("cloud: ignoring an unexpected Engine.IO open/upgrade packet")
             }
-            Err(e) => warn!("cloud: ignoring a malformed Engine.IO packet: {e}"),
+            Err(e) => warn_throttled(
+                &mut noise.malformed,
+                format_args!("cloud: ignoring a malformed Engine.IO packet: {e}"),
+            ),
         }
     };
+    noise.flush(true);
     Ok(end)
 }
 
@@ -298,12 +362,13 @@ async fn connect_tcp(host: &str, port: u16) -> Result<TcpStream, Error> {
 /// The least time one resolved address gets to accept the TCP connection.
 const MIN_ADDRESS_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// TCP, TLS and the WebSocket upgrade, then the Engine.IO open packet.
+/// TCP, TLS and the WebSocket upgrade, then the Engine.IO open packet. Also says whether the TLS
+/// session was resumed (a reused configuration offers the session of the previous connection).
 async fn open(
     endpoint: &Endpoint,
     identity: &Identity,
     config: Arc<rustls::ClientConfig>,
-) -> Result<(Ws, packet::OpenInfo), Error> {
+) -> Result<(Ws, packet::OpenInfo, bool), Error> {
     let tcp = connect_tcp(&endpoint.host, endpoint.port).await?;
     let _ = tcp.set_nodelay(true);
 
@@ -318,6 +383,7 @@ async fn open(
         secs: STEP_TIMEOUT.as_secs(),
     })?
     .map_err(|e| tls_error(&e, false, endpoint, identity))?;
+    let resumed = tls.get_ref().1.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
 
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(HARD_INBOUND_LIMIT))
@@ -395,7 +461,7 @@ async fn open(
             });
         }
     };
-    Ok((ws, open))
+    Ok((ws, open, resumed))
 }
 
 fn tls_error(
@@ -433,7 +499,12 @@ async fn send_text(ws: &mut Ws, text: String) -> Result<(), Error> {
 }
 
 /// Handles one Socket.IO packet; returns the session end when the packet ends the session.
-fn on_message(text: &str, handler: &Arc<dyn Handler>, link: &Link) -> Option<SessionEnd> {
+fn on_message(
+    text: &str,
+    handler: &Arc<dyn Handler>,
+    link: &Link,
+    noise: &mut Noise,
+) -> Option<SessionEnd> {
     match packet::decode_sio(text) {
         Ok(SioPacket::Event {
             nsp,
@@ -442,7 +513,12 @@ fn on_message(text: &str, handler: &Arc<dyn Handler>, link: &Link) -> Option<Ses
             args,
         }) => {
             if nsp != DEFAULT_NSP {
-                warn!(%nsp, event = %name, "cloud: ignoring an event for a namespace we did not join");
+                warn_throttled(
+                    &mut noise.foreign_nsp,
+                    format_args!(
+                        "cloud: ignoring an event {name:?} for namespace {nsp:?}, which the agent did not join"
+                    ),
+                );
                 return None;
             }
             dispatch(handler.clone(), link.clone(), name, args, id);
@@ -459,12 +535,13 @@ fn on_message(text: &str, handler: &Arc<dyn Handler>, link: &Link) -> Option<Ses
             let name = header
                 .as_ref()
                 .and_then(|h| packet::peek_event_name(h.payload));
-            warn!(
-                event = name.as_deref().unwrap_or("?"),
-                ack_id = ?id,
-                %nsp,
-                "cloud: refused a binary {} packet: binary payloads are not supported",
-                if ack { "ACK" } else { "EVENT" }
+            warn_throttled(
+                &mut noise.binary,
+                format_args!(
+                    "cloud: refused a binary {} packet (event {}, ack id {id:?}, namespace {nsp}): binary payloads are not supported",
+                    if ack { "ACK" } else { "EVENT" },
+                    name.as_deref().unwrap_or("?"),
+                ),
             );
             if let (false, Some(id)) = (ack, id) {
                 send_error_ack(link, id, name, "binary payloads are not supported".into());
@@ -480,7 +557,10 @@ fn on_message(text: &str, handler: &Arc<dyn Handler>, link: &Link) -> Option<Ses
         }
         Err(e) => {
             let header = packet::decode_sio_header(text).ok();
-            warn!("cloud: refused a malformed Socket.IO packet: {e}");
+            warn_throttled(
+                &mut noise.malformed,
+                format_args!("cloud: refused a malformed Socket.IO packet: {e}"),
+            );
             if let Some((h, id)) = header
                 .filter(|h| h.kind == '2')
                 .and_then(|h| h.id.map(|id| (h, id)))
@@ -559,39 +639,72 @@ fn send_error_ack(link: &Link, id: u64, name: Option<String>, error: String) {
     });
 }
 
-/// An inbound message over the limit: log it, and answer an event that asked for an ack.
-fn refuse_oversized(text: &str, link: &Link) {
-    let limit = MAX_INBOUND_MESSAGE;
-    let sio = text
+/// A message over [`MAX_INBOUND_MESSAGE`]: refused (true) unless it is an event whose topic
+/// allows its size ([`Handler::inbound_limit`]). A refused event that asked for an ack is answered
+/// with an error carrying its action and `correlation_id`, read from the message without decoding
+/// it; the connection stays up.
+fn refuse_oversized(
+    text: &str,
+    handler: &Arc<dyn Handler>,
+    link: &Link,
+    noise: &mut Noise,
+) -> bool {
+    let bytes = text.len();
+    let event = text
         .strip_prefix('4')
-        .and_then(|m| packet::decode_sio_header(m).ok());
-    match sio {
-        Some(h) if h.kind == '2' => {
-            let name = packet::peek_event_name(h.payload);
-            warn!(
-                bytes = text.len(),
-                event = name.as_deref().unwrap_or("?"),
-                ack_id = ?h.id,
-                "cloud: refused an inbound event of {} bytes (limit {limit} bytes)",
-                text.len()
-            );
-            if let Some(id) = h.id {
-                send_error_ack(
-                    link,
-                    id,
-                    name,
-                    format!(
-                        "message too large: {} bytes (limit {limit} bytes)",
-                        text.len()
-                    ),
-                );
-            }
-        }
-        _ => warn!(
-            bytes = text.len(),
-            "cloud: refused an inbound message of {} bytes (limit {limit} bytes)",
-            text.len()
+        .and_then(|m| packet::decode_sio_header(m).ok())
+        .filter(|h| h.kind == '2');
+    let Some(h) = event else {
+        warn_throttled(
+            &mut noise.oversized,
+            format_args!(
+                "cloud: refused an inbound message of {bytes} bytes (limit {MAX_INBOUND_MESSAGE} bytes)"
+            ),
+        );
+        return true;
+    };
+    let peek = packet::peek_request(h.payload);
+    let limit = peek
+        .event
+        .as_deref()
+        .map_or(MAX_INBOUND_MESSAGE, |name| handler.inbound_limit(name));
+    if bytes <= limit {
+        return false;
+    }
+    let name = peek.event.as_deref().unwrap_or("?");
+    warn_throttled(
+        &mut noise.oversized,
+        format_args!(
+            "cloud: refused an inbound event {:?} of {bytes} bytes (limit {limit} bytes; ack id {:?}, correlation_id {})",
+            clip(name),
+            h.id,
+            peek.correlation_id
+                .as_ref()
+                .map_or_else(|| "unknown".to_owned(), |v| clip(&v.to_string()))
         ),
+    );
+    if let Some(id) = h.id {
+        let mut answer = error_payload(
+            peek.event,
+            format!("message too large: {bytes} bytes (limit {limit} bytes)"),
+        );
+        if let Some(cid) = peek.correlation_id {
+            answer["correlation_id"] = cid;
+        }
+        let link = link.clone();
+        tokio::spawn(async move {
+            let _ = link.ack(id, vec![answer]).await;
+        });
+    }
+    true
+}
+
+/// At most 64 characters of `text`, for a log line: what is read from an oversized message may be
+/// large itself.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(64) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
     }
 }
 
@@ -749,6 +862,13 @@ impl Drop for AbortOnDrop {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_clipped_in_log_lines() {
+        assert_eq!(clip("run_command"), "run_command");
+        let long = "é".repeat(100);
+        assert_eq!(clip(&long), format!("{}...", "é".repeat(64)));
+    }
 
     #[test]
     fn outbound_packets_over_the_server_limit_are_not_sent_as_is() {

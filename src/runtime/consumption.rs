@@ -1,7 +1,8 @@
 //! Per-runtime CPU and memory history for `get_consumption_device` (spec §2 "Runtimes", upstream
 //! §2.5 and §12 item 9).
 //!
-//! Owns: the 48 h ring buffer of each runtime ([`DeviceUsage`]), sampling the Engine's one-shot
+//! Owns: the 48 h usage history of each runtime ([`DeviceUsage`], two tiers: raw 5 s samples for
+//! the last hour, minute means before, see [`crate::usage`]), sampling the Engine's one-shot
 //! stats of the given runtimes concurrently ([`DeviceUsage::sample`], every heartbeat — 5 s — from
 //! a task of the runtime service, see [`spawn`]), and the answer body ([`handle`]).
 //!
@@ -16,7 +17,8 @@
 //!
 //! Must never: decide which containers are runtimes or owned (the caller passes the targets and
 //! checks the device before asking for an answer), block (stats calls are async with a timeout),
-//! or grow without bound (fixed-capacity buffers; entries of runtimes that vanished are dropped).
+//! grow without bound (fixed-capacity rings; entries of runtimes that vanished are dropped), or
+//! drop a history because the engine could not be asked (a failed listing skips the tick).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,7 +32,7 @@ use serde_json::{Map, Value, json};
 use crate::contract::DeviceConsumptionRequest;
 use crate::runtime::Runtimes;
 use crate::topics::{OpError, OpResult};
-use crate::usage::{CAPACITY, Period, RingBuffer, downsample};
+use crate::usage::{Field, MINUTE_CAPACITY, Period, RAW_CAPACITY, Usage, UsageHistory, downsample};
 
 /// Interval between samples: the heartbeat's.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
@@ -48,28 +50,25 @@ pub struct SampleTarget {
     pub container: String,
 }
 
-/// One stored sample: CPU % (100 = one CPU) and memory MiB.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Sample {
-    cpu: f32,
-    memory_mib: f32,
-}
-
 #[derive(Debug)]
 struct Series {
-    samples: RingBuffer<Sample>,
+    /// CPU % (100 = one CPU) and memory MiB.
+    samples: UsageHistory,
     /// The previous raw stats, for the CPU delta.
     previous: Option<ContainerStats>,
     /// Memory limit in bytes when the container has one below the host's memory.
     memory_limit: Option<u64>,
+    /// Kept even when no such runtime exists (the benchmark's synthetic series only).
+    pinned: bool,
 }
 
 impl Series {
-    fn new(capacity: usize) -> Self {
+    fn new((raw, minutes): (usize, usize)) -> Self {
         Self {
-            samples: RingBuffer::new(capacity),
+            samples: UsageHistory::with_capacity(raw, minutes),
             previous: None,
             memory_limit: None,
+            pinned: false,
         }
     }
 }
@@ -79,7 +78,8 @@ impl Series {
 #[derive(Debug)]
 pub struct DeviceUsage {
     series: Mutex<HashMap<String, Series>>,
-    capacity: usize,
+    /// Capacities of the raw and minute tiers of each runtime's history.
+    capacity: (usize, usize),
     /// Host memory in bytes: a stats `limit` at or above it means "no limit". `u64::MAX` until
     /// known (read by the sampler without blocking, see [`DeviceUsage::learn_host_memory`]).
     host_memory: AtomicU64,
@@ -87,17 +87,22 @@ pub struct DeviceUsage {
 
 impl Default for DeviceUsage {
     fn default() -> Self {
-        Self::new(CAPACITY, u64::MAX)
+        Self::new(u64::MAX)
     }
 }
 
 impl DeviceUsage {
-    /// An empty history keeping `capacity` samples per runtime; `host_memory` (bytes) tells a
-    /// container memory limit from "unlimited".
-    pub fn new(capacity: usize, host_memory: u64) -> Self {
+    /// An empty history (48 h per runtime); `host_memory` (bytes) tells a container memory limit
+    /// from "unlimited".
+    pub fn new(host_memory: u64) -> Self {
+        Self::with_capacity(RAW_CAPACITY, MINUTE_CAPACITY, host_memory)
+    }
+
+    /// [`DeviceUsage::new`] with other tier capacities (raw samples, minute means) per runtime.
+    pub fn with_capacity(raw: usize, minutes: usize, host_memory: u64) -> Self {
         Self {
             series: Mutex::new(HashMap::new()),
-            capacity,
+            capacity: (raw, minutes),
             host_memory: AtomicU64::new(host_memory),
         }
     }
@@ -174,9 +179,9 @@ impl DeviceUsage {
         if let (Some(cpu), Some(memory)) = (cpu, memory) {
             series.samples.push(
                 now,
-                Sample {
+                Usage {
                     cpu: cpu.max(0.0) as f32,
-                    memory_mib: (memory as f64 / (1024.0 * 1024.0)) as f32,
+                    memory: (memory as f64 / (1024.0 * 1024.0)) as f32,
                 },
             );
         }
@@ -185,8 +190,10 @@ impl DeviceUsage {
 
     fn retain(&self, sampled: &[SampleTarget], keep: &[String]) {
         if let Ok(mut map) = self.series.lock() {
-            map.retain(|name, _| {
-                sampled.iter().any(|t| &t.name == name) || keep.iter().any(|k| k == name)
+            map.retain(|name, series| {
+                series.pinned
+                    || sampled.iter().any(|t| &t.name == name)
+                    || keep.iter().any(|k| k == name)
             });
         }
     }
@@ -198,13 +205,29 @@ impl DeviceUsage {
         }
     }
 
-    /// Number of stored points of `name` (0 when unknown).
+    /// Number of raw samples of `name` held (the last hour at most; 0 when unknown).
     pub fn len(&self, name: &str) -> usize {
         self.series
             .lock()
             .ok()
-            .and_then(|m| m.get(name).map(|s| s.samples.len()))
+            .and_then(|m| m.get(name).map(|s| s.samples.raw_len()))
             .unwrap_or(0)
+    }
+
+    /// Fills `runtimes` synthetic series (`bench-runtime-<i>`) with 48 h of 5 s samples ending at
+    /// `now`, kept whatever the engine says: the memory benchmark's way to make the agent hold
+    /// what ten runtimes leave after two days (`docs/benchmarks.md`). Not for anything else.
+    #[doc(hidden)]
+    pub fn prefill_for_benchmark(&self, runtimes: usize, now: i64) {
+        let Ok(mut map) = self.series.lock() else {
+            return;
+        };
+        for i in 0..runtimes {
+            let mut series = Series::new(self.capacity);
+            crate::usage::fill_for_benchmark(&mut series.samples, now, i as u64);
+            series.pinned = true;
+            map.insert(format!("bench-runtime-{i}"), series);
+        }
     }
 
     /// The `get_consumption_device` answer body for a runtime the caller has checked exists:
@@ -224,14 +247,8 @@ impl DeviceUsage {
         let (cpu_points, memory_points, memory_limit) = match self.series.lock() {
             Ok(map) => match map.get(device_id) {
                 Some(s) => (
-                    s.samples
-                        .window(cpu_period)
-                        .map(|(t, v)| (*t, f64::from(v.cpu)))
-                        .collect::<Vec<_>>(),
-                    s.samples
-                        .window(memory_period)
-                        .map(|(t, v)| (*t, f64::from(v.memory_mib)))
-                        .collect::<Vec<_>>(),
+                    s.samples.series(Field::Cpu, cpu_period, now),
+                    s.samples.series(Field::Memory, memory_period, now),
                     s.memory_limit,
                 ),
                 None => (Vec::new(), Vec::new(), None),
@@ -283,13 +300,14 @@ pub async fn handle(rt: &Runtimes, req: DeviceConsumptionRequest) -> OpResult {
     ))
 }
 
-/// The runtimes to sample now: `(running ones, all existing ones)`.
-async fn targets(rt: &Runtimes) -> (Vec<SampleTarget>, Vec<String>) {
+/// The runtimes to sample now: `(running ones, all existing ones)`, or `None` when the engine
+/// cannot say (then nothing is sampled and no history is dropped).
+async fn targets(rt: &Runtimes) -> Option<(Vec<SampleTarget>, Vec<String>)> {
     let names = match rt.owned_runtime_names().await {
         Ok(n) => n,
         Err(e) => {
             tracing::debug!(error = %e, "consumption: cannot list runtimes");
-            return (Vec::new(), Vec::new());
+            return None;
         }
     };
     let mut running = Vec::new();
@@ -304,12 +322,14 @@ async fn targets(rt: &Runtimes) -> (Vec<SampleTarget>, Vec<String>) {
             });
         }
     }
-    (running, names)
+    Some((running, names))
 }
 
 /// Takes one sample of every owned running runtime.
 pub async fn sample_now(rt: &Runtimes) {
-    let (running, existing) = targets(rt).await;
+    let Some((running, existing)) = targets(rt).await else {
+        return;
+    };
     rt.device_usage()
         .sample(rt.docker(), &running, &existing, crate::timefmt::now_unix())
         .await;
@@ -328,19 +348,21 @@ pub fn spawn(rt: &Runtimes) {
 
 /// Runs [`DeviceUsage::sample`] every [`SAMPLE_INTERVAL`], forever (the owner aborts it).
 /// `targets` lists, each tick, the running runtimes to sample and the names of all existing ones
-/// (whose history is kept). A tick that takes longer than the interval delays the next one instead
-/// of piling up.
+/// (whose history is kept), or `None` when they cannot be listed (the tick is skipped). A tick
+/// that takes longer than the interval delays the next one instead of piling up.
 pub async fn run_sampler<F, Fut>(usage: Arc<DeviceUsage>, docker: Docker, targets: F)
 where
     F: Fn() -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = (Vec<SampleTarget>, Vec<String>)> + Send,
+    Fut: Future<Output = Option<(Vec<SampleTarget>, Vec<String>)>> + Send,
 {
     usage.learn_host_memory().await;
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let (running, existing) = targets().await;
+        let Some((running, existing)) = targets().await else {
+            continue;
+        };
         usage
             .sample(&docker, &running, &existing, crate::timefmt::now_unix())
             .await;
@@ -377,7 +399,7 @@ mod tests {
 
     #[test]
     fn cpu_percent_comes_from_consecutive_samples_and_memory_excludes_inactive_cache() {
-        let usage = DeviceUsage::new(10, 8 << 30);
+        let usage = DeviceUsage::new(8 << 30);
         usage.record(
             "plc",
             stats(1_000, 10_000, 100 << 20, 20 << 20, 8 << 30),
@@ -407,14 +429,14 @@ mod tests {
 
     #[test]
     fn a_memory_limit_below_host_memory_is_reported_in_mb() {
-        let usage = DeviceUsage::new(10, 8 << 30);
+        let usage = DeviceUsage::new(8 << 30);
         usage.record("plc", stats(0, 0, 1 << 20, 0, 256 << 20), 1);
         assert_eq!(usage.report("plc", "1h", "1h", 2)["memory"], "256 MB");
     }
 
     #[test]
     fn periods_select_independently_and_unknown_runtimes_answer_empty_series() {
-        let usage = DeviceUsage::new(100, 8 << 30);
+        let usage = DeviceUsage::new(8 << 30);
         for i in 0..10 {
             usage.record(
                 "plc",
@@ -431,7 +453,7 @@ mod tests {
 
     #[test]
     fn buffers_are_bounded_and_vanished_runtimes_are_dropped() {
-        let usage = DeviceUsage::new(3, 8 << 30);
+        let usage = DeviceUsage::with_capacity(3, 2, 8 << 30);
         for i in 0..10 {
             usage.record(
                 "plc",
@@ -444,6 +466,36 @@ mod tests {
         assert_eq!(usage.len("plc"), 3);
         usage.retain(&[], &[]);
         assert_eq!(usage.len("plc"), 0);
+    }
+
+    #[test]
+    fn a_48_hour_history_answers_in_the_same_shape_with_at_most_1440_points() {
+        let usage = DeviceUsage::new(8 << 30);
+        let now = 1_732_130_000;
+        usage.prefill_for_benchmark(2, now);
+        let body = usage.report("bench-runtime-1", "48h", "2d", now);
+        let keys: Vec<&str> = body.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            ["device_id", "memory", "cpu", "cpu_usage", "memory_usage"]
+        );
+        for (key, field) in [("cpu_usage", "cpu"), ("memory_usage", "memory")] {
+            let series = body[key].as_array().expect("series");
+            assert!(
+                series.len() <= MAX_POINTS && series.len() > MAX_POINTS - 10,
+                "{key}"
+            );
+            assert!(
+                series
+                    .iter()
+                    .all(|p| p["timestamp"].is_i64() && p[field].is_f64()),
+                "{key}"
+            );
+            assert_eq!(series.last().expect("points")["timestamp"], now);
+        }
+        // The benchmark's series stay although no such runtime exists.
+        usage.retain(&[], &[]);
+        assert_eq!(usage.len("bench-runtime-0"), RAW_CAPACITY);
     }
 
     #[test]

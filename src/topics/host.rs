@@ -5,31 +5,27 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
-use super::heartbeat::{HostState, HostUsage};
 use super::{Services, error_ack, wrap};
 use crate::contract::{ConsumptionRequest, HostInterfacesRequest};
 use crate::netevents::{self, InterfaceInfo};
 use crate::timefmt;
-use crate::usage::{MAX_POINTS, Period, RingBuffer, downsample};
+use crate::usage::{Field, MAX_POINTS, Period, UsageHistory, downsample};
 
 /// How long a consumption query waits for a fresh disk figure.
 const DISK_WAIT: Duration = Duration::from_secs(2);
 
 pub(super) async fn consumption_orchestrator(
     services: &Services,
-    host: &HostState,
     req: ConsumptionRequest,
 ) -> Value {
+    let host = &services.host;
     tracing::debug!(cpu_period = %req.cpu_period, memory_period = %req.memory_period, "consumption requested");
     let now = timefmt::now_unix();
     let cpu_period = Period::parse_or_last_hour(&req.cpu_period, now);
     let memory_period = Period::parse_or_last_hour(&req.memory_period, now);
     let info = host.static_info().await;
     let disk = host.disk(DISK_WAIT).await.unwrap_or_default();
-    let (cpu_usage, memory_usage) = {
-        let usage = host.usage.lock().unwrap_or_else(|e| e.into_inner());
-        usage_series(&usage, cpu_period, memory_period)
-    };
+    let (cpu_usage, memory_usage) = usage_series(&host.usage(), cpu_period, memory_period, now);
     let mut body = Map::new();
     body.insert(
         "ip_addresses".to_owned(),
@@ -52,28 +48,25 @@ pub(super) async fn consumption_orchestrator(
     )
 }
 
-/// The `cpu_usage` and `memory_usage` series of the answer: the samples of each window, averaged
-/// into at most [`MAX_POINTS`] points so a 48 h answer stays under the cloud's message limit.
-/// Values stay integers like the samples (averages rounded to the nearest integer).
+/// The `cpu_usage` and `memory_usage` series of the answer: the points of each window (raw
+/// samples and minute means, see [`UsageHistory`]), averaged into at most [`MAX_POINTS`] points so
+/// a 48 h answer stays under the cloud's message limit. Values stay integers like the samples
+/// (averages rounded to the nearest integer).
 pub(super) fn usage_series(
-    usage: &RingBuffer<HostUsage>,
+    usage: &UsageHistory,
     cpu_period: Period,
     memory_period: Period,
+    now: i64,
 ) -> (Vec<Value>, Vec<Value>) {
-    let series = |period: Period, key: &str, value: fn(&HostUsage) -> i64| -> Vec<Value> {
-        // i64 → f64 is exact for any percentage or MiB figure a host can report.
-        let points: Vec<(i64, f64)> = usage
-            .window(period)
-            .map(|(ts, s)| (*ts, value(s) as f64))
-            .collect();
-        downsample(&points, MAX_POINTS)
+    let series = |period: Period, key: &str, field: Field| -> Vec<Value> {
+        downsample(&usage.series(field, period, now), MAX_POINTS)
             .into_iter()
             .map(|(ts, v)| json!({"timestamp": ts, key: v.round() as i64}))
             .collect()
     };
     (
-        series(cpu_period, "cpu", |s| s.cpu),
-        series(memory_period, "memory", |s| s.memory),
+        series(cpu_period, "cpu", Field::Cpu),
+        series(memory_period, "memory", Field::Memory),
     )
 }
 

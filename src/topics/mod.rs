@@ -18,7 +18,7 @@ mod heartbeat;
 mod host;
 mod runtime;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
@@ -32,7 +32,7 @@ use crate::contract::{
 };
 use crate::netevents::InterfaceCache;
 
-pub use heartbeat::{HeartbeatPayload, HostUsage};
+pub use heartbeat::HeartbeatPayload;
 
 /// What a runtime operation answers: the result's fields (without `action` / `correlation_id`,
 /// which the dispatcher puts first), or an error whose text goes into the error ack.
@@ -91,6 +91,9 @@ pub struct Services {
     pub started: Instant,
     /// The host interface cache fed by `netevents::spawn_listener`.
     pub interfaces: InterfaceCache,
+    /// The host sampler (its task is started by `main`, apart from the link): the heartbeat's
+    /// readings and the history of `get_consumption_orchestrator`.
+    pub host: crate::host::HostMonitor,
     /// The runtime side (`runtime::Runtimes`).
     pub runtime: Arc<dyn RuntimeOps>,
 }
@@ -103,7 +106,6 @@ pub struct App {
 
 struct AppInner {
     services: Services,
-    host: heartbeat::HostState,
 }
 
 impl App {
@@ -111,16 +113,13 @@ impl App {
     /// connection.
     pub fn new(services: Services) -> Self {
         Self {
-            inner: Arc::new(AppInner {
-                services,
-                host: heartbeat::HostState::new(),
-            }),
+            inner: Arc::new(AppInner { services }),
         }
     }
 
-    /// The host usage history the heartbeat fills (48 h).
-    pub fn host_usage(&self) -> &Mutex<crate::usage::RingBuffer<HostUsage>> {
-        &self.inner.host.usage
+    /// The host sampler (and its 48 h usage history).
+    pub fn host(&self) -> &crate::host::HostMonitor {
+        &self.inner.services.host
     }
 
     /// Handles one event and returns the ack arguments (what [`Handler::on_event`] does).
@@ -183,7 +182,7 @@ impl App {
             Request::ConsumptionDevice(r) => runtime::consumption_device(services, link, r).await,
             Request::DeleteOrchestrator(r) => runtime::delete_orchestrator(services, link, r).await,
             Request::ConsumptionOrchestrator(r) => {
-                host::consumption_orchestrator(services, &self.inner.host, r).await
+                host::consumption_orchestrator(services, r).await
             }
             Request::HostInterfaces(r) => host::host_interfaces(services, r),
         }
@@ -198,7 +197,7 @@ impl Handler for App {
 
     fn on_connect(&self, link: Link) -> BoxFuture<()> {
         let app = self.clone();
-        Box::pin(async move { heartbeat::run(&app.inner.services, &app.inner.host, link).await })
+        Box::pin(async move { heartbeat::run(&app.inner.services, link).await })
     }
 }
 

@@ -91,7 +91,11 @@ fn power_map(action: &str, correlation_id: Value, error: String) -> Map<String, 
 }
 
 pub(super) async fn run_command(services: &Services, req: RunCommandRequest) -> Value {
-    tracing::info!(method = %req.method, api = %req.api, port = ?req.port, "run_command requested");
+    // The query string may carry tokens: INFO names the path only, DEBUG has the rest (headers
+    // and bodies are never logged).
+    let path = req.api.split('?').next().unwrap_or_default();
+    tracing::info!(method = %req.method, api = %path, port = ?req.port, "run_command requested");
+    tracing::debug!(api = %req.api, "run_command api with its query");
     let cid = req.correlation_id.clone();
     let form = req.form;
     match (form, services.runtime.run_command(req).await) {

@@ -8,6 +8,7 @@ use tokio::sync::mpsc::Receiver;
 use super::*;
 use crate::cloud::OutboundForTest;
 use crate::netevents::{NetmonEvent, decode_line};
+use crate::usage::Usage;
 
 /// A runtime side that refuses everything: the topic layer's validation and error answers are
 /// seen without any runtime behind them.
@@ -117,6 +118,7 @@ fn app_with(runtime: Arc<dyn RuntimeOps>, interfaces: InterfaceCache) -> App {
     App::new(Services {
         started: Instant::now(),
         interfaces,
+        host: crate::host::HostMonitor::new(),
         runtime,
     })
 }
@@ -472,19 +474,19 @@ async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
     let a = app_with(Arc::new(Unavailable), cache);
     let now = timefmt_now();
     {
-        let mut usage = a.host_usage().lock().unwrap();
+        let mut usage = a.host().usage();
         usage.push(
             now - 7200,
-            HostUsage {
-                cpu: 50,
-                memory: 100,
+            Usage {
+                cpu: 50.0,
+                memory: 100.0,
             },
         );
         usage.push(
             now - 60,
-            HostUsage {
-                cpu: 12,
-                memory: 2560,
+            Usage {
+                cpu: 12.0,
+                memory: 2560.0,
             },
         );
     }
@@ -571,27 +573,55 @@ async fn consumption_periods_that_do_not_parse_are_refused_naming_the_field() {
     }
 }
 
+#[tokio::test]
+async fn run_command_logs_no_query_string_or_body_at_info() {
+    let request = json!({"correlation_id": 11, "device_id": "plc-logs", "method": "POST",
+                         "api": "api/upload?token=s3cr3t-query", "data": {"password": "s3cr3t-body"}});
+    let (link, _rx) = Link::for_test();
+    let a = app(Arc::new(Fake));
+    let (guard, info) = crate::logging::capture::at(tracing::Level::INFO);
+    ack(&a, &link, "run_command", vec![request.clone()]).await;
+    drop(guard);
+    let text = info.text();
+    // Method, path without its query and the runtime are there; the query and the body are not.
+    assert!(text.contains("run_command requested"), "{text}");
+    assert!(
+        text.contains("method=POST") && text.contains("api=api/upload "),
+        "{text}"
+    );
+    assert!(text.contains("plc-logs"), "{text}");
+    assert!(!text.contains("s3cr3t"), "{text}");
+    // The details are at DEBUG (the body never).
+    let (guard, debug) = crate::logging::capture::at(tracing::Level::DEBUG);
+    ack(&a, &link, "run_command", vec![request]).await;
+    drop(guard);
+    let text = debug.text();
+    assert!(text.contains("token=s3cr3t-query"), "{text}");
+    assert!(!text.contains("s3cr3t-body"), "{text}");
+}
+
 #[test]
 fn host_usage_series_are_downsampled_to_at_most_1440_integer_points() {
-    use crate::usage::{CAPACITY, MAX_POINTS, Period, RingBuffer};
+    use crate::usage::{MAX_POINTS, Period, UsageHistory};
     let now = 1_732_130_000;
-    // A full 48 h buffer at 5 s, oldest first, the newest 1 s before `now`.
-    let mut usage = RingBuffer::new(CAPACITY);
-    for i in 0..CAPACITY as i64 {
-        let age = 5 * (CAPACITY as i64 - 1 - i) + 1;
+    // 48 h at 5 s, oldest first, the newest 1 s before `now`.
+    let samples = 48 * 720;
+    let mut usage = UsageHistory::new();
+    for i in 0..samples {
+        let age = 5 * (samples - 1 - i) + 1;
         usage.push(
             now - age,
-            HostUsage {
-                cpu: i % 3,
-                memory: 1000 + i,
+            Usage {
+                cpu: (i % 3) as f32,
+                memory: (1000 + i) as f32,
             },
         );
     }
     let two_days = Period::parse("48h", now).unwrap();
-    let (cpu, memory) = super::host::usage_series(&usage, two_days, two_days);
+    let (cpu, memory) = super::host::usage_series(&usage, two_days, two_days, now);
     for (series, key) in [(&cpu, "cpu"), (&memory, "memory")] {
         assert!(
-            !series.is_empty() && series.len() <= MAX_POINTS,
+            series.len() <= MAX_POINTS && series.len() > MAX_POINTS - 10,
             "{key}: {}",
             series.len()
         );
@@ -603,21 +633,22 @@ fn host_usage_series_are_downsampled_to_at_most_1440_integer_points() {
         );
         assert_eq!(series.last().unwrap()["timestamp"], now - 1);
     }
-    // 34 560 samples in 1440 buckets of 24: the first memory bucket averages 1000..=1023.
-    assert_eq!(memory.len(), 1440);
-    assert_eq!(
-        memory[0]["memory"], 1012,
-        "1011.5 rounds to the nearest integer"
-    );
-    assert_eq!(cpu[0]["cpu"], 1, "24 values of 0, 1, 2 average to 1");
+    // Two-minute buckets of a value rising by 1 per sample: the first averages about 1012.
+    let first = memory[0]["memory"].as_i64().unwrap();
+    assert!((1000..=1030).contains(&first), "{first}");
+    assert_eq!(cpu[0]["cpu"], 1, "values of 0, 1, 2 average to 1");
 
-    // The last hour is 720 samples: returned as is.
+    // The last hour is 720 raw samples: returned as is.
     let hour = Period::last_hour(now);
-    let (cpu, memory) = super::host::usage_series(&usage, hour, hour);
+    let (cpu, memory) = super::host::usage_series(&usage, hour, hour, now);
     let expected = |key: &str| -> Vec<Value> {
-        usage
-            .window(hour)
-            .map(|(ts, s)| json!({"timestamp": ts, key: if key == "cpu" { s.cpu } else { s.memory }}))
+        (0..720)
+            .rev()
+            .map(|back: i64| {
+                let i = samples - 1 - back;
+                let v = if key == "cpu" { i % 3 } else { 1000 + i };
+                json!({"timestamp": now - 1 - 5 * back, key: v})
+            })
             .collect()
     };
     assert_eq!(cpu.len(), 720);
@@ -734,9 +765,9 @@ async fn heartbeat_is_emitted_at_once_with_upstream_keys_in_order() {
         "{ts}"
     );
     assert_eq!(
-        a.host_usage().lock().unwrap().len(),
-        1,
-        "one usage sample per heartbeat"
+        a.host().usage().raw_len(),
+        0,
+        "the heartbeat records nothing: the host sampler does"
     );
 }
 

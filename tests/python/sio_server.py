@@ -10,7 +10,8 @@ Usage:
 
 Prints one JSON object per line on stdout:
   {"ready": <port>}                         once listening
-  {"connect": <sid>, "cn": <peer cert CN>}  a client joined namespace /
+  {"connect": <sid>, "cn": <peer cert CN>, "resumed": <TLS session reused>, "t": <monotonic s>}
+                                            a client joined namespace /
   {"disconnect": <sid>}                     a client left
   {"event": <name>, "sid": <sid>, "args": [...]}
   {"ack": [...], "id": <command id>}        the answer to an {"emit", "ack": true} command
@@ -21,6 +22,12 @@ Reads one JSON command per line on stdin:
   {"emit_binary": <topic>, "id": <any>}      emits a bytes argument (a BINARY_EVENT)
   {"sleep": <seconds>}                       blocks the event loop: no pings, no answers
   {"disconnect": true}                       server-side disconnect of every client
+  {"outage": <seconds>}                      stop listening, disconnect every client, listen again
+                                             after <seconds> (same port and TLS context, so
+                                             session tickets stay valid); prints {"down": t} and
+                                             {"up": t} (monotonic seconds)
+  {"raw": <text>, "count": <n>}              sends <text> n times as raw Engine.IO messages
+                                             (e.g. malformed Socket.IO packets)
   {"refuse": <message or null>}              refuse (CONNECT_ERROR) or accept namespace connects
   {"stop": true}                             exits
 """
@@ -39,6 +46,14 @@ from aiohttp import web
 def out(obj):
     sys.stdout.write(json.dumps(obj) + "\n")
     sys.stdout.flush()
+
+
+def session_reused(environ):
+    request = environ.get("aiohttp.request")
+    if request is None or request.transport is None:
+        return None
+    ssl_object = request.transport.get_extra_info("ssl_object")
+    return None if ssl_object is None else ssl_object.session_reused
 
 
 def peer_cn(environ):
@@ -83,7 +98,8 @@ async def main():
             out({"refused": sid, "cn": peer_cn(environ)})
             raise socketio.exceptions.ConnectionRefusedError(state["refuse"])
         sids.append(sid)
-        out({"connect": sid, "cn": peer_cn(environ)})
+        out({"connect": sid, "cn": peer_cn(environ), "resumed": session_reused(environ),
+             "t": time.monotonic()})
 
     @sio.event
     async def disconnect(sid, *reason):
@@ -106,7 +122,26 @@ async def main():
     site = web.TCPSite(runner, args.host, args.port, ssl_context=ctx)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]
+    state["site"] = site
     out({"ready": port})
+
+    async def outage(seconds):
+        await state["site"].stop()  # refuse new connections from now on
+        for sid in list(sids):
+            await sio.disconnect(sid)
+        out({"down": time.monotonic()})
+        await asyncio.sleep(seconds)
+        site = web.TCPSite(runner, args.host, port, ssl_context=ctx)
+        await site.start()
+        state["site"] = site
+        out({"up": time.monotonic()})
+
+    async def raw(text, count):
+        # Engine.IO has its own session ids.
+        to = sio.manager.eio_sid_from_sid(sids[-1], "/") if sids else None
+        for _ in range(count):
+            await sio.eio.send(to, text)
+        out({"sent_raw": count})
 
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 24)
@@ -161,6 +196,10 @@ async def main():
         elif "refuse" in cmd:
             state["refuse"] = cmd["refuse"]
             out({"refuse": cmd["refuse"]})
+        elif "outage" in cmd:
+            asyncio.ensure_future(outage(float(cmd["outage"])))
+        elif "raw" in cmd:
+            await raw(cmd["raw"], int(cmd.get("count", 1)))
         elif "disconnect" in cmd:
             for sid in list(sids):
                 await sio.disconnect(sid)

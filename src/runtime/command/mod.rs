@@ -374,6 +374,55 @@ pub fn legacy_form_answer(result: &Result<HttpReply, CommandError>) -> Value {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn an_exchange_is_logged_at_info_without_its_query_or_body() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut buf = vec![0u8; 4096];
+            let mut got = Vec::new();
+            while !String::from_utf8_lossy(&got).contains("s3cr3t-body") {
+                let n = s.read(&mut buf).await.expect("read");
+                if n == 0 {
+                    break;
+                }
+                got.extend_from_slice(&buf[..n]);
+            }
+            let answer =
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+            s.write_all(answer.as_bytes()).await.expect("write");
+            String::from_utf8_lossy(&got).into_owned()
+        });
+        let command = HttpCommand::new(
+            "POST",
+            "api/upload?token=s3cr3t-query",
+            Some(port),
+            None,
+            Some(&json!({"password": "s3cr3t-body"})),
+        )
+        .expect("valid command");
+        let (guard, info) = crate::logging::capture::at(tracing::Level::INFO);
+        let reply = execute(Ipv4Addr::LOCALHOST, &command, &Limits::default()).await;
+        drop(guard);
+        assert_eq!(reply.expect("answered").status, 200);
+        let sent = server.await.expect("server");
+        assert!(
+            sent.contains("token=s3cr3t-query"),
+            "the query is sent, only not logged"
+        );
+        let text = info.text();
+        assert!(text.contains("run_command answered"), "{text}");
+        assert!(
+            text.contains("path=\"api/upload\"") && text.contains("status=200"),
+            "{text}"
+        );
+        assert!(!text.contains("s3cr3t"), "{text}");
+    }
+
     fn reply(status: u16, ct: &str, body: &str) -> HttpReply {
         HttpReply {
             status,
