@@ -10,6 +10,9 @@
 //! Usage: `runtime2_bench_rehome [--runtimes N] [--rounds R] [--octets A,B] [--parent NAME]` (the
 //! parent, default `r2bench1`, moves between 10.203.A.0/24 and 10.203.B.0/24; default 152,153).
 
+// A development tool, not shipped: a failed step ends it with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 

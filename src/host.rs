@@ -48,10 +48,10 @@ impl HostSample {
     /// The usage history's point for this reading: CPU % truncated to an integer (as the
     /// original agent stored it), used memory in whole MiB.
     pub fn usage(&self) -> Usage {
-        Usage {
-            cpu: metrics::round1(self.cpu_percent).trunc() as f32,
-            memory: (self.memory_used / (1024 * 1024)) as f32,
-        }
+        Usage::new(
+            metrics::round1(self.cpu_percent).trunc(),
+            (self.memory_used / (1024 * 1024)) as f64,
+        )
     }
 }
 

@@ -120,6 +120,18 @@ pub struct Usage {
     pub memory: f32,
 }
 
+impl Usage {
+    /// A sample from full-precision readings. `f32` keeps percentages and MiB to seven digits,
+    /// which is all an answer shows, at half the history's memory.
+    #[allow(clippy::cast_possible_truncation)]
+    pub fn new(cpu: f64, memory_mib: f64) -> Self {
+        Self {
+            cpu: cpu as f32,
+            memory: memory_mib as f32,
+        }
+    }
+}
+
 /// A sample or a minute mean at unix second `ts` (a mean is stamped with its last sample's time).
 #[derive(Debug, Clone, Copy, PartialEq)]
 struct Point {
@@ -142,10 +154,7 @@ impl OpenMinute {
         let n = f64::from(self.count.max(1));
         Point {
             ts: self.last_ts,
-            usage: Usage {
-                cpu: (self.cpu / n) as f32,
-                memory: (self.memory / n) as f32,
-            },
+            usage: Usage::new(self.cpu / n, self.memory / n),
         }
     }
 }
@@ -283,7 +292,11 @@ pub fn fill_for_benchmark(history: &mut UsageHistory, now: i64, seed: u64) {
     let n = RETENTION / SAMPLE_INTERVAL_SECS;
     for i in 0..n {
         let ts = now - SAMPLE_INTERVAL_SECS * (n - 1 - i);
-        let x = (i as u64).wrapping_mul(2_654_435_761).wrapping_add(seed) % 1000;
+        let x = i
+            .unsigned_abs()
+            .wrapping_mul(2_654_435_761)
+            .wrapping_add(seed)
+            % 1000;
         history.push(
             ts,
             Usage {
@@ -394,7 +407,8 @@ pub fn downsample(points: &[(i64, f64)], max: usize) -> Vec<(i64, f64)> {
         return points.to_vec();
     }
     let span = i128::from(last.0) - i128::from(first.0) + 1;
-    let width = (span.max(1) as u128).div_ceil(max as u128).max(1) as i128;
+    let max_points = i128::try_from(max).unwrap_or(i128::MAX);
+    let width = ((span.max(1) + max_points - 1) / max_points).max(1);
     let mut out: Vec<(i64, f64)> = Vec::with_capacity(max);
     let mut bucket: Option<(i128, i64, f64, u32)> = None;
     for &(ts, v) in points {
@@ -420,6 +434,7 @@ pub fn downsample(points: &[(i64, f64)], max: usize) -> Vec<(i64, f64)> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_wrap)] // small test counts
 mod tests {
     use super::*;
 

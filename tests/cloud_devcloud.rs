@@ -1,6 +1,15 @@
 //! The agent binary against devcloud (socketioxide) with mutual TLS on loopback: acks, a server
 //! restart (back within 6 s, one heartbeat stream), a frozen server, and refused certificates.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod cloud_support;
 mod support;
 

@@ -2,6 +2,15 @@
 //! mTLS: handler concurrency, one `on_connect` loop per connection, `LinkClosed` after a
 //! disconnect, and pongs that no slow handler can delay.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod cloud_support;
 mod support;
 

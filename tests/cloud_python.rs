@@ -4,6 +4,15 @@
 //! TLS session resumption after an outage, host sampling while the cloud is away, what INFO logs
 //! of a run_command, graceful exit.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod cloud_support;
 mod support;
 

@@ -4,6 +4,15 @@
 //! however often it retries, and nothing it sends reaches the interface cache; the same socket is
 //! read when `--netmon-uid` names that uid, and a netmon run as root is read by default.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::io::Write;

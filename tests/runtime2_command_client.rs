@@ -3,6 +3,15 @@
 //! host exactly as the agent reaches runtimes. Agent-level behaviour (both cloud forms, ownership,
 //! heartbeats during a hang) is in `runtime2_run_command.rs`.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::time::Duration;

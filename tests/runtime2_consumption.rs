@@ -2,6 +2,15 @@
 //! sampled like the heartbeat does, give CPU and memory points. The agent-level topic is tested in
 //! `runtime2_run_command.rs` (same agent fixture).
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::time::Duration;

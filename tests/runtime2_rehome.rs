@@ -7,6 +7,15 @@
 //! The agent's library stack runs in-process ([`LibAgent`]: engine + netmon + `Runtimes`), so the
 //! tests exercise exactly what the agent binary wires, without the cloud link.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::time::Duration;

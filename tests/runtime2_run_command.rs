@@ -3,6 +3,15 @@
 //! (`orchestrator-test/https-server`, under its loopback-registry name) on a veth parent, and the
 //! cloud drives it. The agent runs on the host and reaches the runtime on its internal bridge.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::time::{Duration, Instant};

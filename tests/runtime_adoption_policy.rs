@@ -9,6 +9,15 @@
 //! parent interface that does not exist, so the reconcile's network work only logs. Containers use
 //! `--network none`: no traffic leaves them. Guards remove them even when a test fails.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::time::Duration;

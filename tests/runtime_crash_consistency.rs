@@ -2,6 +2,15 @@
 //! deletes, stops, starts, restarts and a self-destruct, and started again. Nothing acked is lost
 //! or reverted, nothing half-made remains, and the state files list exactly the runtimes that exist.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::collections::{BTreeMap, BTreeSet};

@@ -3,6 +3,15 @@
 //! create that fails midway (rollback), containers that are not ours, and consumption periods that
 //! do not parse.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use serde_json::{Value, json};

@@ -6,6 +6,15 @@
 //! as an interrupted delete and finishes it, while a runtime whose vNIC configuration is still on
 //! disk keeps it (that is what must not be lost).
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,15 @@
 //! Happy paths on the real engine: create (both vNIC generations, static + DHCP, MACs on API 1.41),
 //! status, stop/start/restart (ack + emit), delete; and the boot reconcile after a restart.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use serde_json::{Value, json};

@@ -7,6 +7,15 @@
 //! Resources: one veth pair in the root namespace (the MACVLAN parent), one MACVLAN network on its
 //! 10.203.x.0/24 and one container, all removed by guards.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use orchestrator_agent::netevents::InterfaceCache;

@@ -3,6 +3,15 @@
 //! runtime's name, a create never reuses someone else's `<name>_internal`, and device ids that are
 //! not Docker names never reach the engine.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::time::Duration;

@@ -1,6 +1,15 @@
 //! Crash and hand-over paths on the real engine: SIGKILL in the middle of a create, a corrupt state
 //! file, state files written by the Python agent, and `delete_orchestrator`.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,15 @@
 //! entries rebuilt from the engine and reported; and the boot reconcile removes exactly what a
 //! recorded-but-uncommitted create made (at once, without a graceful stop), never a runtime.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod support;
 
 use serde_json::{Value, json};

@@ -1,6 +1,15 @@
 //! The `devcloud` binary end to end: `init` writes the PKI, `serve` prints events as JSON lines,
 //! answers stdin commands and HTTP requests, and stops cleanly on SIGTERM. Loopback only.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod common;
 
 use std::process::Stdio;

@@ -2,6 +2,15 @@
 //! loopback only. The client is `tests/sio_client.py`, run with the python of `ORCH_TEST_PYTHON`
 //! (scripts/test.sh creates that venv), falling back to `target/test-venv/bin/python`.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 mod common;
 
 use std::time::Duration;

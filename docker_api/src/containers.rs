@@ -481,10 +481,9 @@ fn cpu_percent(before: &CpuStats, after: &CpuStats) -> Option<f64> {
         .cpu_usage
         .total_usage
         .saturating_sub(before.cpu_usage.total_usage);
-    let cpus = after
-        .online_cpus
-        .filter(|n| *n > 0)
-        .unwrap_or(after.cpu_usage.percpu_usage.len().max(1) as u32);
+    let cpus = after.online_cpus.filter(|n| *n > 0).unwrap_or_else(|| {
+        u32::try_from(after.cpu_usage.percpu_usage.len().max(1)).unwrap_or(u32::MAX)
+    });
     Some(cpu_delta as f64 / sys_delta as f64 * f64::from(cpus) * 100.0)
 }
 

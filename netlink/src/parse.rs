@@ -289,6 +289,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::cast_possible_truncation)] // random test bytes
     fn random_and_mutated_bytes_never_panic() {
         let mut rng = XorShift(0x9e37_79b9_7f4a_7c15);
         // Valid-looking headers of every rtnetlink type we decode, followed by random bodies.

@@ -1,6 +1,15 @@
 //! Snapshot and event tests against the real kernel, inside network namespaces the tests create
 //! (veth pairs only; addresses from 10.202.0.0/16; nothing leaves the namespace).
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::future::Future;

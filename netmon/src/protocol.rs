@@ -19,6 +19,7 @@ struct Discovery<'a> {
 
 fn line<T: Serialize>(kind: &str, data: T) -> String {
     // Plain structs with string keys and no maps: serialisation cannot fail.
+    #[allow(clippy::expect_used)]
     let mut s = serde_json::to_string(&Envelope { kind, data })
         .expect("serialising the netmon envelope is infallible");
     s.push('\n');

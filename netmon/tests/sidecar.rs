@@ -2,6 +2,15 @@
 //! tests create (veth pairs only, addresses in 10.202.0.0/16, no traffic leaves them). Its
 //! socket lives in a temp dir; tests talk to it as the agent would.
 
+// Tests: a failed expectation is the test's message; casts of test data need no checks.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss
+)]
+
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::fs::PermissionsExt;

@@ -128,6 +128,7 @@ pub fn random_unit() -> f64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // bucket indexes of test draws
 mod tests {
     use super::*;
 

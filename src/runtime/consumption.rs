@@ -179,10 +179,7 @@ impl DeviceUsage {
         if let (Some(cpu), Some(memory)) = (cpu, memory) {
             series.samples.push(
                 now,
-                Usage {
-                    cpu: cpu.max(0.0) as f32,
-                    memory: (memory as f64 / (1024.0 * 1024.0)) as f32,
-                },
+                Usage::new(cpu.max(0.0), memory as f64 / (1024.0 * 1024.0)),
             );
         }
         series.previous = Some(stats);
@@ -383,6 +380,7 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
 }
 
 #[cfg(test)]
+#[allow(clippy::cast_possible_wrap)] // small test counts
 mod tests {
     use super::*;
 

@@ -118,13 +118,14 @@ pub fn parse_netmask(s: &str) -> Result<u8, ParseError> {
     let m = u32::from(
         parse_ipv4(s).map_err(|_| ParseError("expected a dotted netmask such as 255.255.255.0"))?,
     );
-    let prefix = m.leading_ones();
-    if prefix_to_mask(prefix as u8) != m {
+    // At most 32 one bits in a u32.
+    let prefix = u8::try_from(m.leading_ones()).unwrap_or(32);
+    if prefix_to_mask(prefix) != m {
         return Err(ParseError(
             "the netmask's one bits are not contiguous (e.g. 255.255.0.255)",
         ));
     }
-    Ok(prefix as u8)
+    Ok(prefix)
 }
 
 fn prefix_to_mask(prefix: u8) -> u32 {

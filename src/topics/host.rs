@@ -35,10 +35,7 @@ pub(super) async fn consumption_orchestrator(
     body.insert("cpu".to_owned(), json!(info.cpu));
     body.insert("os".to_owned(), json!(info.os));
     body.insert("kernel".to_owned(), json!(info.kernel));
-    body.insert(
-        "disk".to_owned(),
-        json!((disk.total as f64 / crate::metrics::GIB) as u64),
-    );
+    body.insert("disk".to_owned(), json!(disk.total / (1 << 30)));
     body.insert("cpu_usage".to_owned(), Value::Array(cpu_usage));
     body.insert("memory_usage".to_owned(), Value::Array(memory_usage));
     wrap(
@@ -61,7 +58,7 @@ pub(super) fn usage_series(
     let series = |period: Period, key: &str, field: Field| -> Vec<Value> {
         downsample(&usage.series(field, period, now), MAX_POINTS)
             .into_iter()
-            .map(|(ts, v)| json!({"timestamp": ts, key: v.round() as i64}))
+            .map(|(ts, v)| json!({"timestamp": ts, key: round_to_int(v)}))
             .collect()
     };
     (
@@ -127,4 +124,10 @@ fn describe(info: &InterfaceInfo, detailed: bool) -> Value {
         out.insert("addresses".to_owned(), json!(info.ipv4_addresses));
     }
     Value::Object(out)
+}
+
+/// `v` rounded to an integer; out-of-range values saturate (what `as` does for floats).
+#[allow(clippy::cast_possible_truncation)]
+fn round_to_int(v: f64) -> i64 {
+    v.round() as i64
 }

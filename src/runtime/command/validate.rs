@@ -143,7 +143,12 @@ fn invalid_value(field: &'static str, reason: impl Into<String>) -> CommandError
 fn parse_port(v: &Value) -> Result<u16, CommandError> {
     // Booleans are not numbers; a float or a number out of range is not a port.
     match v.as_u64() {
-        Some(p) if (1..=65535).contains(&p) => Ok(p as u16),
+        Some(p)
+            if p >= 1
+                && let Ok(p) = u16::try_from(p) =>
+        {
+            Ok(p)
+        }
         Some(_) => Err(invalid_value("port", "must be between 1 and 65535")),
         None => Err(invalid_type("port", "an integer between 1 and 65535")),
     }
