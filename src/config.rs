@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::cloud::LinkConfig;
 
@@ -48,8 +48,9 @@ pub struct Config {
     )]
     pub mtls_dir: PathBuf,
 
-    /// State directory: runtime_vnics.json, data/clients.json, netmon.sock and logs/.
-    #[arg(long, value_name = "DIR", env = "ORCHESTRATOR_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    /// State directory: runtime_vnics.json, data/clients.json, netmon.sock, agent-health.sock and
+    /// logs/.
+    #[arg(long, value_name = "DIR", env = "ORCHESTRATOR_STATE_DIR", default_value = DEFAULT_STATE_DIR, global = true)]
     pub state_dir: PathBuf,
 
     /// Docker engine address (unix:///path/to/docker.sock). An empty value means the default, as
@@ -72,6 +73,22 @@ pub struct Config {
     /// per module. [default: info]
     #[arg(long, value_name = "LEVEL", env = "ORCHESTRATOR_LOG_LEVEL")]
     pub log_level: Option<String>,
+
+    /// The netmon sidecar's container, which `delete_orchestrator` removes before the agent's own.
+    #[arg(long, value_name = "NAME", env = "ORCHESTRATOR_NETMON_CONTAINER", default_value = crate::runtime::naming::NETMON_CONTAINER)]
+    pub netmon_container: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of running the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Exit 0 when the agent running on this state dir answers on <state-dir>/agent-health.sock
+    /// within 3 s (prints its answer), 1 otherwise. For a container HEALTHCHECK: it needs neither
+    /// the cloud nor the Docker engine.
+    Health,
 }
 
 impl Config {
@@ -150,6 +167,22 @@ mod tests {
         if std::env::var_os("ORCHESTRATOR_MTLS_DIR").is_none() {
             assert_eq!(c.mtls_dir, Path::new("~/.mtls"));
         }
+        if std::env::var_os("ORCHESTRATOR_NETMON_CONTAINER").is_none() {
+            assert_eq!(c.netmon_container, "autonomy_netmon");
+        }
+        assert_eq!(c.command, None);
+    }
+
+    #[test]
+    fn health_is_a_subcommand_that_reads_the_state_dir_on_either_side() {
+        for args in [
+            &["orchestrator-agent", "health", "--state-dir", "/s"][..],
+            &["orchestrator-agent", "--state-dir", "/s", "health"][..],
+        ] {
+            let c = Config::try_parse_from(args).expect("parse");
+            assert_eq!(c.command, Some(Command::Health));
+            assert_eq!(c.state_dir, Path::new("/s"));
+        }
     }
 
     #[test]
@@ -179,6 +212,8 @@ mod tests {
             "img:1",
             "--log-level",
             "debug",
+            "--netmon-container",
+            "netmon-2",
         ])
         .expect("parse");
         assert_eq!(c.server, "https://localhost:8443");
@@ -188,6 +223,7 @@ mod tests {
         assert_eq!(c.docker_host, "unix:///tmp/d.sock");
         assert_eq!(c.runtime_image, "img:1");
         assert_eq!(c.log_level.as_deref(), Some("debug"));
+        assert_eq!(c.netmon_container, "netmon-2");
         let link = c.link();
         assert_eq!(link.mtls_dir, Path::new("/etc/mtls"));
     }
@@ -224,6 +260,7 @@ mod tests {
             "--docker-host",
             "--runtime-image",
             "--log-level",
+            "--netmon-container",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }
