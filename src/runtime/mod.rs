@@ -92,6 +92,8 @@ pub struct RuntimeConfig {
     /// Pause between accepting `delete_orchestrator` and starting the clean-up, so the response emit
     /// leaves before anything is removed.
     pub self_destruct_delay: Duration,
+    /// `--netmon-container`: the sidecar's container, removed by `delete_orchestrator`.
+    pub netmon_container: String,
 }
 
 impl RuntimeConfig {
@@ -104,6 +106,7 @@ impl RuntimeConfig {
             subnet_wait: Duration::from_secs(3),
             stop_grace: Duration::from_secs(10),
             self_destruct_delay: Duration::from_secs(1),
+            netmon_container: naming::NETMON_CONTAINER.to_owned(),
         }
     }
 }
