@@ -16,7 +16,10 @@ use ship_support::{Deployment, Mode, Stack, WAIT};
 use support::{ContainerGuard, LOCAL_IMAGE, NetworkGuard, docker, docker_try, inspect, unique};
 
 async fn install(dep: &Deployment, extra: &[&str]) -> ship_support::Run {
-    let cmd = dep.command(extra);
+    run(dep.command(extra)).await
+}
+
+async fn run(cmd: std::process::Command) -> ship_support::Run {
     tokio::task::spawn_blocking(move || {
         let mut cmd = cmd;
         let out = cmd.output().expect("run install.sh");
@@ -492,7 +495,8 @@ async fn an_offline_install_from_an_archive_then_uninstall_and_purge_leave_nothi
     // Only the archive has them now.
     docker(&["image", "rm", &dep.agent_image, &dep.netmon_image]);
 
-    install(&dep, &["--image-archive", &archive_s])
+    // As `curl -fsSL <url> | sudo bash -s -- ...` runs it: the script on standard input.
+    run(dep.command_piped(&["--image-archive", &archive_s]))
         .await
         .assert_ok();
     let id = dep.cert_cn();

@@ -201,8 +201,23 @@ impl Deployment {
     /// process's environment leaks in.
     pub fn command(&self, extra: &[&str]) -> Command {
         let mut cmd = Command::new("bash");
-        cmd.arg(repo().join("install/install.sh"))
-            .env_clear()
+        cmd.arg(repo().join("install/install.sh"));
+        self.configure(&mut cmd, extra);
+        cmd
+    }
+
+    /// The installer read from standard input, as `curl -fsSL <url> | bash -s -- <args>` runs it.
+    pub fn command_piped(&self, extra: &[&str]) -> Command {
+        let mut cmd = Command::new("bash");
+        cmd.args(["-s", "--"]).stdin(
+            std::fs::File::open(repo().join("install/install.sh")).expect("install/install.sh"),
+        );
+        self.configure(&mut cmd, extra);
+        cmd
+    }
+
+    fn configure(&self, cmd: &mut Command, extra: &[&str]) {
+        cmd.env_clear()
             .env(
                 "PATH",
                 std::env::var_os("PATH").unwrap_or_else(|| "/usr/sbin:/usr/bin:/sbin:/bin".into()),
@@ -220,7 +235,6 @@ impl Deployment {
             .args(["--netmon-image", &self.netmon_image])
             .args(["--runtime-image", &self.runtime_image])
             .args(extra);
-        cmd
     }
 
     /// Runs the installer to the end (blocking: call it from `spawn_blocking` in async tests).
