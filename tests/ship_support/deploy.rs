@@ -15,11 +15,10 @@ use devcloud::{DevCloud, ServerConfig};
 use super::provisioning::Provisioning;
 use crate::support::{IMAGE, InstanceCleanup, docker, docker_try, inspect, require_engine, unique};
 
-/// The images `scripts/build-images.sh` builds from `dist/` for the tests, under loopback-registry
-/// names so the installer's pull fails at once and it uses the local copy. Each deployment uses
-/// tags of its own.
-pub const BASE_AGENT_IMAGE: &str = "127.0.0.1:9/orchestrator-test/orchestrator-agent:ship";
-pub const BASE_NETMON_IMAGE: &str = "127.0.0.1:9/orchestrator-test/autonomy-netmon:ship";
+/// Repositories of the images `scripts/build-images.sh` builds from `dist/` for the tests:
+/// loopback-registry names, so the installer's pull fails at once and it uses the local copy.
+pub const AGENT_REPO: &str = "127.0.0.1:9/orchestrator-test/orchestrator-agent";
+pub const NETMON_REPO: &str = "127.0.0.1:9/orchestrator-test/autonomy-netmon";
 
 /// How long anything the installed agent does may take.
 pub const WAIT: Duration = Duration::from_secs(90);
@@ -28,23 +27,45 @@ fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Builds the base images once per test process; fails loudly when `dist/` is missing.
-pub fn build_images() {
-    static BUILT: OnceLock<()> = OnceLock::new();
+/// The base images for this engine, built once per test process from `dist/` and tagged with the
+/// binaries' checksum (so test runs of other trees on the same engine never swap them under us);
+/// every deployment tags its own copies. Fails loudly when `dist/` is missing.
+pub fn base_images() -> &'static (String, String) {
+    static BUILT: OnceLock<(String, String)> = OnceLock::new();
     BUILT.get_or_init(|| {
+        let arch = match docker(&["version", "--format", "{{.Server.Arch}}"]).as_str() {
+            "arm" => "armv7".to_owned(),
+            other => other.to_owned(),
+        };
+        let sums = repo().join("dist").join(arch).join("SHA256SUMS");
+        let out = Command::new("sha256sum")
+            .arg(&sums)
+            .output()
+            .expect("sha256sum");
+        assert!(
+            out.status.success(),
+            "{} is missing: scripts/test.sh runs `scripts/build-release.sh <this machine's \
+             target>` before the tests",
+            sums.display()
+        );
+        let tag = format!("ship-{}", &String::from_utf8_lossy(&out.stdout)[..12]);
+        let (agent, netmon) = (
+            format!("{AGENT_REPO}:{tag}"),
+            format!("{NETMON_REPO}:{tag}"),
+        );
         let out = Command::new("bash")
             .arg(repo().join("scripts/build-images.sh"))
-            .args(["--agent-image", BASE_AGENT_IMAGE])
-            .args(["--netmon-image", BASE_NETMON_IMAGE])
+            .args(["--agent-image", &agent])
+            .args(["--netmon-image", &netmon])
             .output()
             .expect("run scripts/build-images.sh");
         assert!(
             out.status.success(),
-            "cannot build the images from dist/ (scripts/test.sh runs `scripts/build-release.sh \
-             x86_64-unknown-linux-musl` first): {}",
+            "cannot build the images from dist/: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-    });
+        (agent, netmon)
+    })
 }
 
 /// The default bridge's gateway: the host address a container on that bridge reaches.
@@ -70,7 +91,7 @@ pub struct Stack {
 impl Stack {
     pub async fn start() -> Self {
         require_engine(IMAGE);
-        tokio::task::spawn_blocking(build_images)
+        tokio::task::spawn_blocking(base_images)
             .await
             .expect("join");
         let gateway = bridge_gateway();
@@ -168,10 +189,11 @@ pub struct Deployment {
 impl Deployment {
     pub fn new(stack: &Stack) -> Self {
         let u = unique("oas");
-        let agent_image = format!("127.0.0.1:9/orchestrator-test/orchestrator-agent:{u}");
-        let netmon_image = format!("127.0.0.1:9/orchestrator-test/autonomy-netmon:{u}");
-        docker(&["tag", BASE_AGENT_IMAGE, &agent_image]);
-        docker(&["tag", BASE_NETMON_IMAGE, &netmon_image]);
+        let (base_agent, base_netmon) = base_images();
+        let agent_image = format!("{AGENT_REPO}:{u}");
+        let netmon_image = format!("{NETMON_REPO}:{u}");
+        docker(&["tag", base_agent, &agent_image]);
+        docker(&["tag", base_netmon, &netmon_image]);
         let state_dir = format!("/var/orchestrator-{u}");
         Deployment {
             agent: format!("{u}-agent"),
