@@ -601,6 +601,10 @@ make_ca_bundle() {
 
 main() {
   setup_colours
+  local a
+  for a in "$@"; do
+    case "$a" in -h | --help) usage; return 0 ;; esac
+  done
   check_platform "$@"
   parse_args "$@"
   trap cleanup EXIT

@@ -72,7 +72,7 @@ target_facts() {
 # --- host packages ------------------------------------------------------------------------------
 # Debian packages this machine needs installed for `targets`.
 host_packages() {
-  local t pkgs=(dpkg-dev binutils gcc libc6-dev)
+  local t pkgs=(binutils gcc libc6-dev)
   for t in "$@"; do
     target_facts "$t"
     case "$debarch" in
