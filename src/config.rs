@@ -85,7 +85,7 @@ pub struct Config {
 /// What to do instead of running the agent.
 #[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
 pub enum Command {
-    /// Exit 0 when the agent running on this state dir answers on <state-dir>/agent-health.sock
+    /// Exit 0 when the agent running on this state dir answers on `<state-dir>/agent-health.sock`
     /// within 3 s (prints its answer), 1 otherwise. For a container HEALTHCHECK: it needs neither
     /// the cloud nor the Docker engine.
     Health,
