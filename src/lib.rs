@@ -5,6 +5,7 @@
 //! One module per concern:
 //! - [`config`]: command line and environment (spec §3);
 //! - [`logging`]: tracing set-up, console and rotated log files;
+//! - [`health`]: the liveness socket and the `health` probe of the container image;
 //! - [`cloud`]: Engine.IO v4 / Socket.IO v5 client over a mutual-TLS WebSocket, identity, reconnect;
 //! - [`contract`]: declarative message contracts and their error messages;
 //! - [`topics`]: one small type per cloud topic, the dispatch table and the heartbeat;
@@ -19,6 +20,7 @@
 pub mod cloud;
 pub mod config;
 pub mod contract;
+pub mod health;
 pub mod host;
 pub mod logging;
 pub mod metrics;

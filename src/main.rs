@@ -1,6 +1,7 @@
 //! `orchestrator-agent`: parses the command line and wires the library's modules together.
 //!
-//! The order is: configuration, logging, then (inside the async runtime) the shutdown signal, the
+//! The order is: configuration (`health` answers and exits here, before logging touches the state
+//! dir), logging, then (inside the async runtime) the health socket, the shutdown signal, the
 //! agent's services ([`build_services`], the one place to add a service), and the cloud link,
 //! which runs until SIGTERM or SIGINT. Nothing here exits because the cloud, the certificate or
 //! the Docker engine is unavailable; only a malformed command line ends the process early.
@@ -12,8 +13,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Parser;
 use orchestrator_agent::cloud::{self, Handler};
-use orchestrator_agent::config::Config;
-use orchestrator_agent::{host, logging, netevents, runtime, topics};
+use orchestrator_agent::config::{Command, Config};
+use orchestrator_agent::{health, host, logging, netevents, runtime, topics};
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -23,6 +24,18 @@ const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
 fn main() -> ExitCode {
     let started = Instant::now();
     let config = Config::parse();
+    if config.command == Some(Command::Health) {
+        return match health::probe(&health::socket_path(&config.state_dir)) {
+            Ok(answer) => {
+                println!("{answer}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("unhealthy: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let _log_guard = match logging::init(
         config.log_level.as_deref(),
         &config.log_dir(),
@@ -68,6 +81,7 @@ async fn run(config: Config, started: Instant) -> anyhow::Result<()> {
         state_dir = %config.state_dir.display(),
         "orchestrator-agent starting"
     );
+    health::spawn(health::socket_path(&config.state_dir), started).await;
     let stop = shutdown_signal()?;
 
     let Some(services) = wait_or_stop(&stop, build_services(&config, started)).await else {
@@ -107,6 +121,7 @@ async fn build_services(
     runtime_config.runtime_image = config.runtime_image.clone();
     runtime_config.stop_grace = config.stop_grace;
     runtime_config.rehome_window = config.rehome_window;
+    runtime_config.netmon_container = config.netmon_container.clone();
     let runtimes = runtime::Runtimes::open(docker, interfaces.clone(), runtime_config)
         .await
         .context("cannot open the state files")?;

@@ -95,6 +95,8 @@ pub struct RuntimeConfig {
     pub self_destruct_delay: Duration,
     /// At most one re-home per parent interface within this window (`--rehome-window`).
     pub rehome_window: Duration,
+    /// `--netmon-container`: the sidecar's container, removed by `delete_orchestrator`.
+    pub netmon_container: String,
 }
 
 impl RuntimeConfig {
@@ -109,6 +111,7 @@ impl RuntimeConfig {
             stop_grace: Duration::from_secs(10),
             self_destruct_delay: Duration::from_secs(1),
             rehome_window: rehome::DEFAULT_WINDOW,
+            netmon_container: naming::NETMON_CONTAINER.to_owned(),
         }
     }
 }

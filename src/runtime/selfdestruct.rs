@@ -137,25 +137,16 @@ async fn run(rt: &Runtimes, op: OpHandle) {
         return;
     }
 
-    op.step(
-        "deleting_netmon",
-        format!("removing {}", naming::NETMON_CONTAINER),
-    );
+    let netmon = &rt.config().netmon_container;
+    op.step("deleting_netmon", format!("removing {netmon}"));
     let force = RemoveContainerOptions {
         force: true,
         volumes: false,
     };
-    match rt
-        .docker()
-        .remove_container(naming::NETMON_CONTAINER, force)
-        .await
-    {
+    match rt.docker().remove_container(netmon, force).await {
         Ok(()) => {}
         Err(e) if e.is_not_found() => {}
-        Err(e) => op.warn(format!(
-            "could not remove {}: {e}",
-            naming::NETMON_CONTAINER
-        )),
+        Err(e) => op.warn(format!("could not remove {netmon}: {e}")),
     }
 
     // Cleared before the agent's own container goes: its volume may outlive it, and a new agent on
