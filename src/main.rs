@@ -47,6 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    log_panics();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -155,6 +156,22 @@ fn prefill_for_benchmark(host: &host::HostMonitor, runtimes: &runtime::Runtimes)
         runtimes = n,
         "benchmark mode: usage histories prefilled with 48 h of synthetic samples"
     );
+}
+
+/// Release builds abort on a panic (`panic = "abort"`): unwinding, which would let one command's
+/// panic be answered while the agent runs on, costs 556 KiB on armv7 (2.60 → 3.14 MiB, over that
+/// target's 3 MiB budget). A panic is a bug (outside input is validated, fuzzed and never
+/// unwrapped), and the agent is built to crash safely: every operation's intent is on disk and the
+/// next start finishes it, and the container's restart policy brings the agent back within a second.
+/// This hook puts the panic in the log file, not only on stderr, before the process ends.
+fn log_panics() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        error!(panic = %info, "the agent panicked and stops; it resumes recorded operations when it starts again");
+        // The log file is written by its own thread: give it a moment before the abort.
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        default_hook(info);
+    }));
 }
 
 /// Runs `fut` unless shutdown is asked first (then `None`).

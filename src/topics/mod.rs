@@ -137,17 +137,7 @@ impl App {
                     if let Some(device) = request.device_id() {
                         tracing::Span::current().record("device", device);
                     }
-                    // Run in a task of its own so that a panic in a handler still gets an answer.
-                    let (app, link) = (self.clone(), link.clone());
-                    let work = async move { app.apply(request, &link).await };
-                    match tokio::spawn(work.in_current_span()).await {
-                        Ok(answer) => answer,
-                        Err(e) => {
-                            tracing::error!(error = %e, "topic handler failed");
-                            let cid = &correlation_id;
-                            error_ack(name, cid, "Internal error while handling the request")
-                        }
-                    }
+                    self.apply(request, link).await
                 }
                 Err(rejection) => {
                     tracing::warn!(error = %rejection.error, "request refused");
