@@ -18,6 +18,8 @@
 pub mod cloud;
 pub mod config;
 pub mod contract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod logging;
 pub mod metrics;
 pub mod netevents;

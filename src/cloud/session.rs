@@ -232,34 +232,67 @@ where
             }
             Some(Ok(_)) => continue, // WebSocket ping/pong frames: tungstenite answers pings itself.
         };
-        if text.len() > MAX_INBOUND_MESSAGE {
-            refuse_oversized(text.as_str(), &link);
-            continue;
-        }
-        match packet::decode_eio(text.as_str()) {
-            Ok(EioPacket::Ping(p)) => {
+        match inbound(text.as_str(), MAX_INBOUND_MESSAGE) {
+            Inbound::Pong(pong) => {
                 deadline = Instant::now() + ping_window;
                 // A full control queue already holds pongs: one more would add nothing.
-                let _ = ctl_tx.try_send(Control::Text(packet::encode_eio(&EioPacket::Pong(p))));
+                let _ = ctl_tx.try_send(Control::Text(pong));
             }
-            Ok(EioPacket::Message(m)) => {
-                if let Some(end) = on_message(&m, handler, &link) {
-                    break end;
-                }
+            Inbound::Dispatch { name, args, id } => {
+                dispatch(handler.clone(), link.clone(), name, args, id)
             }
-            Ok(EioPacket::Close) => {
-                break SessionEnd::Lost {
-                    reason: "the server closed the Engine.IO session".into(),
-                };
-            }
-            Ok(EioPacket::Noop | EioPacket::Pong(_)) => {}
-            Ok(EioPacket::Open(_) | EioPacket::Upgrade) => {
-                debug!("cloud: ignoring an unexpected Engine.IO open/upgrade packet")
-            }
-            Err(e) => warn!("cloud: ignoring a malformed Engine.IO packet: {e}"),
+            Inbound::ErrorAck { id, name, error } => send_error_ack(&link, id, name, error),
+            Inbound::End(reason) => break SessionEnd::Lost { reason },
+            Inbound::Ignore => {}
         }
     };
     Ok(end)
+}
+
+/// What one inbound WebSocket text message of an established session calls for. Pure (it only
+/// logs): the reader loop performs the effect, and the fuzzers feed this directly.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Inbound {
+    /// Send this pong text (the answer to an Engine.IO ping) and restart the ping deadline.
+    Pong(String),
+    /// Run the handler for event `name`; ack with its answer when `id` is set.
+    Dispatch {
+        name: String,
+        args: Vec<Value>,
+        id: Option<u64>,
+    },
+    /// Refuse a request that asked for an ack: answer `id` with an error.
+    ErrorAck {
+        id: u64,
+        name: Option<String>,
+        error: String,
+    },
+    /// The server ended the session.
+    End(String),
+    /// Nothing to do (logged when it matters).
+    Ignore,
+}
+
+/// Decides what `text` calls for. Messages longer than `limit` bytes are refused without being
+/// decoded (answered when they are events asking for an ack).
+pub fn inbound(text: &str, limit: usize) -> Inbound {
+    if text.len() > limit {
+        return refuse_oversized(text, limit);
+    }
+    match packet::decode_eio(text) {
+        Ok(EioPacket::Ping(p)) => Inbound::Pong(packet::encode_eio(&EioPacket::Pong(p))),
+        Ok(EioPacket::Message(m)) => on_message(&m),
+        Ok(EioPacket::Close) => Inbound::End("the server closed the Engine.IO session".into()),
+        Ok(EioPacket::Noop | EioPacket::Pong(_)) => Inbound::Ignore,
+        Ok(EioPacket::Open(_) | EioPacket::Upgrade) => {
+            debug!("cloud: ignoring an unexpected Engine.IO open/upgrade packet");
+            Inbound::Ignore
+        }
+        Err(e) => {
+            warn!("cloud: ignoring a malformed Engine.IO packet: {e}");
+            Inbound::Ignore
+        }
+    }
 }
 
 /// Resolves `host` and tries its addresses in order, each with its own share of
@@ -432,8 +465,8 @@ async fn send_text(ws: &mut Ws, text: String) -> Result<(), Error> {
     }
 }
 
-/// Handles one Socket.IO packet; returns the session end when the packet ends the session.
-fn on_message(text: &str, handler: &Arc<dyn Handler>, link: &Link) -> Option<SessionEnd> {
+/// Decides what one Socket.IO packet (the payload of an Engine.IO message) calls for.
+fn on_message(text: &str) -> Inbound {
     match packet::decode_sio(text) {
         Ok(SioPacket::Event {
             nsp,
@@ -443,17 +476,16 @@ fn on_message(text: &str, handler: &Arc<dyn Handler>, link: &Link) -> Option<Ses
         }) => {
             if nsp != DEFAULT_NSP {
                 warn!(%nsp, event = %name, "cloud: ignoring an event for a namespace we did not join");
-                return None;
+                return Inbound::Ignore;
             }
-            dispatch(handler.clone(), link.clone(), name, args, id);
-            None
+            Inbound::Dispatch { name, args, id }
         }
-        Ok(SioPacket::Disconnect { nsp }) if nsp == DEFAULT_NSP => Some(SessionEnd::Lost {
-            reason: "the server disconnected us from namespace / (DISCONNECT)".into(),
-        }),
-        Ok(SioPacket::ConnectError { data, .. }) => Some(SessionEnd::Lost {
-            reason: format!("CONNECT_ERROR from the server: {data}"),
-        }),
+        Ok(SioPacket::Disconnect { nsp }) if nsp == DEFAULT_NSP => {
+            Inbound::End("the server disconnected us from namespace / (DISCONNECT)".into())
+        }
+        Ok(SioPacket::ConnectError { data, .. }) => {
+            Inbound::End(format!("CONNECT_ERROR from the server: {data}"))
+        }
         Ok(SioPacket::Binary { ack, nsp, id, .. }) => {
             let header = packet::decode_sio_header(text).ok();
             let name = header
@@ -466,33 +498,36 @@ fn on_message(text: &str, handler: &Arc<dyn Handler>, link: &Link) -> Option<Ses
                 "cloud: refused a binary {} packet: binary payloads are not supported",
                 if ack { "ACK" } else { "EVENT" }
             );
-            if let (false, Some(id)) = (ack, id) {
-                send_error_ack(link, id, name, "binary payloads are not supported".into());
+            match (ack, id) {
+                (false, Some(id)) => Inbound::ErrorAck {
+                    id,
+                    name,
+                    error: "binary payloads are not supported".into(),
+                },
+                _ => Inbound::Ignore,
             }
-            None
         }
         Ok(other) => {
             debug!(
                 kind = other.kind(),
                 "cloud: ignoring an unexpected Socket.IO packet"
             );
-            None
+            Inbound::Ignore
         }
         Err(e) => {
             let header = packet::decode_sio_header(text).ok();
             warn!("cloud: refused a malformed Socket.IO packet: {e}");
-            if let Some((h, id)) = header
+            match header
                 .filter(|h| h.kind == '2')
                 .and_then(|h| h.id.map(|id| (h, id)))
             {
-                send_error_ack(
-                    link,
+                Some((h, id)) => Inbound::ErrorAck {
                     id,
-                    packet::peek_event_name(h.payload),
-                    format!("malformed packet: {e}"),
-                );
+                    name: packet::peek_event_name(h.payload),
+                    error: format!("malformed packet: {e}"),
+                },
+                None => Inbound::Ignore,
             }
-            None
         }
     }
 }
@@ -560,8 +595,7 @@ fn send_error_ack(link: &Link, id: u64, name: Option<String>, error: String) {
 }
 
 /// An inbound message over the limit: log it, and answer an event that asked for an ack.
-fn refuse_oversized(text: &str, link: &Link) {
-    let limit = MAX_INBOUND_MESSAGE;
+fn refuse_oversized(text: &str, limit: usize) -> Inbound {
     let sio = text
         .strip_prefix('4')
         .and_then(|m| packet::decode_sio_header(m).ok());
@@ -575,23 +609,26 @@ fn refuse_oversized(text: &str, link: &Link) {
                 "cloud: refused an inbound event of {} bytes (limit {limit} bytes)",
                 text.len()
             );
-            if let Some(id) = h.id {
-                send_error_ack(
-                    link,
+            match h.id {
+                Some(id) => Inbound::ErrorAck {
                     id,
                     name,
-                    format!(
+                    error: format!(
                         "message too large: {} bytes (limit {limit} bytes)",
                         text.len()
                     ),
-                );
+                },
+                None => Inbound::Ignore,
             }
         }
-        _ => warn!(
-            bytes = text.len(),
-            "cloud: refused an inbound message of {} bytes (limit {limit} bytes)",
-            text.len()
-        ),
+        _ => {
+            warn!(
+                bytes = text.len(),
+                "cloud: refused an inbound message of {} bytes (limit {limit} bytes)",
+                text.len()
+            );
+            Inbound::Ignore
+        }
     }
 }
 
