@@ -618,4 +618,40 @@ mod tests {
         );
         assert!(!dir.path().join(VNICS_FILE).exists());
     }
+
+    #[tokio::test]
+    async fn an_odd_entry_does_not_cost_the_other_runtimes_their_entries() {
+        // The `state_files` fuzz target's property "never drop a valid entry" (inputs in
+        // fuzz/regressions/state_files/): one entry of an unexpected shape used to make the whole
+        // file "corrupt", so every runtime in it was forgotten (and no longer adopted as ours).
+        let dir = tempfile::tempdir().unwrap();
+        let vnics = br#"{"plc-1": [{"name": "eth0"}], "odd": null, "plc-2": [1]}"#;
+        std::fs::write(dir.path().join(VNICS_FILE), vnics).unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let clients = br#"{"plc-1": {"ip": "172.30.0.2", "name": "plc-1"}, "plc-3": {"ip": 7}}"#;
+        std::fs::write(dir.path().join(CLIENTS_FILE), clients).unwrap();
+        let s = StateStore::open(dir.path()).await.unwrap();
+
+        assert_eq!(
+            s.vnics_of("plc-1").await,
+            Some(vec![json!({"name": "eth0"})])
+        );
+        assert_eq!(s.known_runtimes().await, ["plc-1", "odd", "plc-2", "plc-3"]);
+        assert_eq!(s.client("plc-1").await.unwrap().ip, "172.30.0.2");
+        // Reported, and the files stay where they are, untouched.
+        assert_eq!(s.warnings().len(), 3, "{:?}", s.warnings());
+        assert_eq!(std::fs::read(dir.path().join(VNICS_FILE)).unwrap(), vnics);
+        assert_eq!(
+            std::fs::read(dir.path().join(CLIENTS_FILE)).unwrap(),
+            clients
+        );
+        // The odd entries are kept verbatim when another runtime's entry is written.
+        s.set_vnics("plc-4", vec![json!({"name": "eth1"})])
+            .await
+            .unwrap();
+        let written: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(VNICS_FILE)).unwrap()).unwrap();
+        assert_eq!(written["odd"], Value::Null);
+        assert_eq!(written["plc-2"], json!([1]));
+    }
 }

@@ -436,5 +436,4 @@ mod tests {
         assert_eq!(written, "0000-01-01T00:00:00.000000+00:00");
         assert!(is_iso8601(&written));
     }
-
 }
