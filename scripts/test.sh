@@ -76,3 +76,12 @@ log "cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 log "cargo test"
 cargo test --workspace
+
+# --- fuzzing (scripts/fuzz.sh; docs/fuzzing.md) ------------------------------------------------
+# A short run of every cargo-fuzz target (seeds and regression inputs replayed first) so CI catches
+# crashes; ORCH_FUZZ_SECONDS sets the per-target budget, 0 skips the stage.
+fuzz_seconds=${ORCH_FUZZ_SECONDS:-10}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  log "fuzz: every target for $fuzz_seconds s"
+  bash scripts/fuzz.sh "$fuzz_seconds"
+fi

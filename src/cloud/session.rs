@@ -788,6 +788,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn inbound_messages_are_decided_without_io_and_limits_come_first() {
+        assert_eq!(inbound("2probe", 100), Inbound::Pong("3probe".into()));
+        assert_eq!(
+            inbound(r#"427["x",{"a":1}]"#, 100),
+            Inbound::Dispatch {
+                name: "x".into(),
+                args: vec![json!({"a": 1})],
+                id: Some(7)
+            }
+        );
+        // Over the limit: refused unread, with an error ack when one was asked for.
+        match inbound(r#"4212["create_new_runtime",{"pad":"xxxxxxxx"}]"#, 20) {
+            Inbound::ErrorAck {
+                id: 12,
+                name,
+                error,
+            } => {
+                assert_eq!(name.as_deref(), Some("create_new_runtime"));
+                assert!(error.starts_with("message too large"), "{error}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(inbound(r#"42["x",{"a":1}]"#, 5), Inbound::Ignore);
+        assert!(matches!(inbound("41", 100), Inbound::End(_)));
+        assert!(matches!(
+            inbound("4213[", 100),
+            Inbound::ErrorAck { id: 13, .. }
+        ));
+    }
+
+    #[test]
     fn outbound_packets_over_the_server_limit_are_not_sent_as_is() {
         let small = Outbound::Event {
             name: "heartbeat".into(),

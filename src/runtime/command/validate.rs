@@ -447,6 +447,20 @@ mod tests {
     }
 
     #[test]
+    fn the_request_targets_the_given_address_only() {
+        // The fuzzers check this for any input (fuzz/fuzz_targets/run_command_url.rs).
+        let c = cmd(
+            json!({"method": "get", "api": "//api/x?y=1", "headers": {"Host": "evil.example"}}),
+        )
+        .unwrap();
+        let r = c.request("172.30.0.2:8443".parse().unwrap()).unwrap();
+        assert_eq!(r.uri(), "/api/x?y=1");
+        assert!(r.uri().authority().is_none());
+        let hosts: Vec<_> = r.headers().get_all(http::header::HOST).iter().collect();
+        assert_eq!(hosts, ["172.30.0.2:8443"]);
+    }
+
+    #[test]
     fn accepts_a_plain_relative_path_and_strips_leading_slashes() {
         assert_eq!(validate_api("api/status").unwrap(), "api/status");
         assert_eq!(validate_api("/api/status").unwrap(), "api/status");
