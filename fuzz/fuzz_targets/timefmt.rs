@@ -31,7 +31,11 @@ fuzz_target!(|data: &[u8]| {
             .assume_offset(again.offset.expect("written with an offset"));
         // Instants before year 0 (UTC) have no RFC 3339 form: they are written as year 0's first.
         let year_0 = time::macros::datetime!(0000-01-01 00:00 UTC);
-        assert_eq!(micros(again), micros(at.max(year_0)), "{text:?} -> {written:?}");
+        assert_eq!(
+            micros(again),
+            micros(at.max(year_0)),
+            "{text:?} -> {written:?}"
+        );
     }
     if let Ok(reference) = OffsetDateTime::parse(text, &Rfc3339)
         && !text.contains(":60")
