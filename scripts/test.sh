@@ -127,5 +127,13 @@ armv7_unit_tests() {
 }
 stage "armv7 unit tests under qemu-arm-static" armv7_unit_tests
 
+# --- fuzzing (scripts/fuzz.sh; docs/fuzzing.md) ------------------------------------------------
+# A short run of every cargo-fuzz target (seeds and regression inputs replayed first) so CI catches
+# crashes; ORCH_FUZZ_SECONDS sets the per-target budget, 0 skips the stage.
+fuzz_seconds=${ORCH_FUZZ_SECONDS:-10}
+if [ "$fuzz_seconds" -gt 0 ]; then
+  stage "fuzz: every target for $fuzz_seconds s" bash scripts/fuzz.sh "$fuzz_seconds"
+fi
+
 log "wall time per stage"
 printf '%s\n' "${stage_times[@]}"

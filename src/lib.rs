@@ -20,6 +20,8 @@
 pub mod cloud;
 pub mod config;
 pub mod contract;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod host;
 pub mod logging;

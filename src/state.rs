@@ -21,6 +21,8 @@
 //! directory) and serialized (the store's lock is held across the write). A file that cannot be
 //! parsed is never overwritten silently: it is renamed to `<file>.corrupt-<UTC timestamp>`, logged at
 //! ERROR and reported by [`StateStore::warnings`]; the store then starts from empty for that file.
+//! A file that parses but has entries of an unexpected shape is used as it is: those entries are
+//! kept verbatim and reported, since one odd entry must not cost every other runtime its entry.
 //!
 //! This module must never talk to Docker or decide anything about runtimes: it stores what it is told.
 
@@ -90,8 +92,9 @@ pub struct Tombstone {
     pub at: String,
 }
 
+/// The intent journal's content.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-struct Pending {
+pub struct Pending {
     #[serde(default)]
     operations: std::collections::BTreeMap<String, Intent>,
     #[serde(default)]
@@ -434,68 +437,110 @@ fn load_all(dir: &Path) -> Loaded {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut warnings = Vec::new();
     let mut files = Files::default();
-    if let Some(v) = load_one(&dir.join(VNICS_FILE), valid_vnics, &mut warnings)? {
-        files.vnics = v.as_object().cloned().unwrap_or_default();
+    if let Some(v) = load_one(&dir.join(VNICS_FILE), decode_vnics, &mut warnings)? {
+        files.vnics = v;
     }
-    if let Some(v) = load_one(&dir.join(CLIENTS_FILE), valid_clients, &mut warnings)? {
-        files.clients = v.as_object().cloned().unwrap_or_default();
+    if let Some(v) = load_one(&dir.join(CLIENTS_FILE), decode_clients, &mut warnings)? {
+        files.clients = v;
     }
-    if let Some(v) = load_one(&dir.join(STOPPED_FILE), valid_stopped, &mut warnings)? {
-        files.stopped = v
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default();
+    if let Some(v) = load_one(&dir.join(STOPPED_FILE), decode_stopped, &mut warnings)? {
+        files.stopped = v;
     }
-    if let Some(v) = load_one(&dir.join(PENDING_FILE), valid_pending, &mut warnings)? {
-        files.pending = serde_json::from_value(v).unwrap_or_default();
+    if let Some(v) = load_one(&dir.join(PENDING_FILE), decode_pending, &mut warnings)? {
+        files.pending = v;
     }
     Ok((files, warnings))
 }
 
-fn valid_pending(v: &Value) -> bool {
-    serde_json::from_value::<Pending>(v.clone()).is_ok()
+/// Decodes `pending_operations.json`; `Err` when it is not a journal (it is then kept aside).
+pub fn decode_pending(bytes: &[u8]) -> Result<Decoded<Pending>, String> {
+    serde_json::from_slice::<Pending>(bytes)
+        .map(|p| (p, Vec::new()))
+        .map_err(|e| e.to_string())
 }
 
-fn valid_vnics(v: &Value) -> bool {
-    v.as_object().is_some_and(|m| {
-        m.values()
-            .all(|l| l.as_array().is_some_and(|a| a.iter().all(Value::is_object)))
-    })
+/// A decoded state file, and what in it had an unexpected shape.
+type Decoded<T> = (T, Vec<String>);
+
+/// Decodes `runtime_vnics.json`. `Err` when the bytes are not a JSON object (nothing is usable).
+/// Otherwise every entry is kept verbatim, also one whose value is not a list of vNIC objects: it
+/// is reported, and readers skip what they cannot read, but one odd entry must not cost every
+/// other runtime its entry (and with it its adoption as ours).
+pub fn decode_vnics(bytes: &[u8]) -> Result<Decoded<Map<String, Value>>, String> {
+    let map = decode_object(bytes)?;
+    let odd = map
+        .iter()
+        .filter(|(_, l)| !l.as_array().is_some_and(|a| a.iter().all(Value::is_object)))
+        .map(|(k, _)| format!("entry {k:?} is not a list of vNIC objects"))
+        .collect();
+    Ok((map, odd))
 }
 
-fn valid_clients(v: &Value) -> bool {
-    v.as_object().is_some_and(|m| {
-        m.values().all(|e| {
-            e.as_object()
+/// Decodes `data/clients.json`, like [`decode_vnics`]: entries that are not `{"ip": <string>, …}`
+/// objects are kept verbatim and reported.
+pub fn decode_clients(bytes: &[u8]) -> Result<Decoded<Map<String, Value>>, String> {
+    let map = decode_object(bytes)?;
+    let odd = map
+        .iter()
+        .filter(|(_, e)| {
+            !e.as_object()
                 .is_some_and(|o| o.get("ip").is_none_or(|ip| ip.is_string() || ip.is_null()))
         })
-    })
+        .map(|(k, _)| format!("entry {k:?} is not an {{\"ip\", \"name\"}} object"))
+        .collect();
+    Ok((map, odd))
 }
 
-fn valid_stopped(v: &Value) -> bool {
-    v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+/// Decodes `stopped_runtimes.json`: the strings of a JSON array (anything else is reported).
+fn decode_stopped(bytes: &[u8]) -> Result<Decoded<Vec<String>>, String> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    let Value::Array(items) = v else {
+        return Err("unexpected structure: not a JSON array".into());
+    };
+    let odd = items
+        .iter()
+        .filter(|i| !i.is_string())
+        .map(|i| format!("{i} is not a runtime name"))
+        .collect();
+    let names = items
+        .into_iter()
+        .filter_map(|i| match i {
+            Value::String(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    Ok((names, odd))
 }
 
-/// Reads and checks one file. Missing → `None`. Unparseable or wrongly shaped → moved aside,
-/// reported, `None`.
-fn load_one(
+fn decode_object(bytes: &[u8]) -> Result<Map<String, Value>, String> {
+    match serde_json::from_slice::<Value>(bytes).map_err(|e| e.to_string())? {
+        Value::Object(map) => Ok(map),
+        _ => Err("unexpected structure: not a JSON object".into()),
+    }
+}
+
+/// Reads and decodes one file. Missing → `None`. Undecodable → moved aside, reported, `None`.
+/// Decodable with odd entries → used as decoded, the odd entries reported.
+fn load_one<T>(
     path: &Path,
-    valid: fn(&Value) -> bool,
+    decode: fn(&[u8]) -> Result<Decoded<T>, String>,
     warnings: &mut Vec<String>,
-) -> Result<Option<Value>, StateError> {
+) -> Result<Option<T>, StateError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io_err(path)(e)),
     };
-    let why = match serde_json::from_slice::<Value>(&bytes) {
-        Ok(v) if valid(&v) => return Ok(Some(v)),
-        Ok(_) => "unexpected structure".to_owned(),
-        Err(e) => e.to_string(),
+    let why = match decode(&bytes) {
+        Ok((value, odd)) => {
+            for problem in odd {
+                let msg = format!("state file {}: {problem}", path.display());
+                warn!("{msg}");
+                warnings.push(msg);
+            }
+            return Ok(Some(value));
+        }
+        Err(why) => why,
     };
     let aside = corrupt_name(path);
     std::fs::rename(path, &aside).map_err(io_err(path))?;
@@ -786,5 +831,41 @@ mod tests {
             b"{\"plc\": ["
         );
         assert!(!dir.path().join(VNICS_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn an_odd_entry_does_not_cost_the_other_runtimes_their_entries() {
+        // The `state_files` fuzz target's property "never drop a valid entry" (inputs in
+        // fuzz/regressions/state_files/): one entry of an unexpected shape used to make the whole
+        // file "corrupt", so every runtime in it was forgotten (and no longer adopted as ours).
+        let dir = tempfile::tempdir().unwrap();
+        let vnics = br#"{"plc-1": [{"name": "eth0"}], "odd": null, "plc-2": [1]}"#;
+        std::fs::write(dir.path().join(VNICS_FILE), vnics).unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let clients = br#"{"plc-1": {"ip": "172.30.0.2", "name": "plc-1"}, "plc-3": {"ip": 7}}"#;
+        std::fs::write(dir.path().join(CLIENTS_FILE), clients).unwrap();
+        let s = StateStore::open(dir.path()).await.unwrap();
+
+        assert_eq!(
+            s.vnics_of("plc-1").await,
+            Some(vec![json!({"name": "eth0"})])
+        );
+        assert_eq!(s.known_runtimes().await, ["plc-1", "odd", "plc-2", "plc-3"]);
+        assert_eq!(s.client("plc-1").await.unwrap().ip, "172.30.0.2");
+        // Reported, and the files stay where they are, untouched.
+        assert_eq!(s.warnings().len(), 3, "{:?}", s.warnings());
+        assert_eq!(std::fs::read(dir.path().join(VNICS_FILE)).unwrap(), vnics);
+        assert_eq!(
+            std::fs::read(dir.path().join(CLIENTS_FILE)).unwrap(),
+            clients
+        );
+        // The odd entries are kept verbatim when another runtime's entry is written.
+        s.set_vnics("plc-4", vec![json!({"name": "eth1"})])
+            .await
+            .unwrap();
+        let written: Value =
+            serde_json::from_slice(&std::fs::read(dir.path().join(VNICS_FILE)).unwrap()).unwrap();
+        assert_eq!(written["odd"], Value::Null);
+        assert_eq!(written["plc-2"], json!([1]));
     }
 }

@@ -189,8 +189,13 @@ fn parse_offset(zone: &str) -> Option<UtcOffset> {
 }
 
 /// Formats an instant as UTC with microseconds and a `Z`: `2025-11-20T20:30:45.123456Z`.
+///
+/// RFC 3339 has four-digit years only: an instant before year 0 in UTC (as `0000-01-01T00+10`
+/// is) is written as the first instant of year 0 rather than as an unparseable `-001-…`.
 pub fn format_utc_micros(at: OffsetDateTime) -> String {
-    let at = at.to_offset(UtcOffset::UTC);
+    let at = at
+        .to_offset(UtcOffset::UTC)
+        .max(time::macros::datetime!(0000-01-01 00:00 UTC));
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
         at.year(),
@@ -419,5 +424,16 @@ mod tests {
                 let _ = parse_iso8601(text);
             }
         }
+    }
+
+    #[test]
+    fn instants_before_year_0_are_written_as_parseable_text() {
+        // Found by the `timefmt` fuzz target (input kept in fuzz/regressions/timefmt/): day 1 of
+        // year 0 at 00:00 +10:00 is 14:00 UTC on 31 December of year -1, which was written as
+        // "-001-12-31T14:00:00.000000+00:00", a text no RFC 3339 reader (this one included) takes.
+        let iso = parse_iso8601("0000001T00+1000").unwrap();
+        let written = format_utc_micros(iso.local.assume_offset(iso.offset.unwrap()));
+        assert_eq!(written, "0000-01-01T00:00:00.000000+00:00");
+        assert!(is_iso8601(&written));
     }
 }

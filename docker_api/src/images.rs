@@ -224,7 +224,7 @@ impl Docker {
     }
 }
 
-fn decode_progress(line: &[u8], image: &str, what: &str) -> Result<PullProgress> {
+pub(crate) fn decode_progress(line: &[u8], image: &str, what: &str) -> Result<PullProgress> {
     let msg: PullProgress = serde_json::from_slice(line).map_err(|e| Error::Decode {
         what: what.to_owned(),
         reason: e.to_string(),

@@ -19,6 +19,8 @@ mod encode;
 mod error;
 mod events;
 mod filters;
+#[doc(hidden)]
+pub mod fuzzing;
 mod images;
 mod lines;
 mod networks;

@@ -25,7 +25,8 @@ mod credentials;
 pub mod identity;
 pub mod packet;
 mod reconnect;
-mod session;
+// `pub(crate)` only so the `fuzzing` facade can re-export the pure `inbound` decision.
+pub(crate) mod session;
 pub mod tls;
 
 pub use reconnect::run;

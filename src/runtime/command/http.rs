@@ -88,19 +88,7 @@ where
         let _ = connection.await;
     }));
 
-    // hyper's connection-level client writes the URI as the request target: origin-form only.
-    let uri = format!("/{}", command.path_and_query);
-    let mut request = http::Request::builder()
-        .method(command.method.clone())
-        .uri(&uri)
-        .header(http::header::HOST, addr.to_string());
-    for (name, value) in &command.headers {
-        request = request.header(name, value);
-    }
-    let body = command.body.clone().unwrap_or_default();
-    let request = request
-        .body(Full::new(body))
-        .map_err(|e| CommandError::Http(format!("cannot build the request: {e}")))?;
+    let request = command.request(addr)?.map(Full::new);
 
     let response = sender
         .send_request(request)

@@ -2,6 +2,8 @@
 //! `api` path, port, forwarded headers and body encoding. No I/O here, so it is unit-tested directly
 //! and is a fuzz target; the HTTP exchange lives in `super::http`.
 
+use std::net::SocketAddr;
+
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Method};
 use serde_json::{Map, Value};
@@ -126,6 +128,25 @@ impl HttpCommand {
             headers: forwarded,
             body,
         })
+    }
+}
+
+impl HttpCommand {
+    /// The HTTP request to send to the runtime at `addr`: origin-form target (hyper's
+    /// connection-level client writes the URI as the request target), `Host` set to `addr`, the
+    /// forwarded headers, the body. Pure, so the fuzzers can check that no `api` or header moves
+    /// the request off the runtime's origin.
+    pub fn request(&self, addr: SocketAddr) -> Result<http::Request<Bytes>, CommandError> {
+        let mut request = http::Request::builder()
+            .method(self.method.clone())
+            .uri(format!("/{}", self.path_and_query))
+            .header(http::header::HOST, addr.to_string());
+        for (name, value) in &self.headers {
+            request = request.header(name, value);
+        }
+        request
+            .body(self.body.clone().unwrap_or_default())
+            .map_err(|e| CommandError::Http(format!("cannot build the request: {e}")))
     }
 }
 
@@ -428,6 +449,20 @@ mod tests {
 
     fn cmd(v: Value) -> Result<HttpCommand, CommandError> {
         HttpCommand::from_json(v.as_object().expect("test input is an object"))
+    }
+
+    #[test]
+    fn the_request_targets_the_given_address_only() {
+        // The fuzzers check this for any input (fuzz/fuzz_targets/run_command_url.rs).
+        let c = cmd(
+            json!({"method": "get", "api": "//api/x?y=1", "headers": {"Host": "evil.example"}}),
+        )
+        .unwrap();
+        let r = c.request("172.30.0.2:8443".parse().unwrap()).unwrap();
+        assert_eq!(r.uri(), "/api/x?y=1");
+        assert!(r.uri().authority().is_none());
+        let hosts: Vec<_> = r.headers().get_all(http::header::HOST).iter().collect();
+        assert_eq!(hosts, ["172.30.0.2:8443"]);
     }
 
     #[test]
