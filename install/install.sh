@@ -35,9 +35,12 @@ DEFAULT_STATE_DIR=/var/orchestrator
 CSR_SUBJECT_PREFIX="C=BR, ST=SP, L=SaoPaulo, O=AutonomyLogic, OU=Production"
 # Inside the agent's container (the original's mount point; the image points the agent at it).
 CONTAINER_MTLS_DIR=/root/.mtls
-# Capabilities the network monitor needs beyond none: watching rtnetlink and serving its socket
-# needs none today. Host-side network work (DHCP clients, moving NICs) will add to this list.
-NETMON_CAPS=()
+# Capabilities the network monitor needs (docs/netmon.md "Privileges"): watching rtnetlink and
+# serving its socket need none; dedicated NICs do: NET_ADMIN to move a link between network
+# namespaces and set it up, SYS_ADMIN to enter a runtime's namespace (setns) to give it back,
+# SYS_PTRACE to open /proc/<pid>/ns/net of a runtime that holds capabilities netmon lacks. With
+# --pid host, so a runtime's PID is netmon's too. Not --privileged.
+NETMON_CAPS=(NET_ADMIN SYS_ADMIN SYS_PTRACE)
 
 # --- output --------------------------------------------------------------------------------------
 c_red="" c_green="" c_yellow="" c_bold="" c_off=""
@@ -432,7 +435,7 @@ common_run_options() {
 }
 
 netmon_run_args() {
-  local args=(--name "$NETMON_NAME" --network host --label edge.autonomy.role=netmon --cap-drop ALL)
+  local args=(--name "$NETMON_NAME" --network host --pid host --label edge.autonomy.role=netmon --cap-drop ALL)
   local cap
   for cap in "${NETMON_CAPS[@]}"; do args+=(--cap-add "$cap"); done
   mapfile -t -O ${#args[@]} args < <(common_run_options)

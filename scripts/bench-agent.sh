@@ -46,13 +46,16 @@ done
 
 tdir=${CARGO_TARGET_DIR:-target}
 triple=$(rustc -vV | sed -n 's/^host: //p')
+# The prefill hook exists only in builds with the `bench-hooks` feature (never shipped).
+features=""
+if [ -n "$prefill" ]; then features="--features orchestrator-agent/bench-hooks"; fi
 if [ -n "$build" ]; then
   echo "==> building the release binaries" >&2
-  cargo build -q --release -p orchestrator-agent -p devcloud -p autonomy-netmon
+  cargo build -q --release -p orchestrator-agent -p devcloud -p autonomy-netmon $features
   if [ -n "$static" ]; then
     echo "==> building the static release binaries ($triple)" >&2
     RUSTFLAGS="-C target-feature=+crt-static" \
-      cargo build -q --release -p orchestrator-agent -p autonomy-netmon --target "$triple"
+      cargo build -q --release -p orchestrator-agent -p autonomy-netmon $features --target "$triple"
   fi
 fi
 bindir="$tdir/release"

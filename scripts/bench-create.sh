@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench-create.sh: must run as root (veth links)" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "bench-create.sh: the Docker engine is not running" >&2; exit 1; }
 bash scripts/test-images.sh >/dev/null
-cargo build --quiet --example runtime_bench_create
-exec "${CARGO_TARGET_DIR:-target}/debug/examples/runtime_bench_create" "$@"
+cargo build --quiet --example bench_create
+exec "${CARGO_TARGET_DIR:-target}/debug/examples/bench_create" "$@"

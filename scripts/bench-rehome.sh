@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench-rehome.sh: must run as root (veth links)" >&2; exit 1; }
 bash scripts/test-images.sh >/dev/null
 cargo build --quiet -p autonomy-netmon
-cargo build --quiet --example runtime2_bench_rehome
-exec "${CARGO_TARGET_DIR:-target}/debug/examples/runtime2_bench_rehome" "$@"
+cargo build --quiet --example bench_rehome
+exec "${CARGO_TARGET_DIR:-target}/debug/examples/bench_rehome" "$@"

@@ -8,5 +8,5 @@ cd "$(dirname "$0")/.."
 [ "$(id -u)" -eq 0 ] || { echo "bench-selfdestruct.sh: must run as root (veth link)" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "bench-selfdestruct.sh: the Docker engine is not running" >&2; exit 1; }
 bash scripts/test-images.sh >/dev/null
-cargo build --quiet --example runtime_bench_selfdestruct
-exec "${CARGO_TARGET_DIR:-target}/debug/examples/runtime_bench_selfdestruct" "$@"
+cargo build --quiet --example bench_selfdestruct
+exec "${CARGO_TARGET_DIR:-target}/debug/examples/bench_selfdestruct" "$@"

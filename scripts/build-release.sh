@@ -350,7 +350,17 @@ build() {
     # shellcheck source=/dev/null
     . "$tc/env.sh"
     cd "$root"
-    cargo build --locked --release -Zbuild-std=std,panic_abort --target "$t" \
+    # Shipped binaries only (not the armv7 test builds that share env.sh): no file/line/column
+    # strings for panic locations. A panic still logs its message (and aborts); the size goes to
+    # the armv7 agent's 3 MiB budget (docs/benchmarks.md).
+    local up
+    up=$(printf '%s' "$t" | tr 'a-z-' 'A-Z_')
+    export "CARGO_TARGET_${up}_RUSTFLAGS=$(printenv "CARGO_TARGET_${up}_RUSTFLAGS") -Zlocation-detail=none"
+    # cargo's default std features without `backtrace`: std's DWARF symbolizer (gimli, object,
+    # miniz_oxide) has nothing to read in a stripped binary. Frames are still captured: with
+    # RUST_BACKTRACE set, the agent's panic hook logs their addresses.
+    cargo build --locked --release -Zbuild-std=std,panic_abort \
+      -Zbuild-std-features=default,panic-unwind --target "$t" \
       -p orchestrator-agent -p autonomy-netmon --bins
   ) || die "cargo build for $t failed"
   out="$dist/$arch"

@@ -20,28 +20,28 @@ docker tag "$image" "127.0.0.1:9/$image"
 echo "test images: $image, 127.0.0.1:9/$image"
 
 # orchestrator-test/https-server:latest (+ its 127.0.0.1:9/ twin): a stand-in for the OpenPLC runtime's
-# REST API for the run_command tests: examples/runtime2_https_server.rs serving HTTPS on 8443 (fresh
-# self-signed certificate) and plain HTTP on 8080. Built as a normal (dynamically linked) debug example,
+# REST API for the run_command tests: test_support's https-test-server serving HTTPS on 8443 (fresh
+# self-signed certificate) and plain HTTP on 8080. Built as a normal (dynamically linked) debug binary,
 # imported with exactly the shared libraries `ldd` lists. The image carries the stripped binary's sha256 as a
 # label, so it is rebuilt only when the binary changed.
 server_image=orchestrator-test/https-server:latest
-cargo build --quiet --example runtime2_https_server
-server_bin="${CARGO_TARGET_DIR:-target}/debug/examples/runtime2_https_server"
+cargo build --quiet -p test_support --bin https-test-server
+server_bin="${CARGO_TARGET_DIR:-target}/debug/https-test-server"
 stmp=$(mktemp -d)
 trap 'rm -rf "$stmp" ${tmp:+"$tmp"}' EXIT
 mkdir -p "$stmp/bin"
-cp "$server_bin" "$stmp/bin/runtime2_https_server"
+cp "$server_bin" "$stmp/bin/https-test-server"
 # Debug info is not needed in the image, and without it the checksum does not depend on the
 # target dir the binary was built in.
-if command -v strip >/dev/null 2>&1; then strip --strip-debug "$stmp/bin/runtime2_https_server"; fi
-server_sum=$(sha256sum "$stmp/bin/runtime2_https_server" | cut -d' ' -f1)
+if command -v strip >/dev/null 2>&1; then strip --strip-debug "$stmp/bin/https-test-server"; fi
+server_sum=$(sha256sum "$stmp/bin/https-test-server" | cut -d' ' -f1)
 if [ "$(docker image inspect --format '{{ index .Config.Labels "orchestrator-test.sha256" }}' "$server_image" 2>/dev/null)" != "$server_sum" ]; then
   for lib in $(ldd "$server_bin" | grep -o '/[^ ]*'); do
     mkdir -p "$stmp$(dirname "$lib")"
     cp -L "$lib" "$stmp$lib"
   done
   tar -C "$stmp" -c . | docker import \
-    --change 'ENTRYPOINT ["/bin/runtime2_https_server"]' \
+    --change 'ENTRYPOINT ["/bin/https-test-server"]' \
     --change "LABEL orchestrator-test=1 orchestrator-test.sha256=$server_sum" \
     - "$server_image" >/dev/null
 fi

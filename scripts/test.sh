@@ -33,6 +33,10 @@ need=()
 command -v dockerd >/dev/null 2>&1 || need+=(docker.io)
 [ -x /bin/busybox ] && /bin/busybox --list 2>/dev/null | grep -qx httpd || need+=(busybox-static)
 command -v ip >/dev/null 2>&1 || need+=(iproute2)
+# The debugger bridge's test runtime runs in a runtime container's network namespace.
+command -v nsenter >/dev/null 2>&1 || need+=(util-linux)
+# The DHCP server netmon's DHCP client tests lease from (netmon/src/dhcp/kernel_tests.rs).
+command -v dnsmasq >/dev/null 2>&1 || [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
@@ -52,6 +56,7 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (rustup) 
 # --- Docker engine -----------------------------------------------------------------------------
 started_dockerd=""
 cleanup() {
+  if [ -n "${started_engine26:-}" ]; then bash scripts/engine-26.sh stop || true; fi
   if [ -n "$started_dockerd" ]; then
     log "stopping the dockerd this script started"
     kill "$started_dockerd" 2>/dev/null || true
@@ -74,17 +79,18 @@ if ! docker info >/dev/null 2>&1; then
     die "the Docker engine could not be started; engine tests cannot run"
   }
 fi
-log "engine: $(docker version --format 'Docker {{.Server.Version}}, API {{.Server.APIVersion}}')"
+engine=$(docker version --format 'Docker {{.Server.Version}}, API {{.Server.APIVersion}}')
+log "engine: $engine"
 
 # --- test images and Python peers --------------------------------------------------------------
 log "building local test images"
 bash scripts/test-images.sh
 
 venv="$root/target/test-venv"
-if ! "$venv/bin/python" -c 'import socketio, aiohttp' >/dev/null 2>&1; then
-  log "creating the Python venv for the python-socketio test server"
+if ! "$venv/bin/python" -c 'import socketio, aiohttp, prometheus_client' >/dev/null 2>&1; then
+  log "creating the Python venv for the python-socketio test server and the Prometheus text parser"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install -q --disable-pip-version-check python-socketio aiohttp
+  "$venv/bin/pip" install -q --disable-pip-version-check python-socketio aiohttp prometheus_client
 fi
 export ORCH_TEST_PYTHON="$venv/bin/python"
 
@@ -112,7 +118,35 @@ workflow_lint() {
 stage "workflow lint (yamllint, actionlint)" workflow_lint
 stage "cargo fmt --check" cargo fmt --all -- --check
 stage "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
-stage "cargo test" cargo test --workspace
+stage "cargo test (engine tests on $engine)" cargo test --workspace --no-fail-fast
+
+# --- engine matrix: the engine tests again on Docker 26.1 ---------------------------------------
+# Docker 26.1 (API 1.45: networks given at create with per-endpoint MACs, the code path of Docker's
+# own install script) from Debian trixie's packages, extracted under target/engine-26 and run beside
+# the machine's engine on its own socket (scripts/engine-26.sh). Every test that talks to an engine
+# runs again with DOCKER_HOST pointing at it; the shipping tests (FROM-scratch images run on the
+# machine's engine) and the engine-free tests ran above.
+engine26_tests() {
+  local host
+  host=$(bash scripts/engine-26.sh start)
+  started_engine26=1
+  local e26
+  e26=$(DOCKER_HOST=$host docker version --format 'Docker {{.Server.Version}}, API {{.Server.APIVersion}}')
+  log "engine matrix: $e26 at $host"
+  DOCKER_HOST=$host bash scripts/test-images.sh
+  local tests=()
+  for f in tests/runtime_*.rs tests/command_*.rs; do
+    tests+=(--test "$(basename "$f" .rs)")
+  done
+  # Every binary runs (no fail-fast) so one failure does not hide the others.
+  local rc=0
+  DOCKER_HOST=$host cargo test --no-fail-fast -p docker_api --test engine || rc=1
+  DOCKER_HOST=$host cargo test --no-fail-fast -p orchestrator-agent "${tests[@]}" || rc=1
+  bash scripts/engine-26.sh stop
+  started_engine26=""
+  [ "$rc" -eq 0 ] || die "engine tests failed on $e26"
+}
+stage "engine tests on Docker 26.1 (scripts/engine-26.sh)" engine26_tests
 
 # --- 32-bit: every crate's unit tests built for armv7 and run under qemu-arm-static ---------------
 # Debug profile (no LTO: fast to build); the toolchain set up above is reused.

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use netmon_proto::parse_duration;
 
 use crate::cloud::LinkConfig;
 use crate::logging::{MIN_FILE_BYTES, Retention};
 
-/// Default cloud.
-pub const DEFAULT_SERVER: &str = "https://api.getedge.me";
+/// Default cloud: the one the original agent connects to today (upstream-head §11.1,
+/// `src/index.py`); 3d2c700's `https://api.getedge.me` is the older cloud.
+pub const DEFAULT_SERVER: &str = "https://api.autonomylogic.com:3001";
 /// Default shared state directory (the volume shared with the Python agent's layout).
 pub const DEFAULT_STATE_DIR: &str = "/var/orchestrator";
 /// Default Docker engine address when `DOCKER_HOST` is not set.
@@ -31,12 +33,12 @@ pub struct Config {
     /// The cloud to connect to: `https://host[:port]`. The link uses
     /// `wss://host[:port]/socket.io/` (Engine.IO v4, WebSocket only) with mutual TLS; plain http is
     /// refused.
-    #[arg(long, value_name = "URL", env = "ORCHESTRATOR_SERVER", default_value = DEFAULT_SERVER)]
+    #[arg(long, value_name = "URL", env = "ORCHESTRATOR_SERVER", default_value = DEFAULT_SERVER, global = true)]
     pub server: String,
 
     /// Extra trusted root certificates (PEM, one or more) for verifying the server, added to the
     /// bundled web roots.
-    #[arg(long, value_name = "PEM", env = "ORCHESTRATOR_CA_FILE")]
+    #[arg(long, value_name = "PEM", env = "ORCHESTRATOR_CA_FILE", global = true)]
     pub ca_file: Option<PathBuf>,
 
     /// Directory holding the agent's client certificate (client.crt) and key (client.key). The
@@ -46,7 +48,8 @@ pub struct Config {
         long,
         value_name = "DIR",
         env = "ORCHESTRATOR_MTLS_DIR",
-        default_value = "~/.mtls"
+        default_value = "~/.mtls",
+        global = true
     )]
     pub mtls_dir: PathBuf,
 
@@ -62,7 +65,8 @@ pub struct Config {
         value_name = "URL",
         env = "DOCKER_HOST",
         default_value = DEFAULT_DOCKER_HOST,
-        value_parser = docker_host_or_default
+        value_parser = docker_host_or_default,
+        global = true
     )]
     pub docker_host: String,
 
@@ -105,6 +109,17 @@ pub struct Config {
     )]
     pub rehome_window: Duration,
 
+    /// A debugger session (run_command with api "debug") without a command for this long is
+    /// closed, as the original does after 5 minutes.
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "ORCHESTRATOR_DEBUG_IDLE",
+        default_value = "5m",
+        value_parser = parse_duration
+    )]
+    pub debug_idle: Duration,
+
     /// Size at which a log file is closed and the day's next part begins
     /// (orchestrator-logs-YYYY-MM-DD.N.log). Bytes, or with a K/M/G (KiB/MiB/GiB) suffix.
     #[arg(long, value_name = "SIZE", env = "ORCHESTRATOR_LOG_MAX_FILE_SIZE", default_value = "10MiB", value_parser = parse_size)]
@@ -129,6 +144,13 @@ pub struct Config {
     #[arg(long, value_name = "NAME", env = "ORCHESTRATOR_NETMON_CONTAINER", default_value = crate::runtime::naming::NETMON_CONTAINER)]
     pub netmon_container: String,
 
+    /// Serve local Prometheus metrics (`/metrics`) and a readiness check (`/healthz`: cloud link,
+    /// engine, netmon) on this address: IP:PORT (e.g. 127.0.0.1:9464), localhost:PORT, or a Unix
+    /// socket (unix:/run/orchestrator/metrics.sock, mode 0660). Off unless given. Unauthenticated:
+    /// keep it on loopback or a socket (docs/metrics.md). An empty value means off.
+    #[arg(long, value_name = "ADDR", env = "ORCHESTRATOR_METRICS_LISTEN", value_parser = metrics_listen_or_off)]
+    pub metrics_listen: Option<String>,
+
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -140,9 +162,70 @@ pub enum Command {
     /// within 3 s (prints its answer), 1 otherwise. For a container HEALTHCHECK: it needs neither
     /// the cloud nor the Docker engine.
     Health,
+    /// The client certificate and key in the mTLS dir: CN, issuer, validity, file modes and
+    /// whether the key belongs to the certificate. Exit 0 when usable, 1 on a warning (expiring
+    /// within 30 days, key readable by others), 2 when the link could not use them.
+    Certs {
+        #[command(subcommand)]
+        action: CertsCommand,
+    },
+    /// Checks this device the way the troubleshooting guide does (docs/troubleshooting.md, by
+    /// check id) and prints each result with a fix hint. Exit code: 0 all passed, 1 a warning,
+    /// 2 a failure.
+    Doctor {
+        /// One JSON document instead of the human report.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Writes one tar.gz for a support ticket: doctor's report, the redacted configuration, the
+    /// certificate's details (never the key), logs, state files, the engine's view of what this
+    /// agent owns. Prints the path. Default: <state-dir>/support/ (the newest 3 kept).
+    SupportBundle {
+        /// Where to write it; `-` for stdout.
+        #[arg(short, long, value_name = "PATH")]
+        output: Option<PathBuf>,
+    },
+}
+
+/// `certs` actions.
+#[derive(Debug, Clone, PartialEq, Eq, Subcommand)]
+pub enum CertsCommand {
+    /// Show the client certificate and key (never key material).
+    Status {
+        /// One JSON document instead of the human report.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 impl Config {
+    /// The effective configuration for a support bundle: every setting, the server URL without
+    /// credentials, and the `ORCHESTRATOR_*` environment with secret-looking values redacted. No
+    /// setting holds key material (keys are files in the mTLS dir, never read here).
+    pub fn redacted(&self) -> serde_json::Value {
+        let secs = |d: Duration| d.as_secs_f64();
+        serde_json::json!({
+            "server": strip_userinfo(&self.server),
+            "ca_file": self.ca_file,
+            "mtls_dir": self.mtls_dir(),
+            "state_dir": self.state_dir,
+            "docker_host": self.docker_host,
+            "runtime_image": self.runtime_image,
+            "log_level": self.log_level,
+            "stop_grace_s": secs(self.stop_grace),
+            "netmon_uid": self.netmon_uid,
+            "rehome_window_s": secs(self.rehome_window),
+            "debug_idle_s": secs(self.debug_idle),
+            "log_max_file_size": self.log_max_file_size,
+            "log_max_files": self.log_max_files,
+            "log_max_total": self.log_max_total,
+            "log_keep_days": self.log_keep_days,
+            "netmon_container": self.netmon_container,
+            "metrics_listen": self.metrics_listen,
+            "environment": crate::bundle::redacted_environment(),
+        })
+    }
+
     /// The mTLS directory with a leading `~/` expanded from `$HOME`.
     pub fn mtls_dir(&self) -> PathBuf {
         expand_home(
@@ -167,12 +250,21 @@ impl Config {
         .normalized()
     }
 
+    /// Where `--metrics-listen` asks for the metrics; `None` when off (not given, or blank).
+    pub fn metrics_listen(&self) -> Option<crate::telemetry::Listen> {
+        let text = self.metrics_listen.as_deref()?;
+        // Checked when parsed: only a blank value fails here.
+        crate::telemetry::Listen::parse(text).ok()
+    }
+
     /// What the cloud link needs.
     pub fn link(&self) -> LinkConfig {
         LinkConfig {
             server: self.server.clone(),
             ca_file: self.ca_file.clone(),
             mtls_dir: self.mtls_dir(),
+            certificate: crate::certs::InUse::default(),
+            status: crate::cloud::LinkStatus::default(),
         }
     }
 }
@@ -215,6 +307,16 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// `--metrics-listen` / `ORCHESTRATOR_METRICS_LISTEN`: a valid address, or blank for off (a unit
+/// file or `docker run -e` that exports the variable empty must not stop the agent).
+fn metrics_listen_or_off(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    if !value.is_empty() {
+        crate::telemetry::Listen::parse(value)?;
+    }
+    Ok(value.to_owned())
+}
+
 /// `--docker-host` / `DOCKER_HOST`: blank is unset (the docker CLI treats it so; an image or unit
 /// file that exports `DOCKER_HOST=` must not stop the agent).
 fn docker_host_or_default(value: &str) -> Result<String, String> {
@@ -227,27 +329,33 @@ fn docker_host_or_default(value: &str) -> Result<String, String> {
     .to_owned())
 }
 
-/// `3s`, `300ms`, `1m`, `1.5s`, or a bare number of seconds (netmon's `--debounce` syntax).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let value: f64 = num
-        .parse()
-        .map_err(|_| format!("`{s}` is not a duration (try 3s, 500ms, 1m)"))?;
-    let secs = match unit.trim() {
-        "" | "s" => value,
-        "ms" => value / 1000.0,
-        "m" | "min" => value * 60.0,
-        other => return Err(format!("unknown duration unit `{other}` (use ms, s or m)")),
+/// `scheme://user:pass@host/…` → `scheme://[redacted]@host/…`; anything else unchanged.
+pub fn strip_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
     };
-    Duration::try_from_secs_f64(secs).map_err(|_| format!("`{s}` is out of range"))
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[redacted]@{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
 }
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_server_url_loses_its_credentials_in_the_redacted_view() {
+        assert_eq!(
+            strip_userinfo("https://u:p@cloud.example:443/x?y=1"),
+            "https://[redacted]@cloud.example:443/x?y=1"
+        );
+        assert_eq!(
+            strip_userinfo("https://cloud.example/a@b"),
+            "https://cloud.example/a@b"
+        );
+        assert_eq!(strip_userinfo("not a url"), "not a url");
+    }
+
     use super::*;
     use clap::CommandFactory;
 
@@ -257,7 +365,7 @@ mod tests {
         // The environment of the test process may set DOCKER_HOST or ORCHESTRATOR_*: only check
         // the values no variable overrides.
         if std::env::var_os("ORCHESTRATOR_SERVER").is_none() {
-            assert_eq!(c.server, "https://api.getedge.me");
+            assert_eq!(c.server, "https://api.autonomylogic.com:3001");
         }
         if std::env::var_os("ORCHESTRATOR_STATE_DIR").is_none() {
             assert_eq!(c.state_dir, Path::new("/var/orchestrator"));
@@ -280,9 +388,13 @@ mod tests {
         }
         if std::env::var_os("ORCHESTRATOR_REHOME_WINDOW").is_none() {
             assert_eq!(c.rehome_window, Duration::from_secs(3));
+            assert_eq!(c.debug_idle, Duration::from_secs(300));
         }
         if std::env::var_os("ORCHESTRATOR_NETMON_CONTAINER").is_none() {
             assert_eq!(c.netmon_container, "autonomy_netmon");
+        }
+        if std::env::var_os("ORCHESTRATOR_METRICS_LISTEN").is_none() {
+            assert_eq!(c.metrics_listen(), None, "metrics are off by default");
         }
         assert_eq!(c.command, None);
     }
@@ -332,6 +444,8 @@ mod tests {
             "500ms",
             "--netmon-container",
             "netmon-2",
+            "--metrics-listen",
+            "127.0.0.1:9464",
         ])
         .expect("parse");
         assert_eq!(c.server, "https://localhost:8443");
@@ -344,23 +458,38 @@ mod tests {
         assert_eq!(c.netmon_uid, Some(998));
         assert_eq!(c.rehome_window, Duration::from_millis(500));
         assert_eq!(c.netmon_container, "netmon-2");
+        assert_eq!(
+            c.metrics_listen(),
+            Some(crate::telemetry::Listen::Tcp(
+                "127.0.0.1:9464".parse().expect("addr")
+            ))
+        );
         let link = c.link();
         assert_eq!(link.mtls_dir, Path::new("/etc/mtls"));
     }
 
     #[test]
-    fn durations_parse_with_units_and_bad_values_are_refused() {
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert_eq!(parse_duration("300ms"), Ok(Duration::from_millis(300)));
-        assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_duration("2"), Ok(Duration::from_secs(2)));
+    fn durations_and_uids_are_checked() {
         for bad in ["fast", "3h", "", "-1s"] {
-            assert!(parse_duration(bad).is_err(), "{bad}");
+            assert!(
+                Config::try_parse_from(["orchestrator-agent", "--stop-grace", bad]).is_err(),
+                "{bad}"
+            );
         }
         assert!(
             Config::try_parse_from(["orchestrator-agent", "--netmon-uid", "nobody"]).is_err(),
             "a uid is numeric"
         );
+        assert!(
+            Config::try_parse_from(["orchestrator-agent", "--metrics-listen", "example.com:80"])
+                .is_err(),
+            "a metrics address is an IP address or a socket"
+        );
+        for blank in ["", "  "] {
+            let c = Config::try_parse_from(["orchestrator-agent", "--metrics-listen", blank])
+                .expect("blank is off");
+            assert_eq!(c.metrics_listen(), None);
+        }
     }
 
     #[test]
@@ -455,6 +584,7 @@ mod tests {
             "--log-max-total",
             "--log-keep-days",
             "--netmon-container",
+            "--metrics-listen",
         ] {
             assert!(help.contains(flag), "{flag} missing from --help");
         }

@@ -71,6 +71,13 @@ pub async fn spawn(path: PathBuf, started: Instant) {
 }
 
 async fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    // Only the agent's user (root in the image) probes it.
+    bind_unix(path, 0o600).await
+}
+
+/// Binds a Unix socket at `path` with file mode `mode`: creates the parent dir, replaces a stale
+/// socket file (one nobody answers on) and refuses a live socket or a path that is not a socket.
+pub(crate) async fn bind_unix(path: &Path, mode: u32) -> std::io::Result<UnixListener> {
     if let Some(dir) = path.parent() {
         tokio::fs::create_dir_all(dir).await?;
     }
@@ -97,8 +104,7 @@ async fn bind(path: &Path) -> std::io::Result<UnixListener> {
         },
     }
     let listener = UnixListener::bind(path)?;
-    // Only the agent's user (root in the image) probes it.
-    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).await?;
+    tokio::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).await?;
     Ok(listener)
 }
 

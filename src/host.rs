@@ -120,6 +120,7 @@ impl HostMonitor {
     /// Fills the history with 48 h of synthetic samples ending at `now`: for the memory
     /// benchmark only (`docs/benchmarks.md`).
     #[doc(hidden)]
+    #[cfg(any(test, feature = "bench-hooks"))]
     pub fn prefill_for_benchmark(&self, now: i64) {
         crate::usage::fill_for_benchmark(&mut self.usage(), now, u64::MAX);
     }

@@ -1,4 +1,6 @@
-//! Logging set-up: a `RUST_LOG`-style filter whose default is `--log-level`, a console layer on
+//! Logging set-up: a `RUST_LOG`-style filter whose default is `--log-level` (`level` and
+//! `target=level` directives: tracing-subscriber's `Targets`, not `EnvFilter`, whose regex engine
+//! for span and field filters would cost ~170 KiB of a binary with a 3 MiB budget on armv7), a console layer on
 //! stderr and a file layer writing `<state-dir>/logs/orchestrator-logs-YYYY-MM-DD.log`; plus
 //! [`Throttle`], which collapses a repeating warning into one line per minute with a count.
 //!
@@ -22,7 +24,7 @@ use std::path::{Path, PathBuf};
 
 use time::{Date, OffsetDateTime};
 use tokio::time::{Duration, Instant};
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -93,28 +95,68 @@ pub struct LevelError {
     pub reason: String,
 }
 
-/// Builds the filter: `level` (default `info`) followed by the directives of `RUST_LOG`, so
-/// `RUST_LOG` can refine per module. Python-style names (`WARNING`, `CRITICAL`) are accepted.
-pub fn filter(level: Option<&str>, rust_log: Option<&str>) -> Result<EnvFilter, LevelError> {
+/// Builds the filter: `level` (default `info`) followed by the directives of `RUST_LOG`
+/// (`level` or `target=level`, comma-separated), so `RUST_LOG` can refine per module; a later
+/// directive for the same target wins. Python-style names (`WARNING`, `CRITICAL`) are accepted.
+/// A bad `--log-level` is an error; a bad `RUST_LOG` directive is skipped (as `EnvFilter` does).
+pub fn filter(level: Option<&str>, rust_log: Option<&str>) -> Result<Targets, LevelError> {
     let level = level
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .unwrap_or("info");
-    let base = match level.to_ascii_lowercase().as_str() {
-        "warning" => "warn".to_owned(),
-        "critical" | "fatal" => "error".to_owned(),
-        _ => level.to_owned(),
-    };
-    let spec = match rust_log.map(str::trim).filter(|s| !s.is_empty()) {
-        Some(extra) => format!("{base},{extra}"),
-        None => base.clone(),
-    };
-    // Validate the level on its own first, so a typo in --log-level is reported as such.
-    EnvFilter::builder().parse(&base).map_err(|e| LevelError {
+    let base = level
+        .split(',')
+        .map(python_level)
+        .collect::<Vec<_>>()
+        .join(",");
+    // A bare word is a target to `Targets` (all its levels on, everything else off): as
+    // `--log-level` it is a typo of a level (`inf`), refused rather than silencing the agent.
+    if let Some(bad) = base
+        .split(',')
+        .find(|d| !d.contains('=') && d.parse::<LevelFilter>().is_err())
+    {
+        return Err(LevelError {
+            level: level.to_owned(),
+            reason: format!("{bad:?} is not a level (error, warn, info, debug, trace, off)"),
+        });
+    }
+    let mut targets: Targets = base.parse().map_err(|e| LevelError {
         level: level.to_owned(),
-        reason: e.to_string(),
+        reason: format!("{e}"),
     })?;
-    Ok(EnvFilter::builder().parse_lossy(spec))
+    // (An empty directive would parse as a default of `error`.)
+    for directive in rust_log
+        .unwrap_or_default()
+        .split(',')
+        .filter(|d| !d.trim().is_empty())
+    {
+        let Ok(d) = python_level(directive).parse::<Targets>() else {
+            continue;
+        };
+        if let Some(default) = d.default_level() {
+            targets = targets.with_default(default);
+        }
+        targets = targets.with_targets(d);
+    }
+    Ok(targets)
+}
+
+/// `WARNING` → `warn`, `CRITICAL`/`FATAL` → `error` in a directive's level; the rest as is.
+fn python_level(directive: &str) -> String {
+    let directive = directive.trim();
+    let (target, level) = match directive.rsplit_once('=') {
+        Some((t, l)) => (Some(t), l),
+        None => (None, directive),
+    };
+    let level = match level.to_ascii_lowercase().as_str() {
+        "warning" => "warn",
+        "critical" | "fatal" => "error",
+        _ => level,
+    };
+    match target {
+        Some(t) => format!("{t}={level}"),
+        None => level.to_owned(),
+    }
 }
 
 /// Log lines queued for the file writer thread.
@@ -743,5 +785,30 @@ mod tests {
         }
         assert!(filter(None, Some("orchestrator_agent::cloud=trace")).is_ok());
         assert!(filter(Some("loud=="), None).is_err());
+        assert!(filter(Some("nonsense"), None).is_err());
+    }
+
+    #[test]
+    fn rust_log_refines_the_level_per_target_and_skips_bad_directives() {
+        use tracing::Level;
+        let f = filter(
+            Some("warning"),
+            Some("orchestrator_agent::cloud=trace, bogus==x ,docker_api=CRITICAL"),
+        )
+        .unwrap();
+        assert_eq!(f.default_level(), Some(LevelFilter::WARN));
+        assert!(f.would_enable("orchestrator_agent::cloud::session", &Level::TRACE));
+        assert!(!f.would_enable("orchestrator_agent::runtime", &Level::INFO));
+        assert!(f.would_enable("orchestrator_agent::runtime", &Level::WARN));
+        assert!(!f.would_enable("docker_api::client", &Level::WARN));
+        assert!(f.would_enable("docker_api::client", &Level::ERROR));
+        // A bare level in RUST_LOG replaces the default; an empty or absent RUST_LOG keeps it.
+        let f = filter(Some("info"), Some("debug")).unwrap();
+        assert_eq!(f.default_level(), Some(LevelFilter::DEBUG));
+        for rust_log in [None, Some(""), Some(" , ")] {
+            let f = filter(Some("debug"), rust_log).unwrap();
+            assert_eq!(f.default_level(), Some(LevelFilter::DEBUG), "{rust_log:?}");
+            assert!(f.would_enable("orchestrator_agent::runtime", &Level::DEBUG));
+        }
     }
 }

@@ -6,6 +6,8 @@
 //!   2-space indentation, insertion order, no trailing newline;
 //! - `data/clients.json` (upstream §5.2): `{ "<runtime>": {"ip": "<internal IP>", "name": "<runtime>"} }`,
 //!   4-space indentation, insertion order, no trailing newline;
+//! - `dedicated_nics.json` (upstream-head §6.6): `{ "<runtime>": {"host_interface": "<if>"} }`, the
+//!   host NIC lent to each runtime, 2-space indentation;
 //! - `stopped_runtimes.json` (ours): `["<runtime>", …]`, the runtimes stopped by `stop_device`, so the
 //!   boot reconcile does not start them again;
 //! - `pending_operations.json` (ours): the intent journal, `{"operations": {"<runtime>": <Intent>},
@@ -39,6 +41,8 @@ use tracing::{error, warn};
 pub const VNICS_FILE: &str = "runtime_vnics.json";
 /// Path of the client registry, relative to the state dir.
 pub const CLIENTS_FILE: &str = "data/clients.json";
+/// File name of the dedicated-NIC records, directly under the state dir.
+pub const DEDICATED_FILE: &str = "dedicated_nics.json";
 /// File name of the stopped-by-request set, directly under the state dir.
 pub const STOPPED_FILE: &str = "stopped_runtimes.json";
 /// File name of the intent journal, directly under the state dir.
@@ -133,6 +137,7 @@ struct Files {
     clients: Map<String, Value>,
     stopped: Vec<String>,
     pending: Pending,
+    dedicated: Map<String, Value>,
 }
 
 /// The single owner of the state files. Cheap to share behind an `Arc`.
@@ -250,6 +255,57 @@ impl StateStore {
     pub async fn is_known(&self, runtime: &str) -> bool {
         let f = self.files.lock().await;
         f.vnics.contains_key(runtime) || f.clients.contains_key(runtime)
+    }
+
+    /// Every dedicated-NIC record as (runtime, host interface), in file order; entries without a
+    /// `host_interface` string are skipped.
+    pub async fn dedicated_nics(&self) -> Vec<(String, String)> {
+        let f = self.files.lock().await;
+        f.dedicated
+            .iter()
+            .filter_map(|(k, v)| {
+                let nic = v.get("host_interface")?.as_str()?;
+                Some((k.clone(), nic.to_owned()))
+            })
+            .collect()
+    }
+
+    /// The host interface dedicated to `runtime`, if any.
+    pub async fn dedicated_nic(&self, runtime: &str) -> Option<String> {
+        let f = self.files.lock().await;
+        f.dedicated
+            .get(runtime)
+            .and_then(|v| v.get("host_interface"))
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+    }
+
+    /// Records (`Some`) or removes (`None`) the host interface dedicated to `runtime` and rewrites
+    /// `dedicated_nics.json`. A no-op write is skipped.
+    pub async fn set_dedicated_nic(
+        &self,
+        runtime: &str,
+        nic: Option<&str>,
+    ) -> Result<(), StateError> {
+        let mut f = self.files.lock().await;
+        let mut next = f.dedicated.clone();
+        match nic {
+            Some(nic) => {
+                let entry = serde_json::json!({"host_interface": nic});
+                if next.get(runtime) == Some(&entry) {
+                    return Ok(());
+                }
+                next.insert(runtime.to_owned(), entry);
+            }
+            None => {
+                if next.shift_remove(runtime).is_none() {
+                    return Ok(());
+                }
+            }
+        }
+        self.write(DEDICATED_FILE, encode_vnics(&next)).await?;
+        f.dedicated = next;
+        Ok(())
     }
 
     /// Whether `stop_device` stopped this runtime (and nothing started it since).
@@ -449,6 +505,9 @@ fn load_all(dir: &Path) -> Loaded {
     if let Some(v) = load_one(&dir.join(PENDING_FILE), decode_pending, &mut warnings)? {
         files.pending = v;
     }
+    if let Some(v) = load_one(&dir.join(DEDICATED_FILE), decode_dedicated, &mut warnings)? {
+        files.dedicated = v;
+    }
     Ok((files, warnings))
 }
 
@@ -487,6 +546,18 @@ pub fn decode_clients(bytes: &[u8]) -> Result<Decoded<Map<String, Value>>, Strin
                 .is_some_and(|o| o.get("ip").is_none_or(|ip| ip.is_string() || ip.is_null()))
         })
         .map(|(k, _)| format!("entry {k:?} is not an {{\"ip\", \"name\"}} object"))
+        .collect();
+    Ok((map, odd))
+}
+
+/// Decodes `dedicated_nics.json`, like [`decode_vnics`]: entries that are not
+/// `{"host_interface": <string>}` objects are kept verbatim and reported.
+fn decode_dedicated(bytes: &[u8]) -> Result<Decoded<Map<String, Value>>, String> {
+    let map = decode_object(bytes)?;
+    let odd = map
+        .iter()
+        .filter(|(_, e)| !e.get("host_interface").is_some_and(Value::is_string))
+        .map(|(k, _)| format!("entry {k:?} is not a {{\"host_interface\"}} object"))
         .collect();
     Ok((map, odd))
 }
@@ -737,6 +808,36 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert_eq!(std::fs::read(dir.path().join(VNICS_FILE)).unwrap(), b"{}");
+    }
+
+    #[tokio::test]
+    async fn dedicated_nics_are_kept_as_the_original_writes_them_and_odd_entries_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        // What the Python agent left: one good record, one odd one.
+        std::fs::write(
+            dir.path().join(DEDICATED_FILE),
+            "{\"old\": {\"host_interface\": \"eth2\"}, \"odd\": 5}",
+        )
+        .unwrap();
+        let s = StateStore::open(dir.path()).await.unwrap();
+        assert!(
+            s.warnings().iter().any(|w| w.contains("\"odd\"")),
+            "{:?}",
+            s.warnings()
+        );
+        assert_eq!(
+            s.dedicated_nics().await,
+            [("old".to_owned(), "eth2".to_owned())]
+        );
+        s.set_dedicated_nic("plc-ü", Some("enp3s0")).await.unwrap();
+        s.set_dedicated_nic("old", None).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(DEDICATED_FILE)).unwrap(),
+            "{\n  \"odd\": 5,\n  \"plc-\\u00fc\": {\n    \"host_interface\": \"enp3s0\"\n  }\n}"
+        );
+        let s2 = StateStore::open(dir.path()).await.unwrap();
+        assert_eq!(s2.dedicated_nic("plc-ü").await.as_deref(), Some("enp3s0"));
+        assert_eq!(s2.dedicated_nic("old").await, None);
     }
 
     #[tokio::test]

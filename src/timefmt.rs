@@ -188,25 +188,9 @@ fn parse_offset(zone: &str) -> Option<UtcOffset> {
     .ok()
 }
 
-/// Formats an instant as UTC with microseconds and a `Z`: `2025-11-20T20:30:45.123456Z`.
-///
-/// RFC 3339 has four-digit years only: an instant before year 0 in UTC (as `0000-01-01T00+10`
-/// is) is written as the first instant of year 0 rather than as an unparseable `-001-…`.
-pub fn format_utc_micros(at: OffsetDateTime) -> String {
-    let at = at
-        .to_offset(UtcOffset::UTC)
-        .max(time::macros::datetime!(0000-01-01 00:00 UTC));
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}+00:00",
-        at.year(),
-        u8::from(at.month()),
-        at.day(),
-        at.hour(),
-        at.minute(),
-        at.second(),
-        at.microsecond()
-    )
-}
+/// The project's one timestamp format (`2025-11-20T20:30:45.123456+00:00`), shared with netmon's
+/// events: see [`netmon_proto::format_timestamp`].
+pub use netmon_proto::format_timestamp as format_utc_micros;
 
 /// The current time as [`format_utc_micros`] writes it.
 pub fn now_utc_micros() -> String {

@@ -10,15 +10,14 @@
     clippy::cast_sign_loss
 )]
 
-mod cloud_support;
 mod support;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use cloud_support::{AGENT_ID, Agent, Pki, assert_error_ack, assert_heartbeat};
 use devcloud::{CloudEvent, DevCloud, ServerConfig};
 use serde_json::json;
+use support::cloud::{AGENT_ID, Agent, Pki, assert_error_ack, assert_heartbeat};
 use tokio::sync::broadcast;
 use tokio::time::Instant;
 

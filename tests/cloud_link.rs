@@ -11,16 +11,15 @@
     clippy::cast_sign_loss
 )]
 
-mod cloud_support;
 mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cloud_support::{Pki, PyServer};
 use orchestrator_agent::cloud::{self, BoxFuture, Handler, Link, LinkConfig};
 use serde_json::{Value, json};
+use support::cloud::{Pki, PyServer};
 
 const CONNECT_WAIT: Duration = Duration::from_secs(20);
 
@@ -96,6 +95,8 @@ fn spawn_link(
         server: server.url(),
         ca_file: Some(pki.good.ca_cert.clone()),
         mtls_dir: pki.good.agent_dir.clone(),
+        certificate: Default::default(),
+        status: Default::default(),
     };
     let handler: Arc<dyn Handler> = Arc::new(TestHandler(counters.clone()));
     tokio::spawn(async move {
@@ -196,7 +197,7 @@ async fn exactly_one_on_connect_loop_runs_per_connection_and_old_links_are_close
             "an old connection's link still accepts emits"
         );
     }
-    assert_eq!(links[0].agent_id(), cloud_support::AGENT_ID);
+    assert_eq!(links[0].agent_id(), support::cloud::AGENT_ID);
 
     let (stop_tx, _server) = stop;
     let _ = stop_tx.send(());

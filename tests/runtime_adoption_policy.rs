@@ -22,10 +22,8 @@ mod support;
 
 use std::time::Duration;
 
-use orchestrator_agent::contract::DeviceRequest;
 use orchestrator_agent::netevents::InterfaceCache;
-use orchestrator_agent::runtime::{RuntimeConfig, Runtimes};
-use orchestrator_agent::topics::RuntimeOps;
+use orchestrator_agent::runtime::{Power, RuntimeConfig, Runtimes};
 use support::{ContainerGuard, IMAGE, docker_try, inspect, poll, require_engine, unique};
 
 /// How long the background reconcile may take to reach a runtime.
@@ -113,10 +111,9 @@ async fn stop_device_of_an_adopted_runtime_switches_it_to_unless_stopped_first()
 
     // No start_background: the stop alone must fix the policy (an agent that has not reconciled).
     let rt = open(&state).await;
-    let req = serde_json::json!({"correlation_id": 1, "device_id": adopted});
-    let req = DeviceRequest::parse(req.as_object().expect("object")).expect("valid request");
-    let answer = rt.stop(req).await.expect("stop_device succeeds");
-    assert_eq!(answer.get("success"), Some(&serde_json::json!(true)));
+    rt.power(&adopted, Power::Stop)
+        .await
+        .expect("stop_device succeeds");
 
     let state_of = inspect(&adopted).map(|c| c["State"]["Running"].clone());
     assert_eq!(state_of, Some(serde_json::json!(false)));
@@ -128,4 +125,33 @@ async fn stop_device_of_an_adopted_runtime_switches_it_to_unless_stopped_first()
     let stopped = std::fs::read_to_string(state.path().join("stopped_runtimes.json"))
         .expect("the stop is recorded");
     assert!(stopped.contains(&adopted), "{stopped}");
+}
+
+/// Issue 12 item 4: a runtime the original agent (HEAD) attached to a Wi-Fi parent through its
+/// proxy-ARP bridge is adopted, but its status says this agent does not manage that vNIC (it is
+/// neither re-homed nor rebuilt as MACVLAN) instead of pretending all is well.
+#[tokio::test]
+async fn an_adopted_proxy_arp_vnic_is_reported_as_not_managed() {
+    require_engine(IMAGE);
+    let adopted = unique("adopt-pywifi");
+    let _adopted = python_style_container(&adopted, true);
+    let state = tempfile::tempdir().expect("tempdir");
+    let vnics = serde_json::json!({
+        &adopted: [{"name": "wifi0", "parent_interface": "wlan0", "network_mode": "dhcp",
+            "_interface_type": "wifi", "_is_wifi": true, "_network_method": "proxy_arp"}]
+    });
+    std::fs::write(
+        state.path().join("runtime_vnics.json"),
+        serde_json::to_string_pretty(&vnics).expect("json"),
+    )
+    .expect("write runtime_vnics.json");
+
+    let rt = open(&state).await;
+    let status = rt.device_status(&adopted).await.expect("status");
+    assert_eq!(status["status"], "success", "{status:?}");
+    let warnings = serde_json::Value::from(status.get("warnings").cloned()).to_string();
+    assert!(
+        warnings.contains("vnic_configs[0] (wifi0)") && warnings.contains("proxy-ARP"),
+        "{status:?}"
+    );
 }

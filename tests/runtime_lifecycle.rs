@@ -74,10 +74,25 @@ async fn create_status_power_and_delete_act_on_the_engine() {
     assert_eq!(nets[&a.macvlan()]["ip_address"], a.addr(10).as_str());
     assert_eq!(nets[&a.macvlan()]["mac_address"], "02:ab:00:00:00:10");
     assert!(nets.contains_key(&b.macvlan()), "{s}");
-    // API 1.41 honours one MAC per container: the second one is reported, not silently dropped.
-    let warnings = s["warnings"].to_string();
+    let warnings = warnings_of(&s).join("\n");
+    if api_at_least(1, 44) {
+        // Per-endpoint MACs at create: both honoured.
+        assert_eq!(
+            nets[&b.macvlan()]["mac_address"],
+            "02:ab:00:00:00:11",
+            "{s}"
+        );
+        assert!(!warnings.contains("02:ab:00:00:00:11"), "{s}");
+    } else {
+        // API 1.41 honours one MAC per container: the second one is reported, not silently dropped.
+        assert!(
+            warnings.contains("02:ab:00:00:00:11") && warnings.contains("vnic_configs[1]"),
+            "{s}"
+        );
+    }
+    // Issue 12 item 4: a DHCP vNIC says it got an engine-IPAM address, not a lease.
     assert!(
-        warnings.contains("02:ab:00:00:00:11") && warnings.contains("vnic_configs[1]"),
+        warnings.contains("vnic_configs[1] (") && warnings.contains("network_mode dhcp"),
         "{s}"
     );
     let internal_ip = s["internal_ip"].as_str().expect("internal_ip").to_owned();
@@ -91,7 +106,7 @@ async fn create_status_power_and_delete_act_on_the_engine() {
     assert_eq!(c["HostConfig"]["LogConfig"]["Type"], "json-file");
     assert_eq!(c["HostConfig"]["LogConfig"]["Config"]["max-file"], "3");
     assert_eq!(c["HostConfig"]["Dns"], json!(["10.203.0.53"]));
-    assert_eq!(c["HostConfig"]["CapAdd"], json!(["SYS_NICE"]));
+    assert_eq!(c["HostConfig"]["CapAdd"], json!(["SYS_NICE", "MKNOD"]));
     let mut got = networks_of(&c);
     got.sort();
     let mut want = vec![a.macvlan(), b.macvlan(), format!("{name}_internal")];
@@ -196,7 +211,7 @@ async fn upstream_generation_with_parent_subnet_and_manual_ip_is_honoured() {
     let s = w.settle(&name).await;
     assert_eq!(s["status"], "success", "{s}\n{}", w.logs());
     assert!(
-        s.get("warnings").is_none(),
+        warnings_of(&s).is_empty(),
         "one MAC is honoured on 1.41: {s}"
     );
     let net = &s["networks"][&v.macvlan()];
@@ -277,4 +292,36 @@ async fn a_shared_macvlan_network_stays_while_a_stopped_runtime_is_configured_on
         v.addr(50).as_str(),
         "{s}"
     );
+}
+
+/// Issue 12 item 3: today's cloud may create a runtime without vNICs (upstream-head §9.1.1): it
+/// runs on its internal network only, survives an agent restart (its state entry is an empty
+/// list) and is deleted with that network.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runtime_without_vnics_runs_on_its_internal_network_only() {
+    let mut w = World::start().await;
+    let name = unique("rtnov");
+    w.create_runtime(&name, json!([])).await;
+    let s = w.status(&name).await;
+    assert_eq!(s["networks"], json!({}), "{s}");
+    assert!(s["internal_ip"].is_string(), "{s}");
+    let internal = format!("{name}_internal");
+    assert_eq!(networks_of(&inspect(&name).unwrap()), [internal.as_str()]);
+
+    w.kill_agent().await;
+    w.start_agent().await;
+    w.wait_boot_reconcile().await;
+    let s = w.status(&name).await;
+    assert_eq!(
+        (&s["status"], &s["is_running"]),
+        (&json!("success"), &json!(true)),
+        "{s}\n{}",
+        w.logs()
+    );
+
+    let ack = w.call("delete_device", json!({"device_id": name})).await;
+    assert_eq!(ack["status"], "deleting", "{ack}");
+    w.wait_status(&name, |s| s["status"] == "not_found").await;
+    assert!(inspect(&name).is_none());
+    assert!(inspect_network(&internal).is_none());
 }

@@ -16,12 +16,9 @@ mod support;
 
 use std::time::Duration;
 
-use orchestrator_agent::contract::{
-    CreateRuntimeRequest, DeleteDeviceRequest, DeviceRequest, RunCommandRequest,
-};
 use orchestrator_agent::netevents::InterfaceCache;
-use orchestrator_agent::runtime::{Outcome, RuntimeConfig, Runtimes, rehome};
-use orchestrator_agent::topics::RuntimeOps;
+use orchestrator_agent::runtime::command::HttpCommand;
+use orchestrator_agent::runtime::{Outcome, Power, RuntimeConfig, Runtimes, rehome};
 use serde_json::json;
 use support::*;
 
@@ -49,34 +46,17 @@ async fn service_without_engine() -> (Runtimes, tempfile::TempDir) {
 async fn device_ids_that_are_not_docker_names_are_not_found_without_asking_the_engine() {
     let (rt, _dir) = service_without_engine().await;
     for id in ["..", "a/b", "../../v1.41/containers/x", "-x", "plc1?all=1"] {
-        let dev = || {
-            let m = json!({"correlation_id": 1, "device_id": id});
-            DeviceRequest::parse(m.as_object().expect("object")).expect("valid")
-        };
-        let del = json!({"correlation_id": 1, "device_id": id});
-        let del = DeleteDeviceRequest::parse(del.as_object().expect("object")).expect("valid");
-        let e = rt.delete(del).await.expect_err("delete refused");
-        assert!(e.0.contains("not found"), "delete {id}: {}", e.0);
-        for (what, r) in [
-            ("stop", rt.stop(dev()).await),
-            ("start", rt.start(dev()).await),
-            ("restart", rt.restart(dev()).await),
-        ] {
-            let e = r.expect_err("refused");
-            assert!(e.0.contains("not found"), "{what} {id}: {}", e.0);
+        let e = rt.delete(id).await.expect_err("delete refused");
+        assert!(e.is_not_found(), "delete {id}: {e}");
+        for power in [Power::Stop, Power::Start, Power::Restart] {
+            let e = rt.power(id, power).await.expect_err("refused");
+            assert!(e.is_not_found(), "{power:?} {id}: {e}");
         }
-        let status = rt.device_status(dev()).await.expect("a not-found status");
+        let status = rt.device_status(id).await.expect("a not-found status");
         assert_eq!(status["status"], "not_found", "status {id}: {status:?}");
-        let cmd = RunCommandRequest::parse(&[json!({
-            "correlation_id": 1, "device_id": id, "method": "GET", "api": "/x"
-        })])
-        .expect("valid");
-        let e = rt.run_command(cmd).await.expect_err("refused");
-        assert!(
-            e.0.contains(&format!("Device not found: {id}")),
-            "run_command {id}: {}",
-            e.0
-        );
+        let cmd = HttpCommand::new("GET", "/x", None, None, None).expect("valid");
+        let e = rt.send_command(id, &cmd).await.expect_err("refused");
+        assert!(e.is_device_not_found(), "run_command {id}: {e}");
     }
 }
 
@@ -92,8 +72,8 @@ async fn create_fails_on_a_foreign_internal_network(labels: &[&str]) {
         "correlation_id": 1, "container_name": name,
         "vnic_configs": [static_vnic(&v, 20, None)]
     });
-    let req = CreateRuntimeRequest::parse(msg.as_object().expect("object")).expect("valid");
-    agent.rt.create(req).await.expect("create accepted");
+    let spec = create_spec(&name, msg["vnic_configs"].clone());
+    agent.rt.create(spec).await.expect("create accepted");
     let ops = agent.rt.ops().clone();
     let record = eventually(SLOW, "the create outcome", || {
         ops.get(&name).filter(|r| r.outcome != Outcome::Running)

@@ -240,7 +240,7 @@ async fn delete_orchestrator_removes_every_runtime_network_and_finally_its_own_c
     let ack = w
         .call("delete_orchestrator", json!({"correlation_id": 4242}))
         .await;
-    assert_eq!(ack["status"], "command_received", "{ack}");
+    assert_eq!(ack["status"], "accepted", "{ack}");
     assert_eq!(ack["poll_device_id"], "__orchestrator__");
     assert_eq!(ack["correlation_id"], 4242);
     let ev = next_event(&mut events, "delete_orchestrator_response").await;

@@ -2,11 +2,13 @@
 //! built from `dist/`) started by the real `install/install.sh` exactly as on a device (shared
 //! volume, netmon on the host network, the agent on the default bridge with the Docker socket and
 //! the mTLS directory read-only), devcloud as the cloud. The agent in its container connects and
-//! heartbeats, creates a runtime on a veth parent and reaches it over the runtime's internal network
-//! (run_command), re-homes it when the parent's subnet changes, and `delete_orchestrator` removes the
-//! runtime, its networks, netmon's container and, last, its own.
+//! heartbeats, creates a runtime on a veth parent with a second veth end as its dedicated NIC (moved
+//! in by netmon in its container with the installer's privileges) and reaches it over the runtime's
+//! internal network (run_command), re-homes it when the parent's subnet changes, and
+//! `delete_orchestrator` gives the NIC back and removes the runtime, its networks, netmon's
+//! container and, last, its own.
 //!
-//! Fixed subnets: 10.203.170.0/24 and 10.203.171.0/24 (this test's octets).
+//! Fixed subnets: 10.203.170.0/24, 10.203.171.0/24 and 10.203.172.0/24 (this test's octets).
 
 // Tests: a failed expectation is the test's message; casts of test data need no checks.
 #![allow(
@@ -17,13 +19,12 @@
     clippy::cast_sign_loss
 )]
 
-mod ship_support;
 mod support;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
-use ship_support::{Deployment, Stack, WAIT};
+use support::ship::{Deployment, Stack, WAIT};
 use support::{SERVER_IMAGE_LOOPBACK, Veth, docker, endpoints, eventually, inspect, ip, unique};
 
 async fn call(stack: &Stack, id: &str, topic: &str, payload: Value) -> Value {
@@ -51,11 +52,9 @@ async fn the_installed_agent_runs_a_runtime_rehomes_it_and_removes_everything_on
     dep.runtime_image = SERVER_IMAGE_LOOPBACK.to_owned();
     let parent = unique("sd");
     let _veth = Veth::named(&parent, 170);
+    let dedicated = unique("sn");
+    let _dedicated = Veth::named(&dedicated, 172);
 
-    let started = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock")
-        .as_secs();
     let cmd = dep.command(&[]);
     let out = tokio::task::spawn_blocking(move || {
         let mut cmd = cmd;
@@ -91,7 +90,8 @@ async fn the_installed_agent_runs_a_runtime_rehomes_it_and_removes_everything_on
         &stack,
         &id,
         "create_new_runtime",
-        json!({"correlation_id": 1, "container_name": rt, "vnic_configs": vnics}),
+        json!({"correlation_id": 1, "container_name": rt, "vnic_configs": vnics,
+               "dedicated_interface": dedicated}),
     )
     .await;
     assert_eq!(ack["status"], "creating", "{ack}\n{}", dep.agent_logs());
@@ -119,6 +119,15 @@ async fn the_installed_agent_runs_a_runtime_rehomes_it_and_removes_everything_on
         macvlan_of(&rt, &parent),
         Some((old_net.clone(), "10.203.170.50".into()))
     );
+    // The dedicated NIC is in the runtime's namespace, not the host's.
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &rt]);
+    let inside = std::fs::read_to_string(format!("/proc/{}/net/dev", pid.trim())).unwrap();
+    assert!(
+        inside.contains(&format!("{dedicated}:")),
+        "{inside}\n{}",
+        dep.agent_logs()
+    );
+    assert!(support::run_try("ip", &["link", "show", "dev", &dedicated]).is_none());
     let internal = format!("{rt}_internal");
     assert!(
         endpoints(&dep.agent).contains_key(&internal),
@@ -158,7 +167,10 @@ async fn the_installed_agent_runs_a_runtime_rehomes_it_and_removes_everything_on
     assert_eq!(net, new_net);
     assert!(addr.starts_with("10.203.171."), "{addr}");
 
-    // delete_orchestrator: everything goes, the agent's own container last.
+    // delete_orchestrator: everything goes, the agent's own container last. Removals are counted
+    // from here (a create may remove and make its container again, e.g. where the engine refuses
+    // the real-time ulimits).
+    let delete_asked = now();
     let ack = call(
         &stack,
         &id,
@@ -173,6 +185,10 @@ async fn the_installed_agent_runs_a_runtime_rehomes_it_and_removes_everything_on
     .await;
     assert!(inspect(&rt).is_none(), "the runtime is left");
     assert!(inspect(&dep.netmon).is_none(), "netmon's container is left");
+    assert!(
+        support::run_try("ip", &["link", "show", "dev", &dedicated]).is_some(),
+        "the dedicated NIC is back on the host"
+    );
     for net in [&internal, &old_net, &new_net] {
         assert!(
             support::inspect_network(net).is_none(),
@@ -182,7 +198,7 @@ async fn the_installed_agent_runs_a_runtime_rehomes_it_and_removes_everything_on
     let destroyed = docker(&[
         "events",
         "--since",
-        &started.to_string(),
+        &delete_asked,
         "--until",
         &now(),
         "--filter",

@@ -2,7 +2,7 @@
 //! reaching devcloud), a second run (same identity, nothing duplicated), failures that must leave
 //! the running install alone, the in-place migration from the Python agent, an offline install from
 //! an image archive, and uninstall/purge. The provisioning API is the HTTPS stand-in of
-//! `ship_support::provisioning`; every install has its own names, state dir and HOME.
+//! `support::ship::provisioning`; every install has its own names, state dir and HOME.
 
 // Tests: a failed expectation is the test's message; casts of test data need no checks.
 #![allow(
@@ -13,7 +13,6 @@
     clippy::cast_sign_loss
 )]
 
-mod ship_support;
 mod support;
 
 use std::os::unix::fs::PermissionsExt;
@@ -21,18 +20,18 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use ship_support::{Deployment, Mode, Stack, WAIT};
+use support::ship::{Deployment, Mode, Stack, WAIT};
 use support::{ContainerGuard, LOCAL_IMAGE, NetworkGuard, docker, docker_try, inspect, unique};
 
-async fn install(dep: &Deployment, extra: &[&str]) -> ship_support::Run {
+async fn install(dep: &Deployment, extra: &[&str]) -> support::ship::Run {
     run(dep.command(extra)).await
 }
 
-async fn run(cmd: std::process::Command) -> ship_support::Run {
+async fn run(cmd: std::process::Command) -> support::ship::Run {
     tokio::task::spawn_blocking(move || {
         let mut cmd = cmd;
         let out = cmd.output().expect("run install.sh");
-        ship_support::Run {
+        support::ship::Run {
             status: out.status,
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -184,6 +183,26 @@ async fn a_first_install_runs_the_agent_and_a_second_run_keeps_its_identity() {
         );
     }
     assert_eq!(netmon["HostConfig"]["NetworkMode"], "host");
+    // Dedicated NICs (docs/netmon.md "Privileges"): the host PID namespace and three capabilities,
+    // never --privileged; the agent gets none.
+    assert_eq!(netmon["HostConfig"]["PidMode"], "host");
+    let caps = |c: &Value| -> Vec<String> {
+        let mut v: Vec<String> = c["HostConfig"]["CapAdd"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|c| c.as_str().unwrap().trim_start_matches("CAP_").to_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    };
+    assert_eq!(caps(&netmon), ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]);
+    assert!(caps(&agent).is_empty(), "{:?}", caps(&agent));
+    for c in [&agent, &netmon] {
+        assert_eq!(c["HostConfig"]["Privileged"], false);
+    }
     assert_eq!(netmon["Config"]["Image"], dep.netmon_image);
     assert_eq!(agent["Config"]["Image"], dep.agent_image);
     assert_ne!(agent["HostConfig"]["NetworkMode"], "host");

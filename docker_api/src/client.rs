@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -101,6 +102,62 @@ struct Inner {
     base: String,
     http: Client<TimeoutConnector, Full<Bytes>>,
     version: Mutex<Option<ApiVersion>>,
+    answers: Answers,
+}
+
+/// How the engine answered this client's calls so far ([`Docker::stats`]): counted where every
+/// call's head is received, so the agent's health view and metrics cost no engine call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct EngineStats {
+    /// Whether the last call got an answer (any HTTP status): `None` before the first call.
+    pub answering: Option<bool>,
+    /// Calls that found no engine on the socket ([`Error::Unreachable`]).
+    pub unreachable: u64,
+    /// Calls whose answer did not come in time ([`Error::Timeout`]).
+    pub timeout: u64,
+    /// Calls whose connection broke ([`Error::Transport`]).
+    pub transport: u64,
+    /// Calls the engine answered with a 5xx status (its own failure, not a refusal).
+    pub server_error: u64,
+}
+
+/// The counters behind [`EngineStats`].
+#[derive(Default)]
+struct Answers {
+    /// 0 no call yet, 1 the last call was answered, 2 it was not.
+    last: AtomicU8,
+    unreachable: AtomicU64,
+    timeout: AtomicU64,
+    transport: AtomicU64,
+    server_error: AtomicU64,
+}
+
+impl Answers {
+    fn answered(&self, status: StatusCode) {
+        self.last.store(1, Ordering::Relaxed);
+        if status.is_server_error() {
+            self.server_error.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn unanswered(&self, counter: &AtomicU64) {
+        self.last.store(2, Ordering::Relaxed);
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn stats(&self) -> EngineStats {
+        EngineStats {
+            answering: match self.last.load(Ordering::Relaxed) {
+                0 => None,
+                n => Some(n == 1),
+            },
+            unreachable: self.unreachable.load(Ordering::Relaxed),
+            timeout: self.timeout.load(Ordering::Relaxed),
+            transport: self.transport.load(Ordering::Relaxed),
+            server_error: self.server_error.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl std::fmt::Debug for Docker {
@@ -133,6 +190,7 @@ impl Docker {
                 base,
                 http,
                 version: Mutex::new(None),
+                answers: Answers::default(),
             }),
         }
     }
@@ -150,6 +208,11 @@ impl Docker {
     /// The configuration in use.
     pub fn config(&self) -> &DockerConfig {
         &self.inner.config
+    }
+
+    /// How the engine answered so far, without any I/O.
+    pub fn stats(&self) -> EngineStats {
+        self.inner.answers.stats()
     }
 
     /// The version negotiated so far, without any I/O (`None` before the first successful call).
@@ -268,8 +331,10 @@ impl Docker {
             .map_err(|e| Error::InvalidArgument(format!("{what}: {e}")))?;
         tracing::debug!(request = %what, "docker request");
 
+        let answers = &self.inner.answers;
         let resp = match tokio::time::timeout(header_timeout, self.inner.http.request(req)).await {
             Err(_) => {
+                answers.unanswered(&answers.timeout);
                 return Err(Error::Timeout {
                     what,
                     after: header_timeout,
@@ -278,12 +343,14 @@ impl Docker {
             Ok(Err(e)) if e.is_connect() => {
                 // The engine may be restarting (perhaps upgraded): negotiate again next time.
                 self.lock_version().take();
+                answers.unanswered(&answers.unreachable);
                 return Err(Error::Unreachable {
                     socket: self.inner.config.socket.clone(),
                     source: Box::new(e),
                 });
             }
             Ok(Err(e)) => {
+                answers.unanswered(&answers.transport);
                 return Err(Error::Transport {
                     what,
                     source: Box::new(e),
@@ -292,6 +359,7 @@ impl Docker {
             Ok(Ok(resp)) => resp,
         };
         let status = resp.status();
+        answers.answered(status);
         if status.is_success() {
             return Ok(resp);
         }
@@ -322,6 +390,24 @@ impl Docker {
             what,
             reason: e.to_string(),
         })
+    }
+
+    /// A versioned call whose 2xx body is returned as bytes (at most `limit`).
+    pub(crate) async fn call_bytes(
+        &self,
+        method: Method,
+        path: &str,
+        limit: usize,
+    ) -> Result<Bytes> {
+        let timeout = self.response_timeout();
+        let resp = self.send(method.clone(), path, None, timeout).await?;
+        read_body(
+            resp,
+            &format!("{method} {}", strip_query(path)),
+            timeout,
+            limit,
+        )
+        .await
     }
 
     /// A versioned call whose 2xx body is ignored. `extra` is added to the response timeout (for
@@ -529,6 +615,49 @@ mod tests {
         assert_eq!(d.negotiated_version(), None);
         assert_eq!(d.socket(), Path::new("/nonexistent/docker.sock"));
         assert!(d.inner.base.starts_with("unix://2f6e6f6e"));
+    }
+
+    /// An engine that answers every request with a 500, on a socket in `dir`.
+    async fn failing_engine(dir: &Path) -> PathBuf {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let path = dir.join("engine.sock");
+        let listener = tokio::net::UnixListener::bind(&path).unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                let mut buf = [0u8; 4096];
+                let _ = conn.read(&mut buf).await;
+                let body = r#"{"message":"boom"}"#;
+                let head = format!(
+                    "HTTP/1.1 500 Internal Server Error\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(head.as_bytes()).await;
+            }
+        });
+        path
+    }
+
+    #[tokio::test]
+    async fn answers_are_counted_without_engine_calls_of_their_own() {
+        let dir = std::env::temp_dir().join(format!("docker-api-stats-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+
+        let gone = Docker::new(DockerConfig::unix(dir.join("no-engine.sock")));
+        assert_eq!(gone.stats(), EngineStats::default(), "no call yet");
+        assert!(gone.ping().await.unwrap_err().is_unreachable());
+        assert!(gone.ping().await.is_err());
+        let s = gone.stats();
+        assert_eq!((s.answering, s.unreachable), (Some(false), 2));
+        assert_eq!((s.timeout, s.transport, s.server_error), (0, 0, 0));
+
+        let failing = Docker::new(DockerConfig::unix(failing_engine(&dir).await));
+        assert!(failing.ping().await.is_err());
+        let s = failing.stats();
+        assert_eq!(s.answering, Some(true), "a 5xx is an answer");
+        assert_eq!((s.server_error, s.unreachable), (1, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

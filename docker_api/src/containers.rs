@@ -64,6 +64,9 @@ pub struct HostConfig {
     /// Resource limits.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub ulimits: Vec<Ulimit>,
+    /// Device cgroup rules (`c 188:* rmw`): devices the container may create and use.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub device_cgroup_rules: Vec<String>,
     /// Logging driver and its options (e.g. `max-size`, `max-file`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log_config: Option<LogConfig>,
@@ -319,6 +322,19 @@ pub struct HostConfigInspect {
     /// DNS servers given at create (`null` when none).
     #[serde(default, deserialize_with = "nullable")]
     pub dns: Vec<String>,
+    /// Resource limits given at create (`null` when none).
+    #[serde(default, deserialize_with = "nullable")]
+    pub ulimits: Vec<UlimitInspect>,
+}
+
+/// One ulimit as inspect reports it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[non_exhaustive]
+pub struct UlimitInspect {
+    /// Name (`rtprio`, `memlock`, …).
+    #[serde(default)]
+    pub name: String,
 }
 
 /// Restart policy as inspect reports it.
@@ -609,6 +625,12 @@ impl Docker {
         self.call_json(Method::GET, &path, None).await
     }
 
+    /// `GET /containers/{id or name}/json` as the engine wrote it, every field (diagnostics).
+    pub async fn inspect_container_raw(&self, id: &str) -> Result<serde_json::Value> {
+        let path = format!("/containers/{}/json", seg(id)?);
+        self.call_json(Method::GET, &path, None).await
+    }
+
     /// `GET /containers/json?all=…&filters=…`.
     pub async fn list_containers(
         &self,
@@ -623,12 +645,42 @@ impl Docker {
         self.call_json(Method::GET, &path, None).await
     }
 
+    /// The last `lines` lines of the container's output, stdout and stderr interleaved as written
+    /// (`GET /containers/{id}/logs?tail=…`), decoded lossily. At most 64 KiB are read.
+    pub async fn container_logs_tail(&self, id: &str, lines: u32) -> Result<String> {
+        let path = format!(
+            "/containers/{}/logs?stdout=1&stderr=1&tail={lines}",
+            seg(id)?
+        );
+        let bytes = self.call_bytes(Method::GET, &path, 64 << 10).await?;
+        Ok(demux_logs(&bytes))
+    }
+
     /// One stats sample without waiting for a second cycle
     /// (`GET /containers/{id}/stats?stream=false&one-shot=true`).
     pub async fn container_stats(&self, id: &str) -> Result<ContainerStats> {
         let path = format!("/containers/{}/stats?stream=false&one-shot=true", seg(id)?);
         self.call_json(Method::GET, &path, None).await
     }
+}
+
+/// The payload of a log stream: without a TTY the engine frames each chunk with an 8-byte header
+/// (stream, 0, 0, 0, big-endian length); with one it sends the bytes as they are.
+fn demux_logs(bytes: &[u8]) -> String {
+    let framed = bytes.len() >= 8 && matches!(bytes[0], 0..=2) && bytes[1..4] == [0, 0, 0];
+    if !framed {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while rest.len() >= 8 {
+        let len = usize::try_from(u32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]))
+            .unwrap_or(usize::MAX);
+        let end = len.saturating_add(8).min(rest.len());
+        out.extend_from_slice(&rest[8..end]);
+        rest = &rest[end..];
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn grace_secs(grace: Duration) -> u64 {
@@ -664,6 +716,7 @@ mod tests {
                     soft: 99,
                     hard: 99,
                 }],
+                device_cgroup_rules: vec!["c 188:* rmw".into()],
                 ..Default::default()
             },
             ..Default::default()
@@ -673,8 +726,22 @@ mod tests {
             serde_json::json!({"Image": "img:1", "HostConfig": {
                 "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0},
                 "Ulimits": [{"Name": "rtprio", "Soft": 99, "Hard": 99}],
+                "DeviceCgroupRules": ["c 188:* rmw"],
                 "LogConfig": {"Type": "json-file", "Config": {"max-size": "10m"}}}})
         );
+    }
+
+    #[test]
+    fn log_frames_are_joined_and_raw_output_kept() {
+        let mut framed = vec![1, 0, 0, 0, 0, 0, 0, 4];
+        framed.extend_from_slice(b"out\n");
+        framed.extend_from_slice(&[2, 0, 0, 0, 0, 0, 0, 4]);
+        framed.extend_from_slice(b"err\n");
+        assert_eq!(demux_logs(&framed), "out\nerr\n");
+        assert_eq!(demux_logs(b"plain tty output\n"), "plain tty output\n");
+        // A truncated last frame keeps what arrived; a header alone adds nothing.
+        assert_eq!(demux_logs(&[1, 0, 0, 0, 0, 0, 0, 9, b'a']), "a");
+        assert_eq!(demux_logs(&[]), "");
     }
 
     #[test]

@@ -30,6 +30,7 @@ mod version;
 
 pub use client::{
     DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, DEFAULT_SOCKET, Docker, DockerConfig,
+    EngineStats,
 };
 pub use containers::{
     ContainerConfig, ContainerCreate, ContainerCreated, ContainerInspect, ContainerState,

@@ -253,6 +253,12 @@ impl Docker {
             .await
     }
 
+    /// `GET /networks/{id or name}` as the engine wrote it, every field (diagnostics).
+    pub async fn inspect_network_raw(&self, id: &str) -> Result<serde_json::Value> {
+        self.call_json(Method::GET, &format!("/networks/{}", seg(id)?), None)
+            .await
+    }
+
     /// `GET /networks?filters=…` (`name`, `label`, `driver`, `id`, …).
     pub async fn list_networks(&self, filters: &Filters) -> Result<Vec<NetworkInspect>> {
         let q = if filters.is_empty() {

@@ -2,8 +2,8 @@
 //! (both vNIC generations, both run_command forms) with values of the right type most of the
 //! time, so the fuzzer gets past the type checks to the semantic ones. Properties: validation
 //! never panics and is deterministic; an accepted create reads every vNIC through both field
-//! generations; an accepted run_command either refuses cleanly in the runtime's validation or
-//! builds a request that stays on the runtime's origin.
+//! generations and keeps it verbatim; an accepted run_command either carries the command's
+//! refusal or builds a request that stays on the runtime's origin.
 #![no_main]
 
 use std::net::Ipv4Addr;
@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use arbitrary::{Arbitrary, Result, Unstructured};
 use fuzz_support::{FIELD_NAMES, VNIC_FIELDS, assert_stays_on_origin, json, object_of, text};
 use libfuzzer_sys::fuzz_target;
-use orchestrator_agent::fuzzing::{HttpCommand, Request, error_ack, topic_names, validate};
+use orchestrator_agent::fuzzing::{Request, error_ack, topic_names, validate};
 use serde_json::Value;
 
 #[derive(Debug)]
@@ -70,21 +70,30 @@ fuzz_target!(|m: Message| {
             assert_eq!(ack["correlation_id"], rejection.correlation_id);
         }
         Ok(Request::Create(r)) => {
-            let specs = r.vnics();
-            assert_eq!(specs.len(), r.vnic_configs.len());
-            for (spec, raw) in specs.iter().zip(&r.vnic_configs) {
-                let field = |k: &str| raw.get(k).and_then(|v| v.as_str());
-                assert_eq!(Some(spec.name.as_str()), field("name"));
-                let ip = field("ip").or(field("ip_address"));
-                assert_eq!(spec.ip.as_deref(), ip);
+            // Every vNIC was read (through both field generations) and kept verbatim.
+            assert_eq!(r.spec.vnics.len(), r.spec.raw_vnics.len());
+            for (spec, raw) in r.spec.vnics.iter().zip(&r.spec.raw_vnics) {
+                let field = |k: &str| {
+                    raw.get(k)
+                        .and_then(|v| v.as_str())
+                        .map(str::trim)
+                        .filter(|s| !s.is_empty())
+                };
+                assert_eq!(
+                    Some(spec.name.as_str()),
+                    raw.get("name").and_then(|v| v.as_str())
+                );
+                if let Some(ip) = spec.ip {
+                    let text = field("ip").or(field("ip_address"));
+                    let address = text.and_then(|t| t.split('/').next());
+                    assert_eq!(address.and_then(|a| a.parse().ok()), Some(ip));
+                }
             }
         }
         Ok(Request::RunCommand(r)) => {
             assert!(!r.device_id.trim().is_empty());
-            if let Ok(command) =
-                HttpCommand::new(&r.method, &r.api, r.port, Some(&r.headers), r.data.as_ref())
-            {
-                assert_stays_on_origin(&command, Ipv4Addr::new(172, 30, 0, 2));
+            if let Ok(command) = &r.command {
+                assert_stays_on_origin(command, Ipv4Addr::new(172, 30, 0, 2));
             }
         }
         Ok(_) => {}

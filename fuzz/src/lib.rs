@@ -7,10 +7,15 @@ use arbitrary::{Result, Unstructured};
 use orchestrator_agent::fuzzing::HttpCommand;
 use serde_json::{Map, Number, Value};
 
-/// The sidecar's line encoder, compiled from its source (netmon is a binary crate): the fuzzers
-/// check that what netmon writes is what the agent reads.
-#[path = "../../netmon/src/protocol.rs"]
-pub mod netmon_protocol;
+/// How the sidecar reports a netlink snapshot, compiled from its source (netmon is a binary
+/// crate): the fuzzers check that what netmon reports is what the agent reads.
+#[path = "../../netmon/src/model.rs"]
+#[allow(dead_code)]
+pub mod netmon_model;
+
+/// netmon's DHCP codec and client state machine, compiled from their sources (pure: no sockets).
+#[allow(dead_code)]
+pub mod netmon_dhcp;
 
 /// Strings the contracts care about, so generated messages reach the deep checks often.
 pub const KNOWN_STRINGS: &[&str] = &[
@@ -64,6 +69,8 @@ pub const FIELD_NAMES: &[&str] = &[
     "container_name",
     "vnic_configs",
     "runtime_version",
+    "serial_configs",
+    "dedicated_interface",
     "cpuPeriod",
     "memoryPeriod",
     "include_virtual",
@@ -167,6 +174,13 @@ fn plausible(u: &mut Unstructured, field: &str) -> Result<Value> {
             Value::Object(map)
         }
         "dns" => Value::Array(vec![Value::String(text(u)?)]),
+        // Mostly the values that ask for nothing (accepted), sometimes what is refused.
+        "serial_configs" => match u.int_in_range(0..=2)? {
+            0 => Value::Null,
+            1 => Value::Array(Vec::new()),
+            _ => Value::Array(vec![json(u, 2)?]),
+        },
+        "dedicated_interface" if u.arbitrary()? => Value::Null,
         "data" => json(u, 3)?,
         _ => Value::String(text(u)?),
     })

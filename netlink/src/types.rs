@@ -202,3 +202,66 @@ impl Snapshot {
             .map(|(_, (_, g))| g)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(index: u32, a: [u8; 4], prefix_len: u8) -> Ipv4Address {
+        Ipv4Address {
+            index,
+            address: Ipv4Addr::from(a),
+            prefix_len,
+        }
+    }
+
+    fn default_route(oif: Option<u32>, gw: Option<[u8; 4]>, metric: Option<u32>) -> Ipv4Route {
+        Ipv4Route {
+            table: MAIN_TABLE,
+            destination: Ipv4Addr::UNSPECIFIED,
+            prefix_len: 0,
+            oif,
+            gateway: gw.map(Ipv4Addr::from),
+            metric,
+            multipath: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn gateway_comes_from_main_default_route_through_the_interface_including_multipath() {
+        let mut multi = default_route(None, None, Some(50));
+        multi.multipath = vec![
+            NextHop {
+                oif: Some(7),
+                gateway: Some(Ipv4Addr::new(10, 202, 7, 1)),
+            },
+            NextHop {
+                oif: Some(8),
+                gateway: Some(Ipv4Addr::new(10, 202, 8, 1)),
+            },
+        ];
+        let mut other_table = default_route(Some(6), Some([10, 202, 6, 9]), None);
+        other_table.table = 100;
+        let snap = Snapshot {
+            links: vec![],
+            addresses: vec![],
+            routes: vec![
+                other_table,
+                default_route(Some(6), Some([10, 202, 6, 2]), Some(200)),
+                default_route(Some(6), Some([10, 202, 6, 1]), Some(100)),
+                multi,
+            ],
+        };
+        assert_eq!(snap.gateway_of(6), Some(Ipv4Addr::new(10, 202, 6, 1)));
+        assert_eq!(snap.gateway_of(8), Some(Ipv4Addr::new(10, 202, 8, 1)));
+        assert_eq!(snap.gateway_of(9), None);
+    }
+
+    #[test]
+    fn subnet_clears_host_bits() {
+        let a = addr(1, [10, 202, 3, 77], 20);
+        assert_eq!(a.subnet(), "10.202.0.0/20");
+        assert_eq!(addr(1, [10, 0, 0, 1], 0).subnet(), "0.0.0.0/0");
+        assert_eq!(addr(1, [10, 0, 0, 1], 32).subnet(), "10.0.0.1/32");
+    }
+}

@@ -11,90 +11,12 @@
 )]
 
 use std::collections::BTreeSet;
-use std::fs::File;
-use std::future::Future;
 use std::net::Ipv4Addr;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use netlink::{Event, EventStream, RouteSocket, Snapshot};
-use serde_json::Value;
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace removed on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "nlt-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        run(&["ip", "netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    /// `ip -n <ns> args...`, asserting success.
-    fn ip(&self, args: &[&str]) {
-        let mut full = vec!["ip", "-n", &self.name];
-        full.extend_from_slice(args);
-        run(&full);
-    }
-
-    fn ip_json(&self, args: &[&str]) -> Value {
-        let out = Command::new("ip")
-            .args(["-n", &self.name, "-j"])
-            .args(args)
-            .output()
-            .expect("run ip");
-        assert!(out.status.success(), "ip {args:?}: {out:?}");
-        serde_json::from_slice(&out.stdout).expect("ip -j prints JSON")
-    }
-
-    /// Runs `f` on a thread that entered this namespace, with its own current-thread runtime.
-    fn run_in<F, Fut, T>(&self, f: F) -> T
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = T>,
-        T: Send + 'static,
-    {
-        let path = format!("/run/netns/{}", self.name);
-        std::thread::spawn(move || {
-            let fd = File::open(&path).expect("open netns");
-            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime")
-                .block_on(f())
-        })
-        .join()
-        .expect("netns thread")
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(args: &[&str]) {
-    let status = Command::new(args[0])
-        .args(&args[1..])
-        .status()
-        .expect("spawn");
-    assert!(status.success(), "{args:?} failed");
-}
+use test_support::Netns;
 
 /// Two veth pairs: nm0/nm1 up with addresses and a default route via nm0, nm2/nm3 down.
 fn fixture(ns: &Netns) {
@@ -126,7 +48,7 @@ fn snapshot_in(ns: &Netns) -> Snapshot {
 
 #[test]
 fn snapshot_matches_ip_json_output() {
-    let ns = Netns::new();
+    let ns = Netns::new("nlt");
     fixture(&ns);
     let snap = snapshot_in(&ns);
 
@@ -213,7 +135,7 @@ fn snapshot_matches_ip_json_output() {
 
 #[test]
 fn multipath_default_route_gives_each_interface_its_gateway() {
-    let ns = Netns::new();
+    let ns = Netns::new("nlt");
     ns.ip(&["link", "add", "nm0", "type", "veth", "peer", "name", "nm1"]);
     ns.ip(&["addr", "add", "10.202.4.1/24", "dev", "nm0"]);
     ns.ip(&["addr", "add", "10.202.5.1/24", "dev", "nm1"]);
@@ -257,15 +179,15 @@ async fn wait_for(stream: &mut EventStream, what: &str, pred: impl Fn(&Event) ->
 
 #[test]
 fn event_stream_reports_address_route_and_link_changes() {
-    let ns = Netns::new();
+    let ns = Netns::new("nlt");
     ns.ip(&["link", "add", "nm0", "type", "veth", "peer", "name", "nm1"]);
     ns.ip(&["link", "set", "nm0", "up"]);
     ns.ip(&["link", "set", "nm1", "up"]);
     let name = ns.name.clone();
     let ip = move |args: &[&str]| {
-        let mut full = vec!["ip", "-n", &name];
+        let mut full = vec!["-n", name.as_str()];
         full.extend_from_slice(args);
-        run(&full);
+        test_support::run("ip", &full);
     };
     ns.run_in(move || async move {
         let mut stream = EventStream::subscribe().expect("subscribe");
@@ -319,7 +241,7 @@ fn event_stream_reports_address_route_and_link_changes() {
 
 #[test]
 fn an_overrun_receive_queue_asks_for_a_resync_instead_of_losing_changes_silently() {
-    let ns = Netns::new();
+    let ns = Netns::new("nlt");
     ns.ip(&["link", "add", "nm0", "type", "veth", "peer", "name", "nm1"]);
     let name = ns.name.clone();
     ns.run_in(move || async move {

@@ -1,20 +1,31 @@
 //! The event loop: netlink events mark interfaces dirty, the debouncer says when to look, a
-//! fresh dump says what to report, and the server fans the lines out. One task owns all state;
-//! nothing runs while nothing changes (no polling, no timer unless a change is pending).
+//! fresh dump says what to report, and the server fans the lines out. Commands arrive as jobs
+//! from the client tasks: status ones are answered here, dedicated-NIC ones run on a blocking
+//! thread, one at a time. One task owns all state; nothing runs while nothing changes (no
+//! polling, no timer unless a change is pending). At shutdown, NICs still lent to containers are
+//! returned to the host.
 
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context;
-use netlink::{Event, EventStream, Filter, RouteSocket, timestamp_now};
+use netlink::{Event, EventStream, RouteSocket};
+use netmon_proto::{Response, change_line, dhcp_update_line, discovery_line, timestamp_now};
 use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::commands::{View, Work, dispatch};
 use crate::debounce::Debouncer;
-use crate::protocol::{change_line, discovery_line};
-use crate::server::{Clients, Socket, TrustedClients};
+use crate::model::Filter;
+use crate::nic::Nics;
+use crate::server::{Clients, Job, Socket, TrustedClients};
 use crate::tracker::Tracker;
+
+/// Commands waiting for the daemon (every client has at most one in flight).
+const JOB_QUEUE: usize = 64;
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(200);
@@ -45,7 +56,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         cfg.debounce
     );
 
-    let mut clients = Clients::new();
+    let nics = Arc::new(Mutex::new(
+        Nics::new().context("opening netmon's own network namespace (/proc/self/ns/net)")?,
+    ));
+    // DHCP clients (lease files beside the socket, `dhcp/`, as the original's /var/orchestrator/dhcp);
+    // their lease changes go to every client as `dhcp_update` events.
+    let lease_dir = cfg
+        .socket
+        .parent()
+        .map_or_else(|| PathBuf::from("dhcp"), |d| d.join("dhcp"));
+    let (updates_tx, mut updates) = mpsc::unbounded_channel();
+    let (dhcp, dhcp_task) = crate::dhcp::spawn(lease_dir, updates_tx);
+    let (jobs_tx, mut jobs) = mpsc::channel::<Job>(JOB_QUEUE);
+    let mut running = JoinSet::new();
+    let mut clients = Clients::new(jobs_tx);
     let mut trusted = TrustedClients::new(cfg.client_uid);
     let mut debouncer = Debouncer::new(cfg.debounce);
     let result = loop {
@@ -124,9 +148,59 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 }
             },
             () = clients.reap() => {}
+            Some(update) = updates.recv() => {
+                tracing::info!(
+                    container = %update.container_name,
+                    vnic = %update.vnic_name,
+                    ip = %update.ip,
+                    "DHCP lease"
+                );
+                clients.broadcast(&Arc::from(dhcp_update_line(&update)));
+            }
+            Some(job) = jobs.recv() => {
+                let view = View {
+                    clients: clients.len(),
+                    pending_changes: debouncer.pending().into_iter().filter_map(|i| tracker.name_of(i).map(str::to_owned)).collect(),
+                };
+                match dispatch(job.command, &view) {
+                    Work::Answer(response) => { let _ = job.reply.send(response); }
+                    Work::Nic(nic_job) => {
+                        let nics = nics.clone();
+                        running.spawn(async move {
+                            let response = tokio::task::spawn_blocking(move || {
+                                nic_job.run(&mut nics.lock().unwrap_or_else(PoisonError::into_inner))
+                            })
+                            .await
+                            .unwrap_or_else(|e| Response::error(format!("netmon failed to run the command: {e}")));
+                            let _ = job.reply.send(response);
+                        });
+                    }
+                    Work::Dhcp(dhcp_job) => {
+                        let dhcp = dhcp.clone();
+                        running.spawn(async move {
+                            let _ = job.reply.send(dhcp_job.run(&dhcp).await);
+                        });
+                    }
+                }
+            }
+            Some(_) = running.join_next(), if !running.is_empty() => {}
         }
     };
     clients.shutdown().await;
+    running.shutdown().await;
+    // DHCP clients end keeping their leases: the next netmon resumes them (INIT-REBOOT).
+    dhcp.shutdown().await;
+    let _ = dhcp_task.await;
+    // Links lent to containers go back to the host (a command still running finishes first: it
+    // holds the lock).
+    let lent = tokio::task::spawn_blocking(move || {
+        nics.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .return_all();
+    });
+    if let Err(e) = lent.await {
+        tracing::error!("returning dedicated NICs failed: {e}");
+    }
     socket.remove().await;
     result
 }

@@ -49,6 +49,13 @@ impl Debouncer {
             .max(entry.deadline);
     }
 
+    /// Interfaces with a change waiting (sorted).
+    pub fn pending(&self) -> Vec<u32> {
+        let mut v: Vec<u32> = self.pending.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
     /// The earliest moment an interface becomes due, `None` when nothing is pending.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.pending.values().map(|p| p.deadline).min()

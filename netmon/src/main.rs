@@ -1,11 +1,15 @@
 //! `autonomy-netmon`: the host network monitor sidecar. Watches rtnetlink (links, IPv4
 //! addresses, IPv4 routes), debounces per interface and serves JSON lines on a Unix socket.
-//! Wiring only: the pure parts live in `debounce`, `tracker`, `protocol` and `cli`.
+//! Wiring only: the pure parts live in `debounce`, `tracker`, `model` and `cli`; the wire format
+//! is `netmon_proto`'s.
 
 mod cli;
+mod commands;
 mod daemon;
 mod debounce;
-mod protocol;
+mod dhcp;
+mod model;
+mod nic;
 mod server;
 mod tracker;
 
@@ -60,7 +64,7 @@ fn main() -> ExitCode {
             let cfg = daemon::Config {
                 socket: args.socket,
                 debounce: args.debounce,
-                filter: netlink::Filter::new(args.ignore),
+                filter: model::Filter::new(args.ignore),
                 client_uid: args.client_uid,
             };
             match runtime.block_on(daemon::run(cfg)) {

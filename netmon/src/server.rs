@@ -1,8 +1,9 @@
 //! The Unix socket side: binding (directory, stale file, mode 0660), who may connect
-//! ([`TrustedClients`], by `SO_PEERCRED`), per-client writer tasks with bounded queues, and
-//! removal of the socket file at shutdown. Knows nothing of netlink.
+//! ([`TrustedClients`], by `SO_PEERCRED`), one task per client that writes its events and
+//! answers its commands (whole lines only, responses in request order), and removal of the
+//! socket file at shutdown. Knows nothing of netlink; commands go to the daemon as [`Job`]s.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -10,15 +11,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use tokio::io::AsyncWriteExt;
+use netmon_proto::{Command, Response, decode_request, response_line};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::{AbortHandle, JoinSet};
 
 /// Lines a client may have queued before it counts as stuck and is dropped.
 const CLIENT_QUEUE: usize = 32;
 /// How long one line may take to write before the client counts as stuck.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest command line (bytes); a longer one drops the client (no command is near this).
+const MAX_REQUEST_LINE: usize = netmon_proto::MAX_LINE;
+/// Command lines a client may have waiting for their turn before it counts as misbehaving.
+const MAX_QUEUED_REQUESTS: usize = 64;
 /// How long probing an existing socket file may take.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -174,14 +181,24 @@ pub struct Clients {
     senders: HashMap<u64, (mpsc::Sender<Arc<str>>, AbortHandle)>,
     tasks: JoinSet<u64>,
     next_id: u64,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// A command a client sent, for the daemon to run; the answer goes back through `reply`.
+#[derive(Debug)]
+pub struct Job {
+    pub command: Command,
+    pub reply: oneshot::Sender<Response>,
 }
 
 impl Clients {
-    pub fn new() -> Self {
+    /// `jobs` receives every well-formed command of every client.
+    pub fn new(jobs: mpsc::Sender<Job>) -> Self {
         Clients {
             senders: HashMap::new(),
             tasks: JoinSet::new(),
             next_id: 0,
+            jobs,
         }
     }
 
@@ -196,7 +213,9 @@ impl Clients {
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE);
         // Cannot fail: the channel is new, open and empty.
         let _ = tx.try_send(first);
-        let abort = self.tasks.spawn(serve_client(id, stream, rx));
+        let abort = self
+            .tasks
+            .spawn(serve_client(id, stream, rx, self.jobs.clone()));
         self.senders.insert(id, (tx, abort));
         id
     }
@@ -235,33 +254,148 @@ impl Clients {
     }
 }
 
-/// Writes queued lines to one client until its queue closes or a write fails; also notices a
-/// client that hung up while nothing was being sent (health checks do that every few seconds).
-async fn serve_client(id: u64, stream: UnixStream, mut rx: mpsc::Receiver<Arc<str>>) -> u64 {
+/// Splits what a client writes into lines (without `\n`; a trailing `\r` is kept, JSON ignores
+/// it), skipping blank ones. Pure.
+#[derive(Debug, Default)]
+pub struct LineSplitter {
+    partial: Vec<u8>,
+}
+
+/// A line longer than [`MAX_REQUEST_LINE`].
+#[derive(Debug, PartialEq, Eq)]
+pub struct LineTooLong;
+
+impl LineSplitter {
+    /// Feeds `bytes`; returns the lines they complete.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<Vec<Vec<u8>>, LineTooLong> {
+        let mut lines = Vec::new();
+        for chunk in bytes.split_inclusive(|b| *b == b'\n') {
+            self.partial.extend_from_slice(chunk);
+            if self.partial.last() == Some(&b'\n') {
+                let mut line = std::mem::take(&mut self.partial);
+                line.pop();
+                if !line.iter().all(u8::is_ascii_whitespace) {
+                    lines.push(line);
+                }
+            }
+            if self.partial.len() > MAX_REQUEST_LINE {
+                return Err(LineTooLong);
+            }
+        }
+        Ok(lines)
+    }
+}
+
+/// Writes one whole line; false when the client is gone or stuck.
+async fn write_line(id: u64, write: &mut OwnedWriteHalf, line: &str) -> bool {
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(line.as_bytes())).await {
+        Ok(Ok(())) => true,
+        Ok(Err(e)) => {
+            tracing::debug!(client = id, "write failed: {e}");
+            false
+        }
+        Err(_) => {
+            tracing::warn!(client = id, "write timed out; dropping client");
+            false
+        }
+    }
+}
+
+/// The command being run for a client: its `id` to echo and where its answer arrives.
+type InFlight = Option<(Option<u64>, oneshot::Receiver<Response>)>;
+
+/// The answer of the command in flight; pending forever when there is none.
+async fn answer(in_flight: &mut InFlight) -> Response {
+    match in_flight {
+        Some((id, rx)) => {
+            let mut response = rx
+                .await
+                .unwrap_or_else(|_| Response::error("netmon stopped before answering"));
+            response.id = *id;
+            response
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// Serves one client: writes its queued events, reads its command lines and answers each with
+/// exactly one response line, in order, one command at a time (the next starts when the last
+/// is answered), while events keep flowing. This task is the only writer of the connection, so
+/// events and responses only ever meet at line boundaries. Ends when the client hangs up (after
+/// answering what it sent), a write fails or blocks, or the client misbehaves (a line over
+/// 64 KiB, more than 64 commands waiting).
+async fn serve_client(
+    id: u64,
+    stream: UnixStream,
+    mut rx: mpsc::Receiver<Arc<str>>,
+    jobs: mpsc::Sender<Job>,
+) -> u64 {
     let (mut read, mut write) = stream.into_split();
-    let mut scratch = [0u8; 256];
+    let mut scratch = [0u8; 4096];
+    let mut splitter = LineSplitter::default();
+    let mut queued: VecDeque<Vec<u8>> = VecDeque::new();
+    let mut in_flight: InFlight = None;
+    let mut hung_up = false;
     loop {
+        // Start the next command; lines that are not commands are answered at once (in order:
+        // nothing is in flight).
+        while in_flight.is_none() {
+            let Some(line) = queued.pop_front() else {
+                break;
+            };
+            match decode_request(&line) {
+                Ok(request) => {
+                    let (reply, answer) = oneshot::channel();
+                    let job = Job {
+                        command: request.command,
+                        reply,
+                    };
+                    if jobs.send(job).await.is_err() {
+                        return id;
+                    }
+                    in_flight = Some((request.id, answer));
+                }
+                Err(e) => {
+                    tracing::debug!(client = id, "refused a command line: {e}");
+                    if !write_line(id, &mut write, &response_line(&e.response())).await {
+                        return id;
+                    }
+                }
+            }
+        }
+        if hung_up && in_flight.is_none() {
+            return id;
+        }
         tokio::select! {
             line = rx.recv() => {
                 let Some(line) = line else { return id };
-                match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(line.as_bytes())).await {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => {
-                        tracing::debug!(client = id, "write failed: {e}");
-                        return id;
-                    }
-                    Err(_) => {
-                        tracing::warn!(client = id, "write timed out; dropping client");
-                        return id;
-                    }
-                }
-            }
-            // What a client writes is ignored (the protocol is one-way); EOF or an error ends it.
-            r = tokio::io::AsyncReadExt::read(&mut read, &mut scratch) => {
-                if matches!(r, Ok(0) | Err(_)) {
+                if !write_line(id, &mut write, &line).await {
                     return id;
                 }
             }
+            response = answer(&mut in_flight) => {
+                in_flight = None;
+                if !write_line(id, &mut write, &response_line(&response)).await {
+                    return id;
+                }
+            }
+            // EOF is how a hang-up is noticed while nothing is being sent (health checks).
+            r = read.read(&mut scratch), if !hung_up => match r {
+                Ok(0) | Err(_) => hung_up = true,
+                Ok(n) => match splitter.push(&scratch[..n]) {
+                    Ok(lines) if queued.len() + lines.len() <= MAX_QUEUED_REQUESTS => {
+                        queued.extend(lines);
+                    }
+                    Ok(_) => {
+                        tracing::warn!(client = id, "client sent more than {MAX_QUEUED_REQUESTS} commands without waiting; dropping it");
+                        return id;
+                    }
+                    Err(LineTooLong) => {
+                        tracing::warn!(client = id, "client sent a line over {MAX_REQUEST_LINE} bytes; dropping it");
+                        return id;
+                    }
+                },
+            },
         }
     }
 }
@@ -294,10 +428,143 @@ mod tests {
         assert!(t.warned.len() <= REFUSALS_KEPT);
     }
 
+    #[test]
+    fn lines_are_split_at_newlines_whatever_the_chunks_and_blank_ones_skipped() {
+        let mut s = LineSplitter::default();
+        assert_eq!(s.push(b"{\"a\":").unwrap(), Vec::<Vec<u8>>::new());
+        assert_eq!(
+            s.push(b"1}\n\n  \n{\"b\":2}\n{\"c\"").unwrap(),
+            vec![b"{\"a\":1}".to_vec(), b"{\"b\":2}".to_vec()]
+        );
+        assert_eq!(s.push(b":3}\n").unwrap(), vec![b"{\"c\":3}".to_vec()]);
+        let mut s = LineSplitter::default();
+        assert_eq!(s.push(&vec![b'x'; MAX_REQUEST_LINE + 1]), Err(LineTooLong));
+    }
+
+    /// A stand-in daemon: answers every command after `delay`, with its name as the message.
+    fn fake_daemon(delay: Duration) -> mpsc::Sender<Job> {
+        let (tx, mut rx) = mpsc::channel::<Job>(8);
+        tokio::spawn(async move {
+            while let Some(job) = rx.recv().await {
+                tokio::time::sleep(delay).await;
+                let name = serde_json::to_value(&job.command).unwrap()["command"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned();
+                let _ = job.reply.send(Response {
+                    message: Some(name),
+                    ..Response::ok()
+                });
+            }
+        });
+        tx
+    }
+
+    #[tokio::test]
+    async fn commands_are_answered_in_order_while_events_keep_flowing_whole_lines_only() {
+        let mut clients = Clients::new(fake_daemon(Duration::from_millis(20)));
+        let (ours, theirs) = UnixStream::pair().expect("pair");
+        clients.add(
+            ours,
+            Arc::from("{\"type\":\"network_discovery\",\"data\":{}}\n"),
+        );
+        let (read, mut write) = theirs.into_split();
+        // Requests sent in one write, one of them broken, ids on some.
+        write
+            .write_all(
+                b"{\"command\":\"get_status\",\"id\":1}\nnot json\n\n{\"command\":\"brew\"}\n\
+                  {\"command\":\"check_nic_in_container\",\"host_interface\":\"eth1\",\"container_pid\":7,\"id\":2}\n\
+                  {\"command\":\"get_dhcp_status\"}\n",
+            )
+            .await
+            .unwrap();
+        // Events, each a long line, broadcast while the commands run.
+        let event: Arc<str> = Arc::from(format!(
+            "{{\"type\":\"network_change\",\"data\":{{\"pad\":\"{}\"}}}}\n",
+            "x".repeat(20_000)
+        ));
+        let mut lines = BufReader::new(read).lines();
+        let mut responses = Vec::new();
+        let mut events = 0;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while responses.len() < 5 {
+            clients.broadcast(&event);
+            let line = tokio::time::timeout_at(deadline, lines.next_line())
+                .await
+                .expect("all answers in time")
+                .unwrap()
+                .unwrap();
+            let v: serde_json::Value = serde_json::from_str(&line)
+                .unwrap_or_else(|e| panic!("not a whole JSON line ({e}): {line:.80}"));
+            if v.get("type").is_some() {
+                events += 1;
+            } else {
+                responses.push(v);
+            }
+        }
+        assert!(events > 1, "events flowed while commands ran: {events}");
+        let summary: Vec<(Option<u64>, String)> = responses
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_u64(),
+                    r["message"]
+                        .as_str()
+                        .or(r["error"].as_str())
+                        .unwrap()
+                        .to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            vec![
+                (Some(1), "get_status".to_owned()),
+                (None, "Invalid JSON".to_owned()),
+                (None, "Unknown command: brew".to_owned()),
+                (Some(2), "check_nic_in_container".to_owned()),
+                (None, "get_dhcp_status".to_owned()),
+            ]
+        );
+        assert_eq!(responses[1]["success"], false);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_hangs_up_after_a_command_still_gets_it_run_then_is_forgotten() {
+        let mut clients = Clients::new(fake_daemon(Duration::from_millis(50)));
+        let (ours, theirs) = UnixStream::pair().expect("pair");
+        clients.add(
+            ours,
+            Arc::from("{\"type\":\"network_discovery\",\"data\":{}}\n"),
+        );
+        let (read, mut write) = theirs.into_split();
+        write
+            .write_all(b"{\"command\":\"get_netlink_status\"}\n")
+            .await
+            .unwrap();
+        write.shutdown().await.unwrap();
+        let mut lines = BufReader::new(read).lines();
+        assert!(
+            lines
+                .next_line()
+                .await
+                .unwrap()
+                .unwrap()
+                .contains("network_discovery")
+        );
+        let answer = lines.next_line().await.unwrap().unwrap();
+        assert!(answer.contains("get_netlink_status"), "{answer}");
+        tokio::time::timeout(Duration::from_secs(5), clients.reap())
+            .await
+            .expect("the client is forgotten");
+        assert_eq!(clients.len(), 0);
+    }
+
     #[tokio::test]
     async fn a_stuck_client_is_dropped_while_a_reading_client_gets_every_line() {
         const LINES: usize = 1000;
-        let mut clients = Clients::new();
+        let (jobs, _jobs_rx) = mpsc::channel(1);
+        let mut clients = Clients::new(jobs);
         let (stuck, _stuck_peer) = UnixStream::pair().expect("pair");
         let (good, good_peer) = UnixStream::pair().expect("pair");
         clients.add(stuck, Arc::from("discovery\n"));

@@ -4,7 +4,10 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use netlink::{Event, Filter, InterfaceInfo, Snapshot, interface_info};
+use netlink::{Event, Snapshot};
+use netmon_proto::InterfaceInfo;
+
+use crate::model::{self, Filter, interface_info};
 
 #[derive(Debug)]
 pub struct Tracker {
@@ -43,6 +46,11 @@ impl Tracker {
         {
             self.names.insert(l.index, l.name.clone());
         }
+    }
+
+    /// The name of interface `index`, when known.
+    pub fn name_of(&self, index: u32) -> Option<&str> {
+        self.names.get(&index).map(String::as_str)
     }
 
     /// Every interface index known from the last snapshot or events (for a full resync).
@@ -94,18 +102,14 @@ impl Tracker {
                 },
             };
             let current = interface_info(snap, index, timestamp)
-                .unwrap_or_else(|| InterfaceInfo::removed(&name, index, timestamp.to_owned()));
+                .unwrap_or_else(|| model::removed(&name, index, timestamp));
             let previous = self.last.get(&index);
             // A renamed interface: the old name is gone as far as clients can tell.
             if let Some(p) = previous
                 && p.interface != name
                 && !self.filter.ignores(&p.interface)
             {
-                out.push(InterfaceInfo::removed(
-                    &p.interface,
-                    index,
-                    timestamp.to_owned(),
-                ));
+                out.push(model::removed(&p.interface, index, timestamp));
             }
             let previous = previous.filter(|p| p.interface == name);
             let report = match previous {
@@ -133,9 +137,8 @@ impl Tracker {
 mod tests {
     use std::net::Ipv4Addr;
 
-    use netlink::{
-        IFF_LOWER_UP, IFF_UP, Ipv4Address, Ipv4Route, Link, MAIN_TABLE, OperState, Status,
-    };
+    use netlink::{IFF_LOWER_UP, IFF_UP, Ipv4Address, Ipv4Route, Link, MAIN_TABLE, OperState};
+    use netmon_proto::InterfaceStatus;
 
     use super::*;
 
@@ -198,7 +201,7 @@ mod tests {
         let out = t.changes(&moved, &[2], "t2");
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].ipv4_addresses[0].subnet, "10.202.1.0/24");
-        assert_eq!(out[0].gateway, Some(Ipv4Addr::new(10, 202, 1, 1)));
+        assert_eq!(out[0].gateway.as_deref(), Some("10.202.1.1"));
         assert!(t.changes(&moved, &[2], "t3").is_empty());
     }
 
@@ -217,7 +220,7 @@ mod tests {
         );
         let out = t.changes(&gw, &[2], "t1");
         assert_eq!(out.len(), 1);
-        assert_eq!(out[0].gateway, Some(Ipv4Addr::new(10, 202, 0, 2)));
+        assert_eq!(out[0].gateway.as_deref(), Some("10.202.0.2"));
     }
 
     #[test]
@@ -237,7 +240,7 @@ mod tests {
         assert_eq!(out.len(), 2);
         assert!(
             out.iter()
-                .all(|i| i.ipv4_addresses.is_empty() && i.status == Some(Status::Down))
+                .all(|i| i.ipv4_addresses.is_empty() && i.status == Some(InterfaceStatus::Down))
         );
         assert!(t.changes(&after, &[2, 3], "t2").is_empty());
 
@@ -246,7 +249,7 @@ mod tests {
         let out = t.changes(&gone, &[3], "t1");
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].interface, "eth1");
-        assert_eq!(out[0].status, Some(Status::Removed));
+        assert_eq!(out[0].status, Some(InterfaceStatus::Removed));
         assert!(t.changes(&gone, &[3], "t2").is_empty());
     }
 
@@ -275,7 +278,7 @@ mod tests {
         assert_eq!(out.len(), 2, "{out:?}");
         assert_eq!(
             (out[0].interface.as_str(), out[0].status),
-            ("eth0", Some(Status::Removed))
+            ("eth0", Some(InterfaceStatus::Removed))
         );
         assert_eq!((out[1].interface.as_str(), out[1].status), ("lan0", None));
     }
@@ -294,7 +297,7 @@ mod tests {
         );
         let t = tracker_with(&now);
         let d = t.discovery(&now, "t0");
-        let shape: Vec<(&str, usize, Option<Status>)> = d
+        let shape: Vec<(&str, usize, Option<InterfaceStatus>)> = d
             .iter()
             .map(|i| (i.interface.as_str(), i.ipv4_addresses.len(), i.status))
             .collect();
@@ -302,8 +305,8 @@ mod tests {
             shape,
             [
                 ("eth0", 1, None),
-                ("eth1", 0, Some(Status::Down)),
-                ("eth2", 0, Some(Status::Down))
+                ("eth1", 0, Some(InterfaceStatus::Down)),
+                ("eth2", 0, Some(InterfaceStatus::Down))
             ]
         );
     }
@@ -321,7 +324,7 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(
             (out[0].interface.as_str(), out[0].status),
-            ("usb0", Some(Status::Down))
+            ("usb0", Some(InterfaceStatus::Down))
         );
         // Carrier comes up, still without an address: unusable before and after, not reported.
         let carrier = snap(
@@ -334,7 +337,7 @@ mod tests {
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(
             (out[0].interface.as_str(), out[0].status),
-            ("usb0", Some(Status::Removed))
+            ("usb0", Some(InterfaceStatus::Removed))
         );
         // A link created and deleted between two looks was never seen: nothing to say.
         assert!(t.changes(&base, &[7], "t4").is_empty());

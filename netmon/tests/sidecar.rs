@@ -12,17 +12,17 @@
 )]
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::io::{BufRead, BufReader, ErrorKind};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::Value;
+use test_support::Netns;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autonomy-netmon");
 /// Debounce used by most tests; waits below are many times longer (2-core, loaded machine).
@@ -30,71 +30,6 @@ const DEBOUNCE: &str = "300ms";
 const EVENT_WAIT: Duration = Duration::from_secs(10);
 /// No further event within this long counts as "no more events".
 const QUIET: Duration = Duration::from_secs(2);
-
-static COUNTER: AtomicU32 = AtomicU32::new(0);
-
-/// A network namespace (lo up) removed on drop.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn new() -> Self {
-        let name = format!(
-            "nmt-{}-{}",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::SeqCst)
-        );
-        run("ip", &["netns", "add", &name]);
-        let ns = Netns { name };
-        ns.ip(&["link", "set", "lo", "up"]);
-        ns
-    }
-
-    fn ip(&self, args: &[&str]) {
-        let mut full = vec!["-n", &self.name];
-        full.extend_from_slice(args);
-        run("ip", &full);
-    }
-
-    /// A veth pair `a`/`b`, both up.
-    fn veth(&self, a: &str, b: &str) {
-        self.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
-        self.ip(&["link", "set", a, "up"]);
-        self.ip(&["link", "set", b, "up"]);
-    }
-
-    /// Runs many `ip` commands in one process (`ip -batch`), i.e. within a few milliseconds.
-    fn ip_batch(&self, commands: &[String]) {
-        let mut child = Command::new("ip")
-            .args(["-n", &self.name, "-batch", "-"])
-            .stdin(Stdio::piped())
-            .spawn()
-            .expect("spawn ip -batch");
-        let mut stdin = child.stdin.take().expect("stdin");
-        stdin
-            .write_all(commands.join("\n").as_bytes())
-            .expect("write batch");
-        drop(stdin);
-        assert!(
-            child.wait().expect("ip -batch").success(),
-            "ip -batch failed"
-        );
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) {
-    let status = Command::new(cmd).args(args).status().expect("spawn");
-    assert!(status.success(), "{cmd} {args:?} failed");
-}
 
 /// The sidecar running in a namespace; killed on drop. Owns the temp dir of its socket.
 struct Daemon {
@@ -278,15 +213,30 @@ fn subnets(info: &Value) -> Vec<String> {
         .collect()
 }
 
-const INFO_KEYS: [&str; 6] = [
+// HEAD's keys in HEAD's order (upstream-head §4.4), then ours: `status` on down reports and the
+// MAC (HEAD sends none).
+const INFO_KEYS: [&str; 8] = [
     "interface",
     "index",
     "operstate",
+    "type",
     "ipv4_addresses",
     "gateway",
     "timestamp",
+    "mac_address",
 ];
-const DOWN_KEYS: [&str; 7] = [
+const DOWN_KEYS: [&str; 9] = [
+    "interface",
+    "index",
+    "operstate",
+    "type",
+    "ipv4_addresses",
+    "gateway",
+    "timestamp",
+    "status",
+    "mac_address",
+];
+const REMOVED_KEYS: [&str; 7] = [
     "interface",
     "index",
     "operstate",
@@ -298,7 +248,7 @@ const DOWN_KEYS: [&str; 7] = [
 
 #[test]
 fn discovery_on_connect_lists_interfaces_in_upstream_shape_without_filtered_ones() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     ns.veth("nm0", "nm1");
     ns.ip(&["addr", "add", "10.202.10.5/24", "dev", "nm0"]);
     ns.ip(&["addr", "add", "10.202.12.1/24", "dev", "nm1"]);
@@ -370,7 +320,7 @@ fn discovery_on_connect_lists_interfaces_in_upstream_shape_without_filtered_ones
 
 #[test]
 fn address_change_yields_one_event_after_the_debounce_with_new_subnet_and_gateway() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     ns.veth("nm0", "nm1");
     ns.ip(&["addr", "add", "10.202.20.5/24", "dev", "nm0"]);
     let daemon = Daemon::start(&ns, &["--debounce", "1s"]);
@@ -393,7 +343,7 @@ fn address_change_yields_one_event_after_the_debounce_with_new_subnet_and_gatewa
 
 #[test]
 fn fifty_changes_inside_the_window_yield_exactly_one_event_per_interface() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     ns.veth("nm0", "nm1");
     // A window far longer than the burst, even if `ip` gets descheduled on a loaded machine.
     let daemon = Daemon::start(&ns, &["--debounce", "2s"]);
@@ -428,7 +378,7 @@ fn fifty_changes_inside_the_window_yield_exactly_one_event_per_interface() {
 
 #[test]
 fn a_gateway_change_alone_yields_an_event() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     ns.veth("nm0", "nm1");
     ns.ip(&["addr", "add", "10.202.40.5/24", "dev", "nm0"]);
     ns.ip(&[
@@ -462,7 +412,7 @@ fn a_gateway_change_alone_yields_an_event() {
 
 #[test]
 fn losing_the_last_address_link_down_and_removal_yield_empty_address_events() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     ns.veth("nm0", "nm1");
     ns.veth("nm2", "nm3");
     ns.ip(&["addr", "add", "10.202.50.5/24", "dev", "nm0"]);
@@ -505,7 +455,7 @@ fn losing_the_last_address_link_down_and_removal_yield_empty_address_events() {
         "{changes:?}"
     );
     for c in &changes {
-        keys_are(c, &DOWN_KEYS);
+        keys_are(c, &REMOVED_KEYS);
         assert_eq!(c["ipv4_addresses"], Value::Array(vec![]));
         assert_eq!(c["status"], "removed");
     }
@@ -513,7 +463,7 @@ fn losing_the_last_address_link_down_and_removal_yield_empty_address_events() {
 
 #[test]
 fn filtered_interfaces_never_appear_in_changes() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     let daemon = Daemon::start(&ns, &["--ignore", "skip*"]);
     let mut client = daemon.connect();
     assert!(client.discovery().is_empty());
@@ -536,7 +486,7 @@ fn filtered_interfaces_never_appear_in_changes() {
 
 #[test]
 fn two_clients_both_receive_and_one_that_never_reads_stalls_nobody() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     ns.veth("nm0", "nm1");
     ns.ip(&["addr", "add", "10.202.70.5/24", "dev", "nm0"]);
     let daemon = Daemon::start(&ns, &[]);
@@ -558,7 +508,7 @@ fn two_clients_both_receive_and_one_that_never_reads_stalls_nobody() {
 
 #[test]
 fn sigterm_and_sigint_stop_with_exit_zero_and_remove_the_socket() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     for sig in [Signal::SIGTERM, Signal::SIGINT] {
         let mut daemon = Daemon::start(&ns, &[]);
         let _client = daemon.connect();
@@ -572,7 +522,7 @@ fn sigterm_and_sigint_stop_with_exit_zero_and_remove_the_socket() {
 
 #[test]
 fn a_restart_over_a_stale_socket_file_works_and_a_live_one_is_not_stolen() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     ns.veth("nm0", "nm1");
     ns.ip(&["addr", "add", "10.202.80.5/24", "dev", "nm0"]);
     let mut first = Daemon::start(&ns, &[]);
@@ -673,7 +623,7 @@ fn netmon_log(daemon: &Daemon) -> String {
 
 #[test]
 fn a_client_of_another_uid_is_refused_and_root_and_the_configured_uid_are_served() {
-    let ns = Netns::new();
+    let ns = Netns::new("nmt");
     ns.veth("nm0", "nm1");
     ns.ip(&["addr", "add", "10.202.90.5/24", "dev", "nm0"]);
     let daemon = Daemon::start(&ns, &[]);
@@ -702,5 +652,282 @@ fn a_client_of_another_uid_is_refused_and_root_and_the_configured_uid_are_served
     assert!(
         line.starts_with("HELPER:LINE:{\"type\":\"network_discovery\""),
         "{line}"
+    );
+}
+
+/// Item 5 of issue 12: every port with its `type` (as the original names it) and its MAC, also
+/// one that is up without IPv4.
+#[test]
+fn discovery_reports_each_ports_type_and_mac_also_up_without_ipv4() {
+    let ns = Netns::new("nmt");
+    ns.veth("wlan7", "lan7");
+    let mac_of = |name: &str| {
+        ns.ip_json(&["link", "show", "dev", name])[0]["address"]
+            .as_str()
+            .expect("address")
+            .to_owned()
+    };
+    let daemon = Daemon::start(&ns, &[]);
+    let interfaces = daemon.connect().discovery();
+    for (name, kind) in [("wlan7", "wifi"), ("lan7", "ethernet")] {
+        let info = interfaces
+            .iter()
+            .find(|i| i["interface"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {interfaces:?}"));
+        assert_eq!(info["operstate"], "UP", "{info}");
+        assert_eq!(info["ipv4_addresses"], Value::Array(vec![]), "{info}");
+        assert_eq!(info["type"], kind, "{info}");
+        assert_eq!(info["mac_address"], mac_of(name).as_str(), "{info}");
+    }
+}
+
+impl Client {
+    /// Sends one command line and returns its response (the next line without a `type`; events
+    /// in between are skipped).
+    fn command(&mut self, request: Value) -> Value {
+        use std::io::Write;
+        let mut line = request.to_string();
+        line.push('\n');
+        self.reader
+            .get_mut()
+            .write_all(line.as_bytes())
+            .expect("send command");
+        loop {
+            let msg = self.next(EVENT_WAIT).expect("a response in time");
+            if msg.get("type").is_none() {
+                return msg;
+            }
+        }
+    }
+}
+
+/// A stand-in for a container: `unshare -n sleep` in a fresh network namespace; killed on drop.
+struct Sandbox(Child);
+
+impl Sandbox {
+    fn start() -> Self {
+        let child = Command::new("unshare")
+            .args(["--net", "sleep", "600"])
+            .spawn()
+            .expect("spawn unshare");
+        let sandbox = Sandbox(child);
+        // Wait until `sleep` runs in its own namespace (unshare execs it).
+        let me = std::fs::read_link("/proc/self/ns/net").expect("own netns");
+        let deadline = Instant::now() + EVENT_WAIT;
+        while std::fs::read_link(format!("/proc/{}/ns/net", sandbox.pid())).ok() == Some(me.clone())
+        {
+            assert!(
+                Instant::now() < deadline,
+                "unshare did not enter a namespace"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sandbox
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// Links in its namespace (`ip -j link`, names and whether up).
+    fn links(&self) -> Vec<(String, bool)> {
+        link_list(&[
+            "nsenter",
+            "-t",
+            &self.pid().to_string(),
+            "-n",
+            "ip",
+            "-j",
+            "link",
+        ])
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn link_list(cmd: &[&str]) -> Vec<(String, bool)> {
+    let out = test_support::run(cmd[0], &cmd[1..]);
+    let v: Value = serde_json::from_str(&out).expect("ip -j link");
+    v.as_array()
+        .expect("links")
+        .iter()
+        .map(|l| {
+            let up = l["flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "UP"));
+            (l["ifname"].as_str().expect("ifname").to_owned(), up)
+        })
+        .collect()
+}
+
+fn ns_links(ns: &Netns) -> Vec<(String, bool)> {
+    link_list(&["ip", "-n", &ns.name, "-j", "link"])
+}
+
+fn nic(command: &str, name: &str, pid: u32) -> Value {
+    serde_json::json!({"command": command, "host_interface": name, "container_pid": pid})
+}
+
+#[test]
+fn a_veth_end_moves_into_a_process_namespace_by_pid_is_found_there_and_comes_back() {
+    let ns = Netns::new("nmn");
+    ns.veth("dnic0", "dpeer0");
+    let daemon = Daemon::start(&ns, &[]);
+    let sandbox = Sandbox::start();
+    let pid = sandbox.pid();
+    let mut client = daemon.connect();
+    client.discovery();
+
+    let mut moved = nic("move_nic_to_container", "dnic0", pid);
+    moved["id"] = 11.into();
+    assert_eq!(
+        client.command(moved),
+        serde_json::json!({"success": true, "id": 11})
+    );
+    assert!(
+        sandbox.links().contains(&("dnic0".to_owned(), true)),
+        "in the sandbox and up: {:?}",
+        sandbox.links()
+    );
+    assert!(!ns_links(&ns).iter().any(|(n, _)| n == "dnic0"));
+    assert_eq!(
+        client.command(nic("check_nic_in_container", "dnic0", pid)),
+        serde_json::json!({"success": true, "present": true})
+    );
+
+    assert_eq!(
+        client.command(nic("return_nic_to_host", "dnic0", pid)),
+        serde_json::json!({"success": true})
+    );
+    assert!(
+        ns_links(&ns).contains(&("dnic0".to_owned(), true)),
+        "back on the host and up: {:?}",
+        ns_links(&ns)
+    );
+    assert!(!sandbox.links().iter().any(|(n, _)| n == "dnic0"));
+    assert_eq!(
+        client.command(nic("check_nic_in_container", "dnic0", pid)),
+        serde_json::json!({"success": true, "present": false})
+    );
+}
+
+#[test]
+fn nic_commands_refuse_with_the_originals_texts() {
+    let ns = Netns::new("nmn");
+    ns.veth("dnic0", "dpeer0");
+    let daemon = Daemon::start(&ns, &[]);
+    let sandbox = Sandbox::start();
+    let pid = sandbox.pid();
+    let mut client = daemon.connect();
+    client.discovery();
+    let error = |r: Value| {
+        assert_eq!(r["success"], false, "{r}");
+        r["error"].as_str().expect("error").to_owned()
+    };
+    assert_eq!(
+        error(client.command(nic("move_nic_to_container", "nope0", pid))),
+        "Failed to move NIC: Device \"nope0\" does not exist."
+    );
+    assert_eq!(
+        error(client.command(nic("return_nic_to_host", "dnic0", pid))),
+        "Failed to return NIC: Device \"dnic0\" does not exist."
+    );
+    assert_eq!(
+        error(client.command(nic("move_nic_to_container", "a-very-long-ifname0", pid))),
+        "Invalid interface name: a-very-long-ifname0"
+    );
+    assert_eq!(
+        error(client.command(
+            serde_json::json!({"command": "move_nic_to_container", "host_interface": "dnic0"})
+        )),
+        "Missing container_pid"
+    );
+    // Netmon's own namespace is not a container's.
+    let own = daemon.pid().as_raw() as u32;
+    assert!(
+        error(client.command(nic("move_nic_to_container", "dnic0", own)))
+            .starts_with("Failed to move NIC: process ")
+    );
+    assert_eq!(
+        error(client.command(serde_json::json!({"command": "tea"}))),
+        "Unknown command: tea"
+    );
+    assert_eq!(
+        error(client.command(
+            serde_json::json!({"command": "start_dhcp", "container_name": "c",
+            "vnic_name": "v", "mac_address": "02:00:00:00:00:01", "container_pid": pid})
+        )),
+        "Interface with MAC 02:00:00:00:00:01 not found in container after 10 retries"
+    );
+    assert_eq!(
+        error(
+            client.command(serde_json::json!({"command": "request_wifi_dhcp",
+            "container_name": "c", "vnic_name": "v", "parent_interface": "wlan0",
+            "container_pid": pid, "client_id": "x"}))
+        ),
+        "request_wifi_dhcp is not supported by this netmon yet"
+    );
+    // Nothing moved.
+    assert!(ns_links(&ns).iter().any(|(n, _)| n == "dnic0"));
+    assert_eq!(
+        client.command(nic("check_nic_in_container", "dnic0", pid)),
+        serde_json::json!({"success": true, "present": false})
+    );
+}
+
+#[test]
+fn netmon_returns_lent_nics_when_it_stops_and_a_veth_dies_with_its_namespace() {
+    let ns = Netns::new("nmn");
+    ns.veth("dnic0", "dpeer0");
+    ns.veth("dnic1", "dpeer1");
+    let mut daemon = Daemon::start(&ns, &[]);
+    let sandbox = Sandbox::start();
+    let pid = sandbox.pid();
+    let mut client = daemon.connect();
+    client.discovery();
+    for name in ["dnic0", "dnic1"] {
+        assert_eq!(
+            client.command(nic("move_nic_to_container", name, pid)),
+            serde_json::json!({"success": true})
+        );
+    }
+    // dnic1 comes back by hand: netmon must not try to return it again.
+    assert_eq!(
+        client.command(nic("return_nic_to_host", "dnic1", pid)),
+        serde_json::json!({"success": true})
+    );
+    drop(client);
+    assert_eq!(daemon.stop(Signal::SIGTERM).code(), Some(0));
+    let links = ns_links(&ns);
+    assert!(links.contains(&("dnic0".to_owned(), true)), "{links:?}");
+    assert!(links.contains(&("dnic1".to_owned(), true)), "{links:?}");
+    assert!(!sandbox.links().iter().any(|(n, _)| n.starts_with("dnic")));
+
+    // A veth end left in a namespace that dies is destroyed with it, and its peer with it (a
+    // physical port would come back to the initial namespace instead).
+    let mut daemon = Daemon::start(&ns, &[]);
+    let mut client = daemon.connect();
+    client.discovery();
+    assert_eq!(
+        client.command(nic("move_nic_to_container", "dnic0", pid)),
+        serde_json::json!({"success": true})
+    );
+    drop(sandbox);
+    let deadline = Instant::now() + EVENT_WAIT;
+    while ns_links(&ns).iter().any(|(n, _)| n == "dpeer0") {
+        assert!(Instant::now() < deadline, "the peer outlived the namespace");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!ns_links(&ns).iter().any(|(n, _)| n == "dnic0"));
+    drop(client);
+    assert_eq!(
+        daemon.stop(Signal::SIGTERM).code(),
+        Some(0),
+        "returning a NIC whose container is gone does not fail the stop"
     );
 }

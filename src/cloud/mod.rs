@@ -6,10 +6,14 @@
 //! handler's [`Handler::on_connect`] future runs once per established connection (the heartbeat)
 //! and is dropped when that connection ends, so exactly one such loop exists per connection.
 //!
-//! Submodules: [`packet`] (pure wire codec), [`backoff`] (pure delay arithmetic), [`identity`]
+//! The wire codec, the Engine.IO open and the namespace connect are [`crate::sio`]'s (shared with
+//! the runtime debugger bridge). Submodules: [`backoff`] (pure delay arithmetic), [`identity`]
 //! (client certificate, key, agent id), [`tls`] (endpoint URL, rustls config, failure
 //! classification), `credentials` (the TLS configuration kept across attempts until its files
-//! change), `session` (one connection) and `reconnect` (the forever loop, [`run`]).
+//! change), `connect` (TCP, TLS, upgrade, open, namespace), `session` (one connection's reader
+//! and writer), `inbound` (the pure decision for one inbound message), `tap` (decodes upload
+//! files while their frame arrives, under the WebSocket layer), `probe` (one connection up to the
+//! Engine.IO open, for `doctor`) and `reconnect` (the forever loop, [`run`]).
 //! The link never exits because the cloud, the certificate or anything else is missing: only a
 //! malformed `--server` URL (which no retry can fix) or the shutdown signal end [`run`].
 
@@ -17,19 +21,27 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use serde_json::Value;
 
-pub mod backoff;
+mod backoff;
+mod connect;
 mod credentials;
-pub mod identity;
-pub mod packet;
+// `pub(crate)` for `certs`, which inspects the same files for `certs status` and `doctor`.
+pub(crate) mod identity;
+// `pub(crate)` only so the `fuzzing` facade can re-export the pure decision.
+pub(crate) mod inbound;
+mod probe;
 mod reconnect;
-// `pub(crate)` only so the `fuzzing` facade can re-export the pure `inbound` decision.
-pub(crate) mod session;
-pub mod tls;
+mod session;
+// `pub(crate)` only so the `fuzzing` facade can reach the tap's byte processing.
+pub(crate) mod tap;
+mod tls;
 
+pub use probe::{ProbeOk, probe};
 pub use reconnect::run;
+pub use tls::Endpoint;
 
 /// Inbound WebSocket messages larger than this are refused (answered with an error ack carrying the
 /// request's action and `correlation_id` when they are events asking for one), unless their topic
@@ -57,6 +69,13 @@ pub trait Handler: Send + Sync + 'static {
         let _ = name;
         MAX_INBOUND_MESSAGE
     }
+
+    /// The answer the link sends when it refuses a message itself (too large, malformed, binary),
+    /// completed by the topic layer where a topic's answers carry more than
+    /// `{action, correlation_id, status, error}`.
+    fn complete_refusal(&self, answer: Value) -> Value {
+        answer
+    }
 }
 
 /// Where and as whom the link connects (from the command line).
@@ -68,6 +87,61 @@ pub struct LinkConfig {
     pub ca_file: Option<PathBuf>,
     /// `--mtls-dir`: holds `client.crt` and `client.key`.
     pub mtls_dir: PathBuf,
+    /// Where the link publishes the certificate it uses (and a refused replacement), for the
+    /// status and the expiry watch.
+    pub certificate: crate::certs::InUse,
+    /// Where the link publishes whether it is up and how often it connected, for the local
+    /// health view and metrics.
+    pub status: LinkStatus,
+}
+
+/// Whether the link is up and how its connections went: written by the link, read by anyone
+/// (cheap to clone; all clones share the counters).
+#[derive(Clone, Debug, Default)]
+pub struct LinkStatus {
+    inner: Arc<LinkCounters>,
+}
+
+#[derive(Debug, Default)]
+struct LinkCounters {
+    up: AtomicBool,
+    connections: AtomicU64,
+    failures: AtomicU64,
+}
+
+impl LinkStatus {
+    /// True while namespace `/` is connected.
+    pub fn is_up(&self) -> bool {
+        self.inner.up.load(Ordering::Relaxed)
+    }
+
+    /// Connections established after the first one (each follows a lost connection or a
+    /// failed attempt).
+    pub fn reconnects(&self) -> u64 {
+        self.inner
+            .connections
+            .load(Ordering::Relaxed)
+            .saturating_sub(1)
+    }
+
+    /// Connection attempts that failed before the namespace was connected (no certificate yet,
+    /// cloud unreachable, TLS refused...).
+    pub fn connect_failures(&self) -> u64 {
+        self.inner.failures.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_up(&self) {
+        self.inner.connections.fetch_add(1, Ordering::Relaxed);
+        self.inner.up.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_down(&self) {
+        self.inner.up.store(false, Ordering::Relaxed);
+    }
+
+    pub(crate) fn attempt_failed(&self) {
+        self.inner.failures.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A cheap, cloneable handle for emitting events on the current connection.
@@ -130,7 +204,8 @@ impl Link {
     }
 
     /// A link whose packets land in the returned receiver: for unit tests of handlers.
-    pub fn for_test() -> (Self, tokio::sync::mpsc::Receiver<OutboundForTest>) {
+    #[cfg(test)]
+    pub(crate) fn for_test() -> (Self, tokio::sync::mpsc::Receiver<OutboundForTest>) {
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Outbound>(64);
         let (ttx, trx) = tokio::sync::mpsc::channel(64);
         tokio::spawn(async move {
@@ -148,8 +223,9 @@ impl Link {
 }
 
 /// An emitted event as seen by a test link.
+#[cfg(test)]
 #[derive(Debug, Clone, PartialEq)]
-pub struct OutboundForTest {
+pub(crate) struct OutboundForTest {
     pub name: String,
     pub payload: Value,
 }

@@ -39,21 +39,30 @@ where
         let mut connected: Option<Connected> = None;
         let attempt = async {
             let current = credentials.current().await?;
+            let renew = credentials.replacement_ready();
             run_session(
                 &endpoint,
-                &current.identity,
-                current.config,
+                current,
                 &handler,
                 &mut shutdown,
+                renew,
                 &mut connected,
+                &config.status,
             )
             .await
         };
         let outcome = attempt.await;
+        config.status.set_down();
         match outcome {
             Ok(SessionEnd::Shutdown) => {
                 info!("cloud link stopped");
                 return Ok(());
+            }
+            Ok(SessionEnd::Renew) => {
+                // At once: the cloud just saw this device, and the new pair verified.
+                info!("the client certificate or key was renewed on disk: reconnecting to use it");
+                backoff.connection_ended(true, Duration::MAX);
+                reporter.clear();
             }
             Ok(SessionEnd::Lost { reason }) => {
                 let lasted = connected.map_or(Duration::ZERO, |c| c.since.elapsed());
@@ -70,6 +79,7 @@ where
                 }
             }
             Err(e) => {
+                config.status.attempt_failed();
                 let delay = backoff.next_delay(random_unit());
                 reporter.report(&e, &endpoint, delay);
                 if sleep_or_shutdown(delay, &mut shutdown).await {

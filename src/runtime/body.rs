@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use docker_api::{
     ApiVersion, ContainerCreate, EndpointConfig, EndpointIpamConfig, HostConfig, LogConfig,
-    NetworkingConfig, RestartPolicy, RestartPolicyName,
+    NetworkingConfig, RestartPolicy, RestartPolicyName, Ulimit,
 };
 
 use super::naming;
@@ -25,6 +25,53 @@ use super::net::MacAddr;
 pub const LOG_MAX_SIZE: &str = "10m";
 /// Number of rotated log files kept.
 pub const LOG_MAX_FILE: &str = "3";
+
+/// Capabilities of every runtime (upstream §12 item 7): `SYS_NICE` for the real-time scheduling of
+/// the PLC scan cycle, `MKNOD` for the device nodes of serial adapters.
+pub const CAP_ADD: [&str; 2] = ["SYS_NICE", "MKNOD"];
+/// Added with a dedicated NIC (upstream-head §9.1.7): raw frames (EtherCAT, PROFINET) and
+/// configuring the port inside the runtime.
+pub const DEDICATED_NIC_CAPS: [&str; 2] = ["NET_RAW", "NET_ADMIN"];
+
+/// Device cgroup rules (upstream §12 item 7): USB serial (188), USB ACM modems (166) and TTYs (4),
+/// so serial adapters given to a runtime can be opened.
+pub const DEVICE_CGROUP_RULES: [&str; 3] = ["c 188:* rmw", "c 166:* rmw", "c 4:* rmw"];
+
+/// The real-time ulimits of the original: `rtprio` 99 and unlimited `memlock` (a PLC runtime locks
+/// its memory and runs its scan cycle at real-time priority). Applied at container start, where an
+/// engine running with lower limits (rootless, nested) refuses them: see [`is_ulimit_refusal`].
+pub fn realtime_ulimits() -> Vec<Ulimit> {
+    vec![
+        Ulimit {
+            name: "rtprio".to_owned(),
+            soft: 99,
+            hard: 99,
+        },
+        Ulimit {
+            name: "memlock".to_owned(),
+            soft: -1,
+            hard: -1,
+        },
+    ]
+}
+
+/// Which of [`realtime_ulimits`] a failed container start refused (runc: `error setting rlimit
+/// type 14: operation not permitted`; 14 is `RLIMIT_RTPRIO`, 8 `RLIMIT_MEMLOCK` on every Linux
+/// architecture the agent ships for): `Some(names)`, every one when the message does not say
+/// which; `None` when the failure is not about ulimits.
+pub fn refused_ulimits(error: &str) -> Option<Vec<&'static str>> {
+    let e = error.to_ascii_lowercase();
+    if !(e.contains("rlimit") || e.contains("ulimit")) {
+        return None;
+    }
+    Some(if e.contains("rlimit type 14") {
+        vec!["rtprio"]
+    } else if e.contains("rlimit type 8") {
+        vec!["memlock"]
+    } else {
+        vec!["rtprio", "memlock"]
+    })
+}
 
 /// One MACVLAN attachment of the runtime (one per vNIC).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +115,10 @@ pub struct ContainerParams<'a> {
     pub create_id: &'a str,
     /// The vNIC objects as received ([`naming::LABEL_VNICS`]).
     pub raw_vnics: &'a [serde_json::Value],
+    /// The [`realtime_ulimits`] to leave out: those the engine refused.
+    pub without_ulimits: &'a [&'static str],
+    /// A dedicated NIC will be moved in: the runtime also gets [`DEDICATED_NIC_CAPS`].
+    pub dedicated_nic: bool,
 }
 
 fn endpoint(ip: Option<Ipv4Addr>, mac: Option<MacAddr>) -> EndpointConfig {
@@ -88,12 +139,20 @@ fn host_config(p: &ContainerParams<'_>, network_mode: String) -> HostConfig {
         }),
         network_mode: Some(network_mode),
         dns: p.dns.iter().map(ToString::to_string).collect(),
-        // Real-time scheduling for the PLC scan cycle (upstream §12 item 7), nothing broader.
-        cap_add: vec!["SYS_NICE".to_owned()],
-        // No rtprio/memlock ulimits: raising them fails container start where the engine itself
-        // runs with lower limits (rootless, nested, some distributions); SYS_NICE suffices for
-        // sched_setscheduler within the default limits.
-        ulimits: Vec::new(),
+        cap_add: CAP_ADD
+            .iter()
+            .chain(if p.dedicated_nic {
+                &DEDICATED_NIC_CAPS[..]
+            } else {
+                &[]
+            })
+            .map(|c| (*c).to_owned())
+            .collect(),
+        ulimits: realtime_ulimits()
+            .into_iter()
+            .filter(|u| !p.without_ulimits.contains(&u.name.as_str()))
+            .collect(),
+        device_cgroup_rules: DEVICE_CGROUP_RULES.iter().map(|r| (*r).to_owned()).collect(),
         log_config: Some(LogConfig {
             kind: "json-file".to_owned(),
             config: BTreeMap::from([
@@ -213,7 +272,21 @@ mod tests {
             attachments: atts,
             create_id: "c0ffee",
             raw_vnics: &[],
+            without_ulimits: &[],
+            dedicated_nic: false,
         }
+    }
+
+    #[test]
+    fn a_dedicated_nic_adds_net_raw_and_net_admin() {
+        let atts = atts();
+        let mut p = params(&atts, &[]);
+        p.dedicated_nic = true;
+        let body = serde_json::to_value(&plan(&p, ApiVersion::new(1, 44)).create).unwrap();
+        assert_eq!(
+            body["HostConfig"]["CapAdd"],
+            json!(["SYS_NICE", "MKNOD", "NET_RAW", "NET_ADMIN"])
+        );
     }
 
     #[test]
@@ -239,7 +312,16 @@ mod tests {
             "unless-stopped"
         );
         assert_eq!(body["HostConfig"]["Dns"], json!(["1.1.1.1"]));
-        assert_eq!(body["HostConfig"]["CapAdd"], json!(["SYS_NICE"]));
+        assert_eq!(body["HostConfig"]["CapAdd"], json!(["SYS_NICE", "MKNOD"]));
+        assert_eq!(
+            body["HostConfig"]["Ulimits"],
+            json!([{"Name": "rtprio", "Soft": 99, "Hard": 99},
+                   {"Name": "memlock", "Soft": -1, "Hard": -1}])
+        );
+        assert_eq!(
+            body["HostConfig"]["DeviceCgroupRules"],
+            json!(["c 188:* rmw", "c 166:* rmw", "c 4:* rmw"])
+        );
         assert_eq!(
             body["HostConfig"]["LogConfig"],
             json!({"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}})
@@ -251,6 +333,44 @@ mod tests {
         assert_eq!(body["Labels"][naming::LABEL_RUNTIME], "plc");
         assert_eq!(body["Labels"][naming::LABEL_CREATE_ID], "c0ffee");
         assert_eq!(body["Labels"][naming::LABEL_VNICS], "[]");
+    }
+
+    #[test]
+    fn without_ulimits_when_the_engine_refused_them() {
+        let atts = atts();
+        let mut p = params(&atts, &[]);
+        p.without_ulimits = &["rtprio"];
+        let body = serde_json::to_value(&plan(&p, ApiVersion::new(1, 44)).create).unwrap();
+        assert_eq!(
+            body["HostConfig"]["Ulimits"],
+            json!([{"Name": "memlock", "Soft": -1, "Hard": -1}])
+        );
+        p.without_ulimits = &["rtprio", "memlock"];
+        let body = serde_json::to_value(&plan(&p, ApiVersion::new(1, 44)).create).unwrap();
+        assert!(body["HostConfig"].get("Ulimits").is_none());
+        assert_eq!(body["HostConfig"]["CapAdd"], json!(["SYS_NICE", "MKNOD"]));
+    }
+
+    #[test]
+    fn recognises_the_engine_refusing_ulimits() {
+        // As Docker 20.10 on this project's machines words it.
+        assert_eq!(
+            refused_ulimits(
+                "failed to create shim task: OCI runtime create failed: runc create failed: \
+                 unable to start container process: error during container init: error setting \
+                 rlimits for ready process: error setting rlimit type 14: operation not permitted"
+            ),
+            Some(vec!["rtprio"])
+        );
+        assert_eq!(
+            refused_ulimits("error setting rlimit type 8: operation not permitted"),
+            Some(vec!["memlock"])
+        );
+        assert_eq!(
+            refused_ulimits("ulimit not allowed"),
+            Some(vec!["rtprio", "memlock"])
+        );
+        assert_eq!(refused_ulimits("no such image"), None);
     }
 
     #[test]

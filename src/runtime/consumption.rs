@@ -4,11 +4,12 @@
 //! Owns: the 48 h usage history of each runtime ([`DeviceUsage`], two tiers: raw 5 s samples for
 //! the last hour, minute means before, see [`crate::usage`]), sampling the Engine's one-shot
 //! stats of the given runtimes concurrently ([`DeviceUsage::sample`], every heartbeat — 5 s — from
-//! a task of the runtime service, see [`spawn`]), and the answer body ([`handle`]).
+//! a task of the runtime service, see [`spawn`]), and the report of one runtime's history
+//! ([`Runtimes::usage_report`]).
 //!
 //! Wiring in the runtime service: `consumption::spawn(&rt)` once at start-up (the sampler task is
-//! owned by the service's task set) and `RuntimeOps::consumption_device` → [`handle`]. The
-//! [`DeviceUsage`] itself is held by the service ([`Runtimes::device_usage`]).
+//! owned by the service's task set). The [`DeviceUsage`] itself is held by the service
+//! ([`Runtimes::device_usage`]).
 //!
 //! CPU % = Δ container CPU time / Δ host CPU time × online CPUs × 100 between two consecutive
 //! one-shot samples (100 % = one CPU busy; `docker stats`' formula, over our 5 s interval rather than
@@ -26,13 +27,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use docker_api::{ContainerStats, Docker};
-use serde_json::{Map, Value, json};
-
-use crate::contract::DeviceConsumptionRequest;
-use crate::runtime::Runtimes;
-use crate::topics::{OpError, OpResult};
+use crate::runtime::{Error, Runtimes};
 use crate::usage::{Field, MINUTE_CAPACITY, Period, RAW_CAPACITY, Usage, UsageHistory, downsample};
+use docker_api::{ContainerStats, Docker};
 
 /// Interval between samples: the heartbeat's.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
@@ -215,6 +212,7 @@ impl DeviceUsage {
     /// `now`, kept whatever the engine says: the memory benchmark's way to make the agent hold
     /// what ten runtimes leave after two days (`docs/benchmarks.md`). Not for anything else.
     #[doc(hidden)]
+    #[cfg(any(test, feature = "bench-hooks"))]
     pub fn prefill_for_benchmark(&self, runtimes: usize, now: i64) {
         let Ok(mut map) = self.series.lock() else {
             return;
@@ -227,109 +225,91 @@ impl DeviceUsage {
         }
     }
 
-    /// The `get_consumption_device` answer body for a runtime the caller has checked exists:
-    /// `{device_id, memory: "<N> MB"|"unlimited", cpu: "unlimited", cpu_usage: [{timestamp, cpu}],
-    /// memory_usage: [{timestamp, memory}]}`. `cpu_period` / `memory_period` use the syntax of
-    /// `get_consumption_orchestrator` (invalid text → the last hour). A runtime with no samples yet
-    /// answers empty series. Runtimes are created without a CPU quota, so `cpu` is `"unlimited"`.
-    pub fn report(
-        &self,
-        device_id: &str,
-        cpu_period: &str,
-        memory_period: &str,
-        now: i64,
-    ) -> Map<String, Value> {
-        let cpu_period = Period::parse_or_last_hour(cpu_period, now);
-        let memory_period = Period::parse_or_last_hour(memory_period, now);
+    /// The history of `device_id` over the two windows, each averaged into at most
+    /// [`MAX_POINTS`] points; empty series for a runtime with no samples yet. The caller checks
+    /// that the runtime exists.
+    pub fn report(&self, device_id: &str, cpu: Period, memory: Period, now: i64) -> UsageReport {
         let (cpu_points, memory_points, memory_limit) = match self.series.lock() {
             Ok(map) => match map.get(device_id) {
                 Some(s) => (
-                    s.samples.series(Field::Cpu, cpu_period, now),
-                    s.samples.series(Field::Memory, memory_period, now),
+                    s.samples.series(Field::Cpu, cpu, now),
+                    s.samples.series(Field::Memory, memory, now),
                     s.memory_limit,
                 ),
                 None => (Vec::new(), Vec::new(), None),
             },
             Err(_) => (Vec::new(), Vec::new(), None),
         };
-        let cpu_usage: Vec<Value> = downsample(&cpu_points, MAX_POINTS)
-            .into_iter()
-            .map(|(t, v)| json!({"timestamp": t, "cpu": round2(v)}))
-            .collect();
-        let memory_usage: Vec<Value> = downsample(&memory_points, MAX_POINTS)
-            .into_iter()
-            .map(|(t, v)| json!({"timestamp": t, "memory": round2(v)}))
-            .collect();
-        let memory = match memory_limit {
-            Some(limit) => format!("{} MB", limit / (1024 * 1024)),
-            None => "unlimited".to_string(),
-        };
-        let mut body = Map::new();
-        body.insert("device_id".into(), Value::from(device_id));
-        body.insert("memory".into(), Value::from(memory));
-        body.insert("cpu".into(), Value::from("unlimited"));
-        body.insert("cpu_usage".into(), Value::Array(cpu_usage));
-        body.insert("memory_usage".into(), Value::Array(memory_usage));
-        body
-    }
-}
-
-/// The error text for a device that is not one of our runtimes (upstream §12 item 9).
-pub fn not_found_message(device_id: &str) -> String {
-    format!("Device {device_id} not found")
-}
-
-/// `RuntimeOps::consumption_device`: the history of an OWNED runtime (see [`DeviceUsage::report`]);
-/// `Device <id> not found` for unknown devices and for containers that are not ours.
-pub async fn handle(rt: &Runtimes, req: DeviceConsumptionRequest) -> OpResult {
-    match rt.owned(&req.device_id, "query").await {
-        Ok(_) => {}
-        Err(e) if e.is_not_found() || e.is_not_owned() => {
-            return Err(OpError::new(not_found_message(&req.device_id)));
+        UsageReport {
+            memory_limit,
+            cpu: downsample(&cpu_points, MAX_POINTS),
+            memory: downsample(&memory_points, MAX_POINTS),
         }
-        Err(e) => return Err(OpError::new(e.to_string())),
     }
-    Ok(rt.device_usage().report(
-        &req.device_id,
-        &req.cpu_period,
-        &req.memory_period,
-        crate::timefmt::now_unix(),
-    ))
+}
+
+/// One runtime's usage over the windows asked for.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UsageReport {
+    /// The container's memory limit in bytes; `None` when it has none below the host's memory.
+    pub memory_limit: Option<u64>,
+    /// `(unix seconds, CPU %)`, 100 % being one CPU busy, oldest first.
+    pub cpu: Vec<(i64, f64)>,
+    /// `(unix seconds, MiB)`, oldest first.
+    pub memory: Vec<(i64, f64)>,
+}
+
+impl Runtimes {
+    /// The usage history of the OWNED runtime `device_id` ([`DeviceUsage::report`] at `now`);
+    /// [`Error::NotFound`] / [`Error::NotOwned`] for devices that are not ours.
+    pub async fn usage_report(
+        &self,
+        device_id: &str,
+        cpu: Period,
+        memory: Period,
+        now: i64,
+    ) -> Result<UsageReport, Error> {
+        self.owned(device_id, "query").await?;
+        Ok(self.device_usage().report(device_id, cpu, memory, now))
+    }
 }
 
 /// The runtimes to sample now: `(running ones, all existing ones)`, or `None` when the engine
-/// cannot say (then nothing is sampled and no history is dropped).
+/// cannot say (then nothing is sampled and no history is dropped). Records the runtimes by state
+/// on the way ([`Runtimes::census`]), unknown when an engine call failed.
 async fn targets(rt: &Runtimes) -> Option<(Vec<SampleTarget>, Vec<String>)> {
     let names = match rt.owned_runtime_names().await {
         Ok(n) => n,
         Err(e) => {
             tracing::debug!(error = %e, "consumption: cannot list runtimes");
+            rt.set_census(None);
             return None;
         }
     };
     let mut running = Vec::new();
+    let mut census = Some(super::Census::default());
     for name in &names {
-        if let Ok(owned) = rt.owned(name, "query").await
-            && let Some(c) = owned.container
-            && c.state.running
-        {
-            running.push(SampleTarget {
-                name: name.clone(),
-                container: c.id.clone(),
-            });
+        match rt.owned(name, "query").await {
+            Ok(owned) => {
+                if let Some(census) = census.as_mut() {
+                    census.add(owned.container.as_ref().map(|c| c.state.status));
+                }
+                if let Some(c) = owned.container
+                    && c.state.running
+                {
+                    running.push(SampleTarget {
+                        name: name.clone(),
+                        container: c.id.clone(),
+                    });
+                }
+            }
+            // Gone since the listing (deleted), or became someone else's: not ours to count.
+            Err(e) if e.is_not_found() || e.is_not_owned() => {}
+            Err(_) => census = None,
         }
     }
+    rt.set_census(census);
     Some((running, names))
-}
-
-/// Takes one sample of every owned running runtime.
-pub async fn sample_now(rt: &Runtimes) {
-    let Some((running, existing)) = targets(rt).await else {
-        return;
-    };
-    rt.device_usage()
-        .sample(rt.docker(), &running, &existing, crate::timefmt::now_unix())
-        .await;
 }
 
 /// Starts the 5 s sampler as a task owned by the runtime service (stopped by its shutdown).
@@ -366,10 +346,6 @@ where
     }
 }
 
-fn round2(v: f64) -> f64 {
-    (v * 100.0).round() / 100.0
-}
-
 /// `MemTotal` of a `/proc/meminfo` text, in bytes.
 fn parse_mem_total(meminfo: &str) -> Option<u64> {
     meminfo
@@ -382,7 +358,13 @@ fn parse_mem_total(meminfo: &str) -> Option<u64> {
 #[cfg(test)]
 #[allow(clippy::cast_possible_wrap)] // small test counts
 mod tests {
+    use serde_json::json;
+
     use super::*;
+
+    fn window(text: &str, now: i64) -> Period {
+        Period::parse(text, now).expect("test period")
+    }
 
     fn stats(cpu_total: u64, system: u64, usage: u64, inactive: u64, limit: u64) -> ContainerStats {
         serde_json::from_value(json!({
@@ -414,22 +396,18 @@ mod tests {
             stats(1_500, 11_000, 100 << 20, 20 << 20, 8 << 30),
             105,
         );
-        let body = usage.report("plc", "1h", "1h", 110);
-        assert_eq!(body["cpu_usage"], json!([{"timestamp": 105, "cpu": 100.0}]));
-        assert_eq!(
-            body["memory_usage"],
-            json!([{"timestamp": 105, "memory": 80.0}])
-        );
-        assert_eq!(body["memory"], "unlimited");
-        assert_eq!(body["cpu"], "unlimited");
-        assert_eq!(body["device_id"], "plc");
+        let report = usage.report("plc", window("1h", 110), window("1h", 110), 110);
+        assert_eq!(report.cpu, [(105, 100.0)]);
+        assert_eq!(report.memory, [(105, 80.0)]);
+        assert_eq!(report.memory_limit, None);
     }
 
     #[test]
     fn a_memory_limit_below_host_memory_is_reported_in_mb() {
         let usage = DeviceUsage::new(8 << 30);
         usage.record("plc", stats(0, 0, 1 << 20, 0, 256 << 20), 1);
-        assert_eq!(usage.report("plc", "1h", "1h", 2)["memory"], "256 MB");
+        let report = usage.report("plc", window("1h", 2), window("1h", 2), 2);
+        assert_eq!(report.memory_limit, Some(256 << 20));
     }
 
     #[test]
@@ -442,11 +420,11 @@ mod tests {
                 1000 + i as i64 * 5,
             );
         }
-        let body = usage.report("plc", "10", "1040,1045", 1045);
-        assert_eq!(body["cpu_usage"].as_array().map(Vec::len), Some(3)); // 1035, 1040, 1045
-        assert_eq!(body["memory_usage"].as_array().map(Vec::len), Some(2)); // 1040, 1045
-        let empty = usage.report("other", "1h", "1h", 1045);
-        assert_eq!(empty["cpu_usage"], json!([]));
+        let report = usage.report("plc", window("10", 1045), window("1040,1045", 1045), 1045);
+        assert_eq!(report.cpu.len(), 3); // 1035, 1040, 1045
+        assert_eq!(report.memory.len(), 2); // 1040, 1045
+        let empty = usage.report("other", window("1h", 1045), window("1h", 1045), 1045);
+        assert!(empty.cpu.is_empty() && empty.memory.is_empty());
     }
 
     #[test]
@@ -467,29 +445,22 @@ mod tests {
     }
 
     #[test]
-    fn a_48_hour_history_answers_in_the_same_shape_with_at_most_1440_points() {
+    fn a_48_hour_history_is_reported_in_at_most_1440_points() {
         let usage = DeviceUsage::new(8 << 30);
         let now = 1_732_130_000;
         usage.prefill_for_benchmark(2, now);
-        let body = usage.report("bench-runtime-1", "48h", "2d", now);
-        let keys: Vec<&str> = body.keys().map(String::as_str).collect();
-        assert_eq!(
-            keys,
-            ["device_id", "memory", "cpu", "cpu_usage", "memory_usage"]
+        let report = usage.report(
+            "bench-runtime-1",
+            window("48h", now),
+            window("2d", now),
+            now,
         );
-        for (key, field) in [("cpu_usage", "cpu"), ("memory_usage", "memory")] {
-            let series = body[key].as_array().expect("series");
+        for (key, series) in [("cpu", &report.cpu), ("memory", &report.memory)] {
             assert!(
                 series.len() <= MAX_POINTS && series.len() > MAX_POINTS - 10,
                 "{key}"
             );
-            assert!(
-                series
-                    .iter()
-                    .all(|p| p["timestamp"].is_i64() && p[field].is_f64()),
-                "{key}"
-            );
-            assert_eq!(series.last().expect("points")["timestamp"], now);
+            assert_eq!(series.last().expect("points").0, now);
         }
         // The benchmark's series stay although no such runtime exists.
         usage.retain(&[], &[]);

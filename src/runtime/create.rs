@@ -1,4 +1,5 @@
-//! `create_new_runtime`: validate, take the runtime's lock, answer `creating`, then in the background
+//! Creating a runtime ([`Runtimes::create`]): check the validated request against the host and the
+//! engine, take the runtime's lock, record the intent, return (accepted), then in the background
 //! pull the image, make the networks, create, attach, start, verify, register and persist — and on
 //! any failure undo what this operation made (container, internal network, MACVLAN networks it
 //! created that nobody uses). Progress and outcome go to the operation table.
@@ -7,30 +8,30 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use docker_api::{PullOptions, RemoveContainerOptions};
-use serde_json::{Map, Value, json};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::body::{self, Attachment, ContainerParams};
-use super::net::Ipv4Net;
+use super::net::{Ipv4Net, MacAddr};
 use super::spec::{self, CreateSpec, Mode};
+use super::vnic::{Generation, VnicSpec};
 use super::{Error, OpHandle, OpKind, Runtimes, internal_ip_of, macvlan, naming};
-use crate::contract::CreateRuntimeRequest;
 use crate::state::Intent;
 
 /// How long the synchronous "name already in use" check may take before the ack; the background
 /// work checks again anyway.
 const QUICK_CHECK: Duration = Duration::from_secs(3);
 
-/// Validates and accepts a create; the work continues in the background.
-pub(super) async fn accept(
-    rt: &Runtimes,
-    req: CreateRuntimeRequest,
-) -> Result<Map<String, Value>, Error> {
-    let spec = spec::parse_create(
-        &req.container_name,
-        &req.vnic_configs,
-        req.runtime_version.as_deref(),
-    )?;
+impl Runtimes {
+    /// Accepts the creation of the runtime `spec` describes (validated by [`spec::parse_create`]):
+    /// `Ok` once its intent is recorded, the work continuing in the background (its progress and
+    /// outcome are the runtime's operation). Refused at once when a parent interface is not on the
+    /// host, the name is in use or busy, or the agent is removing itself.
+    pub async fn create(&self, spec: CreateSpec) -> Result<(), Error> {
+        accept(self, spec).await
+    }
+}
+
+async fn accept(rt: &Runtimes, spec: CreateSpec) -> Result<(), Error> {
     // Refused now rather than failing later: netmon knows the host's interfaces.
     let parents: Vec<&str> = spec.vnics.iter().map(|v| v.parent.as_str()).collect();
     let wait = rt.config().subnet_wait;
@@ -42,6 +43,24 @@ pub(super) async fn accept(
         }
         .into());
     }
+    // MACVLAN needs a parent that passes frames for several MACs; a Wi-Fi station passes its own
+    // only, so such a runtime would be created and never reachable (upstream-head §5: the original
+    // bridges it with proxy ARP, which this agent does not do yet).
+    if let Some(v) = spec
+        .vnics
+        .iter()
+        .find(|v| rt.interfaces().is_wifi(&v.parent))
+    {
+        return Err(spec::SpecError {
+            field: format!("vnic_configs[{}].parent_interface", v.index),
+            message: format!(
+                "{} is a Wi-Fi interface: MACVLAN does not pass traffic on Wi-Fi parents",
+                v.parent
+            ),
+        }
+        .into());
+    }
+    super::dedicated::check(rt, &spec).await?;
     let name = spec.name.clone();
     // An operation already running on the name wins over "in use" (a create in flight is not yet
     // visible to the checks below).
@@ -63,6 +82,10 @@ pub(super) async fn accept(
             "The agent is removing itself (delete_orchestrator); no new runtimes".into(),
         ));
     }
+    // The background work checks again; here only within the quick-check budget.
+    if let Ok(taken) = tokio::time::timeout(QUICK_CHECK, check_macs_free(rt, &spec.vnics)).await {
+        taken?;
+    }
     let op = rt.ops().try_begin(&name, OpKind::Create)?;
     op.step(
         "validating_config",
@@ -83,14 +106,7 @@ pub(super) async fn accept(
     let worker = rt.clone();
     let span = info_span!("create_runtime", runtime = %name);
     rt.spawn(async move { run(&worker, spec, create_id, op).await }.instrument(span));
-    let mut body = Map::new();
-    body.insert("status".into(), json!("creating"));
-    body.insert("container_id".into(), json!(name));
-    body.insert(
-        "message".into(),
-        json!(format!("Container creation started for {name}")),
-    );
-    Ok(body)
+    Ok(())
 }
 
 /// What this operation made, for the rollback.
@@ -100,6 +116,8 @@ struct Made {
     internal_network: bool,
     macvlans: Vec<String>,
     state: bool,
+    /// The dedicated-NIC record was written (and the NIC may be in the container).
+    dedicated: bool,
 }
 
 /// A random id for one create attempt (64 bits, hex).
@@ -109,6 +127,16 @@ fn new_create_id() -> String {
 }
 
 async fn run(rt: &Runtimes, spec: CreateSpec, create_id: String, op: OpHandle) {
+    // Today's original leases DHCP addresses through netmon; until this agent does, the cloud is
+    // told what it gets instead rather than left to believe there is a lease.
+    for v in spec.vnics.iter().filter(|v| v.mode == Mode::Dhcp) {
+        op.warn(format!(
+            "vnic_configs[{}] ({}): network_mode dhcp: the address is assigned by the engine's IPAM \
+             from the parent's subnet, not leased from a DHCP server (DHCP is not supported by this \
+             agent yet)",
+            v.index, v.name
+        ));
+    }
     let mut made = Made::default();
     match steps(rt, &spec, &create_id, &op, &mut made).await {
         Ok(()) => {
@@ -144,6 +172,14 @@ async fn steps(
     made: &mut Made,
 ) -> Result<(), Error> {
     let docker = rt.docker();
+    let mut spec = spec.clone();
+    let per_endpoint_macs = docker
+        .api_version()
+        .await
+        .map_err(Error::docker("negotiating the Engine API version"))?
+        .supports_endpoint_mac_at_create();
+    let generated = give_macs(&mut spec, per_endpoint_macs);
+    let spec = &spec;
     let name = spec.name.as_str();
 
     match docker.inspect_container(name).await {
@@ -204,6 +240,14 @@ async fn steps(
         "creating the internal and MACVLAN networks",
     );
     let net_guard = rt.network_lock().await;
+    // Requested MACs only: a generated one is not the user's choice to refuse.
+    let requested: Vec<VnicSpec> = spec
+        .vnics
+        .iter()
+        .filter(|v| !generated.contains(&v.index))
+        .cloned()
+        .collect();
+    check_macs_free(rt, &requested).await?;
     let internal = macvlan::ensure_internal(rt, name).await?;
     made.internal_network = internal.created;
     let mut resolved: Vec<(usize, Ipv4Net, Option<Ipv4Addr>)> = Vec::new();
@@ -236,18 +280,272 @@ async fn steps(
         .api_version()
         .await
         .map_err(Error::docker("negotiating the Engine API version"))?;
-    let plan = body::plan(
-        &ContainerParams {
-            name,
-            image: &image,
-            instance: rt.instance(),
-            dns: &spec.dns,
-            attachments: &attachments,
-            create_id,
-            raw_vnics: &spec.raw_vnics,
-        },
-        api,
+    // Refused ones are left out; the status reports them from the container itself.
+    let mut without = rt.refused_ulimits();
+    let mut net_guard = Some(net_guard);
+    let (plan, created) = loop {
+        let plan = body::plan(
+            &ContainerParams {
+                name,
+                image: &image,
+                instance: rt.instance(),
+                dns: &spec.dns,
+                attachments: &attachments,
+                create_id,
+                raw_vnics: &spec.raw_vnics,
+                without_ulimits: &without,
+                dedicated_nic: spec.dedicated_interface.is_some(),
+            },
+            api,
+        );
+        let guard = match net_guard.take() {
+            Some(g) => g,
+            None => rt.network_lock().await,
+        };
+        let created =
+            create_and_connect(rt, name, &plan, &internal.id, create_id, op, made).await?;
+        drop(guard);
+        op.step("starting", format!("starting {name}"));
+        match start(rt, name, &created.id, &internal.id).await {
+            Ok(()) => break (plan, created),
+            // Applied at start, where an engine running with lower limits (rootless, nested, a
+            // daemon without CAP_SYS_RESOURCE) refuses them: run without the refused ones rather
+            // than not at all, and say so.
+            Err(e)
+                if let Some(refused) = body::refused_ulimits(&e.to_string())
+                    && refused.iter().any(|r| !without.contains(r)) =>
+            {
+                warn!(runtime = name, error = %e, ?refused, "the engine refused real-time ulimits; creating without them");
+                rt.add_refused_ulimits(&refused);
+                for r in refused {
+                    if !without.contains(&r) {
+                        without.push(r);
+                    }
+                }
+                super::kill_and_remove(rt, &created.id)
+                    .await
+                    .map_err(Error::docker(format!("removing container {name}")))?;
+                made.container = None;
+            }
+            Err(e) => return Err(Error::docker(format!("starting container {name}"))(e)),
+        }
+    };
+
+    if let Some(nic) = &spec.dedicated_interface {
+        op.step(
+            "moving_dedicated_nic",
+            format!("moving the dedicated interface {nic} into {name}"),
+        );
+        // Recorded first (the original's order): a crash after the move leaves a record.
+        rt.state().set_dedicated_nic(name, Some(nic)).await?;
+        made.dedicated = true;
+        let running = docker
+            .inspect_container(&created.id)
+            .await
+            .map_err(Error::docker(format!("inspecting container {name}")))?;
+        super::dedicated::lend(rt, nic, &running)
+            .await
+            .map_err(|e| {
+                Error::Failed(format!(
+                    "Failed to move the dedicated interface '{nic}' into {name}: {e}"
+                ))
+            })?;
+        info!(runtime = name, interface = %nic, "dedicated NIC moved into the runtime");
+    }
+
+    op.step(
+        "registering",
+        "verifying addresses and registering the runtime",
     );
+    let info = docker
+        .inspect_container(&created.id)
+        .await
+        .map_err(Error::docker(format!("inspecting container {name}")))?;
+    let unhonoured: Vec<usize> = plan.unhonoured_macs.iter().map(|a| a.vnic).collect();
+    // What is persisted: the vNICs as received plus the MACs given to those without one.
+    let mut persisted = spec.raw_vnics.clone();
+    for a in &attachments {
+        let v = &spec.vnics[a.vnic];
+        let ep = info.network_settings.networks.get(&a.network);
+        let actual_mac = ep
+            .map(|e| e.mac_address.to_ascii_lowercase())
+            .unwrap_or_default();
+        if let Some(want) = a.mac
+            && actual_mac != want.to_string()
+        {
+            let why = if unhonoured.contains(&a.vnic) {
+                format!(
+                    " (Docker Engine API {api} honours a MAC address on one network per container \
+                     only; per-network MACs need API 1.44)"
+                )
+            } else {
+                String::new()
+            };
+            let shown = if actual_mac.is_empty() {
+                "none"
+            } else {
+                &actual_mac
+            };
+            if generated.contains(&a.vnic) {
+                // As the original: the MAC the engine reports is the one kept from now on.
+                if let (Ok(got), Some(obj)) = (
+                    actual_mac.parse::<MacAddr>(),
+                    persisted.get_mut(a.vnic).and_then(|o| o.as_object_mut()),
+                ) {
+                    obj.insert(mac_key(v).to_owned(), got.to_string().into());
+                }
+                // Nobody asked for a MAC here: no warning, the engine's one is simply kept.
+                info!(
+                    runtime = name,
+                    vnic = a.vnic,
+                    "the generated MAC {want} could not be set (Engine API {api}); keeping the \
+                     engine's {shown}"
+                );
+            } else {
+                op.warn(format!(
+                    "vnic_configs[{}] ({}): requested MAC {want} but the engine assigned {shown}{why}",
+                    a.vnic, v.name
+                ));
+            }
+        }
+        if let Some(want) = a.ip {
+            let actual = ep.map(|e| e.ip_address.as_str()).unwrap_or_default();
+            if actual != want.to_string() {
+                op.warn(format!(
+                    "vnic_configs[{}] ({}): requested address {want} but the engine assigned {actual:?}",
+                    a.vnic, v.name
+                ));
+            }
+        }
+    }
+    if let Err(e) = rt.join_internal(name).await {
+        op.warn(format!(
+            "the agent could not join {}: {e}",
+            naming::internal_network_name(name)
+        ));
+    }
+    made.state = true;
+    match internal_ip_of(&info, name) {
+        Some(ip) => rt.state().set_client(name, &ip.to_string()).await?,
+        None => op.warn(format!(
+            "Could not retrieve internal IP for container {name}"
+        )),
+    }
+    rt.state().set_stopped(name, false).await?;
+    // The commit mark: from here on the runtime is kept whatever happens.
+    rt.state().set_vnics(name, persisted).await?;
+    if let Err(e) = rt.state().clear_intent(name, None).await {
+        // Committed anyway: the boot reconcile sees the vNIC entry and only clears the intent.
+        op.warn(format!("could not clear the create intent: {e}"));
+    }
+    Ok(())
+}
+
+/// Gives every vNIC without a MAC one, in the spec and in the persisted objects (under the key style
+/// of the request), so it is set at create and kept across restarts, re-creates and engine
+/// upgrades (the LAN's DHCP reservations stay valid). A static vNIC gets `02:42:<its IPv4>`, the
+/// MAC engines before Docker 28 derive from the address when none is given: the same one an older
+/// engine gives it back when a re-home connects it again with its address (connect ignores a
+/// requested MAC before API 1.54). Other vNICs get a random locally administered one
+/// ([`MacAddr::random_local`]). Before API 1.44 the engine sets a MAC on one network only (the
+/// first vNIC with a MAC): there only the first vNIC gets one, and only when no vNIC asked for a
+/// MAC, so nothing generated goes unhonoured. Returns the vNICs that got one.
+fn give_macs(spec: &mut CreateSpec, per_endpoint_macs: bool) -> Vec<usize> {
+    let mut generated = Vec::new();
+    let any_requested = spec.vnics.iter().any(|v| v.mac.is_some());
+    for (i, v) in spec.vnics.iter_mut().enumerate() {
+        if v.mac.is_some() || (!per_endpoint_macs && (any_requested || i > 0)) {
+            continue;
+        }
+        let mac = match (v.mode, v.ip) {
+            (Mode::Static, Some(ip)) => {
+                let [a, b, c, d] = ip.octets();
+                MacAddr([0x02, 0x42, a, b, c, d])
+            }
+            _ => MacAddr::random_local(),
+        };
+        v.mac = Some(mac);
+        if let Some(obj) = spec
+            .raw_vnics
+            .get_mut(v.index)
+            .and_then(|o| o.as_object_mut())
+        {
+            obj.insert(mac_key(v).to_owned(), mac.to_string().into());
+        }
+        generated.push(v.index);
+    }
+    generated
+}
+
+/// The key a vNIC's MAC is persisted under: the one it came with, else its form's (`mac_address`
+/// in the 3d2c700 form, `mac` in today's).
+fn mac_key(v: &VnicSpec) -> &'static str {
+    if v.raw.contains_key("mac") {
+        "mac"
+    } else if v.raw.contains_key("mac_address") || v.generation == Generation::Upstream {
+        "mac_address"
+    } else {
+        "mac"
+    }
+}
+
+/// Refuses a requested MAC that another container already uses on a MACVLAN network of the same
+/// parent (the LAN would see one MAC on two ports). Generated MACs are not requested: they are
+/// checked by their randomness, as in the original.
+async fn check_macs_free(rt: &Runtimes, vnics: &[VnicSpec]) -> Result<(), Error> {
+    let wanted: Vec<&VnicSpec> = vnics.iter().filter(|v| v.mac.is_some()).collect();
+    if wanted.is_empty() {
+        return Ok(());
+    }
+    let docker = rt.docker();
+    let filters = docker_api::Filters::new().driver("macvlan");
+    let networks = docker
+        .list_networks(&filters)
+        .await
+        .map_err(Error::docker("listing the MACVLAN networks"))?;
+    for n in networks {
+        let Some(parent) = n.options.get("parent") else {
+            continue;
+        };
+        let on_parent: Vec<&&VnicSpec> = wanted.iter().filter(|v| &v.parent == parent).collect();
+        if on_parent.is_empty() {
+            continue;
+        }
+        // The list does not carry the endpoints; the inspect does.
+        let Ok(full) = docker.inspect_network(&n.id).await else {
+            continue;
+        };
+        for c in full.containers.values() {
+            let Ok(used) = c.mac_address.parse::<MacAddr>() else {
+                continue;
+            };
+            if let Some(v) = on_parent.iter().find(|v| v.mac == Some(used)) {
+                return Err(spec::SpecError {
+                    field: format!("vnic_configs[{}].{}", v.index, mac_key(v)),
+                    message: format!(
+                        "MAC {used} is already used by container {} on parent interface {parent}",
+                        c.name
+                    ),
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Creates the container (the twin-network and leftover retries included) and connects the
+/// networks the create body could not carry. Records the container in `made` for the rollback.
+async fn create_and_connect(
+    rt: &Runtimes,
+    name: &str,
+    plan: &body::CreatePlan,
+    internal_id: &str,
+    create_id: &str,
+    op: &OpHandle,
+    made: &mut Made,
+) -> Result<docker_api::ContainerCreated, Error> {
+    let docker = rt.docker();
     // Twice at most: a request of the killed previous process that the engine completed late can
     // leave a twin internal network or a leftover container of an undone create in the way.
     let mut attempt = 0;
@@ -258,7 +556,7 @@ async fn steps(
             Err(e) => e,
         };
         if attempt == 1 && e.is_ambiguous() {
-            macvlan::dedupe_internal(rt, name, Some(&internal.id)).await?;
+            macvlan::dedupe_internal(rt, name, Some(internal_id)).await?;
             continue;
         }
         if e.is_conflict() {
@@ -300,7 +598,7 @@ async fn steps(
     for (net, endpoint) in &plan.connect {
         // By id: the name may have a twin (see `macvlan::dedupe_internal`).
         let target = if *net == naming::internal_network_name(name) {
-            internal.id.as_str()
+            internal_id
         } else {
             net.as_str()
         };
@@ -309,88 +607,29 @@ async fn steps(
             .await
             .map_err(Error::docker(format!("connecting {name} to {net}")))?;
     }
-    drop(net_guard);
+    Ok(created)
+}
 
-    op.step("starting", format!("starting {name}"));
-    let mut started = docker.start_container(&created.id).await;
-    if let Err(e) = &started
-        && e.is_ambiguous()
-    {
-        // A twin of the internal network, made by a create of the killed previous process that
-        // the engine completed late: drop it and start again.
-        macvlan::dedupe_internal(rt, name, Some(&internal.id)).await?;
-        started = docker.start_container(&created.id).await;
-    }
-    started.map_err(Error::docker(format!("starting container {name}")))?;
-
-    op.step(
-        "registering",
-        "verifying addresses and registering the runtime",
-    );
-    let info = docker
-        .inspect_container(&created.id)
-        .await
-        .map_err(Error::docker(format!("inspecting container {name}")))?;
-    let unhonoured: Vec<usize> = plan.unhonoured_macs.iter().map(|a| a.vnic).collect();
-    for a in &attachments {
-        let v = &spec.vnics[a.vnic];
-        let ep = info.network_settings.networks.get(&a.network);
-        let actual_mac = ep
-            .map(|e| e.mac_address.to_ascii_lowercase())
-            .unwrap_or_default();
-        if let Some(want) = a.mac
-            && actual_mac != want.to_string()
-        {
-            let why = if unhonoured.contains(&a.vnic) {
-                format!(
-                    " (Docker Engine API {api} honours a MAC address on one network per container \
-                     only; per-network MACs need API 1.44)"
-                )
-            } else {
-                String::new()
-            };
-            op.warn(format!(
-                "vnic_configs[{}] ({}): requested MAC {want} but the engine assigned {}{why}",
-                a.vnic,
-                v.name,
-                if actual_mac.is_empty() {
-                    "none"
-                } else {
-                    &actual_mac
-                }
-            ));
-        }
-        if let Some(want) = a.ip {
-            let actual = ep.map(|e| e.ip_address.as_str()).unwrap_or_default();
-            if actual != want.to_string() {
-                op.warn(format!(
-                    "vnic_configs[{}] ({}): requested address {want} but the engine assigned {actual:?}",
-                    a.vnic, v.name
-                ));
+/// Starts the container, once more after dropping a twin of its internal network.
+async fn start(
+    rt: &Runtimes,
+    name: &str,
+    id: &str,
+    internal_id: &str,
+) -> Result<(), docker_api::Error> {
+    let docker = rt.docker();
+    match docker.start_container(id).await {
+        Err(e) if e.is_ambiguous() => {
+            // A twin of the internal network, made by a create of the killed previous process
+            // that the engine completed late: drop it and start again.
+            if let Err(err) = macvlan::dedupe_internal(rt, name, Some(internal_id)).await {
+                warn!(runtime = name, error = %err, "cannot remove the twin internal network");
+                return Err(e);
             }
+            docker.start_container(id).await
         }
+        r => r,
     }
-    if let Err(e) = rt.join_internal(name).await {
-        op.warn(format!(
-            "the agent could not join {}: {e}",
-            naming::internal_network_name(name)
-        ));
-    }
-    made.state = true;
-    match internal_ip_of(&info, name) {
-        Some(ip) => rt.state().set_client(name, &ip.to_string()).await?,
-        None => op.warn(format!(
-            "Could not retrieve internal IP for container {name}"
-        )),
-    }
-    rt.state().set_stopped(name, false).await?;
-    // The commit mark: from here on the runtime is kept whatever happens.
-    rt.state().set_vnics(name, spec.raw_vnics.clone()).await?;
-    if let Err(e) = rt.state().clear_intent(name, None).await {
-        // Committed anyway: the boot reconcile sees the vNIC entry and only clears the intent.
-        op.warn(format!("could not clear the create intent: {e}"));
-    }
-    Ok(())
 }
 
 /// The parent's subnet and gateway from netmon's cache, waiting for it up to the configured time.
@@ -427,6 +666,16 @@ async fn subnet_from_netmon(
 /// Undoes what a failed create made. Every step is attempted; failures are logged.
 async fn rollback(rt: &Runtimes, name: &str, made: &Made) {
     let docker = rt.docker();
+    if made.dedicated {
+        // Back before the container goes: a virtual link would go with its namespace.
+        let container = match &made.container {
+            Some(id) => docker.inspect_container(id).await.ok(),
+            None => None,
+        };
+        for w in super::dedicated::release(rt, name, container.as_ref()).await {
+            warn!(runtime = name, "rollback: {w}");
+        }
+    }
     if let Some(id) = &made.container {
         let opts = RemoveContainerOptions {
             force: true,

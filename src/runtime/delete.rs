@@ -1,4 +1,5 @@
-//! `delete_device`: refuse what is not ours, take the runtime's lock, answer `deleting`, then in the
+//! Deleting a runtime ([`Runtimes::delete`]): refuse what is not ours, take the runtime's lock,
+//! record the intent, return (accepted), then in the
 //! background stop (grace period) and remove the container, drop its state entries, detach the agent
 //! from `<name>_internal`, remove that network, and remove the MACVLAN networks of ours it leaves
 //! unused. Also used by the self-destruct for every runtime.
@@ -7,19 +8,21 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use docker_api::RemoveContainerOptions;
-use serde_json::{Map, Value, json};
 use tracing::{Instrument, info_span, warn};
 
 use super::{Error, OpHandle, OpKind, Owned, Runtimes, macvlan, naming};
-use crate::contract::DeleteDeviceRequest;
 use crate::state::Intent;
 
-/// Checks ownership, takes the lock and starts the deletion in the background.
-pub(super) async fn accept(
-    rt: &Runtimes,
-    req: DeleteDeviceRequest,
-) -> Result<Map<String, Value>, Error> {
-    let name = req.device_id;
+impl Runtimes {
+    /// Accepts the deletion of the runtime `name`: refused unless it is ours and idle; `Ok` once
+    /// its intent is recorded, the work continuing in the background (its progress and outcome
+    /// are the runtime's operation).
+    pub async fn delete(&self, name: &str) -> Result<(), Error> {
+        accept(self, name.to_owned()).await
+    }
+}
+
+async fn accept(rt: &Runtimes, name: String) -> Result<(), Error> {
     if let Some(kind) = rt.ops().running(&name) {
         return Err(super::Busy { name, kind }.into());
     }
@@ -59,14 +62,7 @@ pub(super) async fn accept(
         }
         .instrument(span),
     );
-    let mut body = Map::new();
-    body.insert("status".into(), json!("deleting"));
-    body.insert("device_id".into(), json!(name));
-    body.insert(
-        "message".into(),
-        json!(format!("Container deletion started for {name}")),
-    );
-    Ok(body)
+    Ok(())
 }
 
 /// How the container is stopped before it is removed.
@@ -89,6 +85,13 @@ pub(super) async fn remove_runtime(
 ) -> Result<(), Error> {
     let docker = rt.docker();
     let name = owned.name.as_str();
+    // Its debug session says goodbye while the runtime still listens.
+    rt.debug_sessions().close(name).await;
+    // Its dedicated NIC goes back to the host before the container stops (upstream-head §6.5);
+    // the record goes in any case.
+    for w in super::dedicated::release(rt, name, owned.container.as_ref()).await {
+        op.warn(w);
+    }
     // The MACVLAN networks it is on, to check afterwards whether anyone else still uses them.
     let mut macvlans: BTreeSet<String> = BTreeSet::new();
     if let Some(c) = &owned.container {
@@ -127,6 +130,7 @@ pub(super) async fn remove_runtime(
         "removing the runtime from the state files",
     );
     rt.state().forget(name).await?;
+    rt.watchdog().reset(name);
 
     op.step(
         "removing_networks",

@@ -1,10 +1,9 @@
-//! `start_device`, `stop_device`, `restart_device` on owned runtimes: act on the container, remember
+//! Starting, stopping and restarting owned runtimes ([`Runtimes::power`]): act on the container, remember
 //! a requested stop (so the boot reconcile leaves it stopped), refresh the registry after a start.
 //! Before a stop the runtime gets the restart policy `unless-stopped` if it has another one (adopted
 //! from the Python agent, which used `always`), so the engine does not restart it at the next boot.
-//! Answers `{success: true}` or an error (the topic layer renders `success: false`).
+//! Answers with the warnings of a success, or the error.
 
-use serde_json::{Map, Value, json};
 use tracing::warn;
 
 use super::{Error, OpKind, Runtimes};
@@ -12,7 +11,7 @@ use crate::state::Intent;
 
 /// The three power actions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Power {
+pub enum Power {
     Start,
     Stop,
     Restart,
@@ -36,12 +35,15 @@ impl Power {
     }
 }
 
-/// Performs `power` on the runtime `name`.
-pub(super) async fn apply(
-    rt: &Runtimes,
-    name: &str,
-    power: Power,
-) -> Result<Map<String, Value>, Error> {
+impl Runtimes {
+    /// Performs `power` on the owned runtime `name` and waits for the engine; `Ok` with the
+    /// warnings of a success (e.g. the internal IP could not be refreshed).
+    pub async fn power(&self, name: &str, power: Power) -> Result<Vec<String>, Error> {
+        apply(self, name, power).await
+    }
+}
+
+async fn apply(rt: &Runtimes, name: &str, power: Power) -> Result<Vec<String>, Error> {
     if let Some(kind) = rt.ops().running(name) {
         return Err(super::Busy {
             name: name.to_owned(),
@@ -54,6 +56,10 @@ pub(super) async fn apply(
         return Err(Error::NotFound(name.to_owned()));
     };
     let op = rt.ops().try_begin(name, power.kind())?;
+    if power != Power::Start {
+        // The runtime's web server goes away: its debug session ends now, not at the next command.
+        rt.debug_sessions().close(name).await;
+    }
     let docker = rt.docker();
     let grace = rt.config().stop_grace;
     if power == Power::Stop {
@@ -79,6 +85,16 @@ pub(super) async fn apply(
         let e = Error::from(e);
         op.fail(format!("cannot record the {}: {e}", power.verb()));
         return Err(e);
+    }
+    if power != Power::Start
+        && let Err(e) = super::dedicated::take_back(rt, name, &container).await
+    {
+        // The stop goes ahead: a physical port comes back by itself.
+        op.warn(e);
+    }
+    if power == Power::Start {
+        // A person decided to try again: a crash loop's count starts over.
+        rt.watchdog().reset(name);
     }
     let result = match power {
         Power::Start => docker.start_container(&container.id).await,
@@ -109,13 +125,11 @@ pub(super) async fn apply(
         if let Err(e) = rt.refresh_registry(name).await {
             op.warn(format!("could not refresh the internal IP: {e}"));
         }
+        if let Err(e) = super::dedicated::ensure_lent(rt, name).await {
+            op.warn(e);
+        }
     }
     let warnings = op.warnings();
     op.succeed(format!("{name}: {} done", power.verb()));
-    let mut body = Map::new();
-    body.insert("success".into(), json!(true));
-    if !warnings.is_empty() {
-        body.insert("warnings".into(), json!(warnings));
-    }
-    Ok(body)
+    Ok(warnings)
 }

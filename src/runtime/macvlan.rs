@@ -134,13 +134,11 @@ pub async fn ensure(
     }
 }
 
-/// Whether an existing `<runtime>_internal` network may be used for the runtime: ours by labels,
-/// or without a managed-by label (the Python agent made it unlabelled) when the runtime itself is
-/// adopted from the state files — the rule [`Runtimes::owned`] applies to containers. Never one
-/// labelled for another agent instance; never an unlabelled one for a runtime this agent creates.
+/// Whether an existing `<runtime>_internal` network may be used for the runtime: the rule of
+/// [`naming::ownership`], as for the runtime's container (`adopted`: the runtime is named in the
+/// state files, so the Python agent's unlabelled network counts).
 pub fn internal_usable(n: &NetworkInspect, instance: &str, adopted: bool) -> bool {
-    naming::is_ours(&n.labels, instance)
-        || (adopted && !n.labels.contains_key(naming::LABEL_MANAGED_BY))
+    naming::ownership(&n.labels, instance, adopted).is_some()
 }
 
 /// A runtime's internal bridge as [`ensure_internal`] found or made it.

@@ -1,37 +1,32 @@
-//! Runtime (vPLC) orchestration on the Docker engine: create, delete, start/stop/restart, status,
-//! self-destruct and the boot reconcile, behind one service, [`Runtimes`].
+//! Runtime (vPLC) orchestration on the Docker engine, behind one service, [`Runtimes`]: its
+//! operations take the runtime's own validated types ([`CreateSpec`], a runtime name, [`Power`],
+//! an [`command::HttpCommand`], usage windows) and answer with its own results or [`Error`]. It
+//! knows nothing of the cloud, its topics or their answer shapes: the `topics` layer adapts.
 //!
 //! # Map
-//! - [`spec`]: the validated model of `create_new_runtime` (both vNIC field generations) — pure;
-//! - [`naming`]: Docker names (`<name>_internal`, `macvlan_<if>_<a.b.c.d>_<prefix>`), ownership labels,
-//!   name rules — pure;
+//! - [`spec`], [`vnic`]: the validated model of a create and of one vNIC (request and persisted
+//!   forms) — pure;
+//! - [`naming`]: Docker names (`<name>_internal`, `macvlan_<if>_<a.b.c.d>_<prefix>`), ownership labels
+//!   and the ownership rule, name rules — pure;
 //! - [`net`]: IPv4 subnets, netmasks and MAC addresses — pure;
 //! - [`ops`]: the operation table (one operation per runtime, progress, outcome, warnings);
 //! - [`body`]: the container-create request for both Engine API paths (≥ 1.44 / < 1.44) — pure;
 //! - [`macvlan`]: MACVLAN get-or-create / reuse / clean-up, the internal bridge;
-//! - `create`, `delete`, `lifecycle`, `status`, `selfdestruct`, `reconcile`: the workflows;
-//! - [`command`], [`consumption`], [`rehome`]: `run_command`, per-runtime usage and re-homing after a
-//!   parent subnet change (owned by another author; they use the pieces above).
+//! - `create`, `delete`, `lifecycle`, `status`, `selfdestruct`, `reconcile`, `rebuild`: the
+//!   workflows;
+//! - [`command`], [`consumption`], [`rehome`]: sending HTTP commands to a runtime, per-runtime
+//!   usage, and re-homing after a parent subnet change (built on the pieces above);
+//! - [`debug`]: the debugger bridge, one debug session per runtime over its Socket.IO
+//!   `/api/debug` (the debug messages are the OpenPLC editor's vocabulary, validated there; the
+//!   `run_command` envelope stays the topic's).
 //!
 //! # Ownership (spec §2 "The agent touches only what it owns")
-//! A container is a runtime of this agent when its labels say so ([`naming::is_ours`]: managed-by
-//! `orchestrator-agent` AND instance = this agent's state dir), or when its name appears in the state
-//! files (`runtime_vnics.json` / `data/clients.json`, e.g. written by the Python agent), and it is
-//! not one of [`naming::RESERVED_CONTAINER_NAMES`]. [`Runtimes::owned`] is the one check every
-//! topic goes through; anything else is refused with [`Error::NotOwned`].
+//! A container is a runtime of this agent when [`naming::ownership`] says so: labelled managed-by
+//! `orchestrator-agent` with instance = this agent's state dir, or unlabelled while its name is in
+//! the state files (`runtime_vnics.json` / `data/clients.json`, e.g. written by the Python agent);
+//! never one of [`naming::RESERVED_CONTAINER_NAMES`]. [`Runtimes::owned`] is the one check every
+//! operation goes through; anything else is refused with [`Error::NotOwned`].
 //!
-//! # Using the service (for `command`, `consumption`, `rehome`)
-//! ```ignore
-//! let rt: Runtimes = ...;                         // cheap to clone
-//! rt.docker();                                    // docker_api::Docker (negotiated on first use)
-//! rt.state();                                     // &StateStore: runtime_vnics.json, clients.json
-//! rt.ops().try_begin(name, OpKind::Rehome)?;      // per-runtime lock + progress in device status
-//! rt.owned(name, "delete").await?;               // ownership check (Error::NotOwned / NotFound)
-//! rt.internal_ip(name).await?;                    // registry IP of an owned runtime
-//! let _g = rt.network_lock().await;               // serialize MACVLAN create/attach/clean-up
-//! macvlan::ensure(&rt, parent, subnet, gateway).await?;   // get-or-create a MACVLAN network
-//! macvlan::remove_if_unused(&rt, name).await?;    // drop one of OUR MACVLAN networks nobody uses
-//! ```
 //! Background work (reconcile, re-home subscription, usage sampler) starts with
 //! [`Runtimes::start_background`]; every task is owned by the service ([`Runtimes::spawn`]).
 //!
@@ -39,25 +34,34 @@
 //! or call the engine without a timeout (the `docker_api` client enforces them).
 
 pub mod command;
-pub mod consumption;
-pub mod rehome;
-
-pub mod body;
-pub mod macvlan;
-pub mod naming;
-pub mod net;
-pub mod ops;
+pub mod debug;
 pub mod spec;
 
+/// Modules public only with the `test-support` feature (integration tests, benchmark examples):
+/// their items are the runtime's own business.
+macro_rules! internal {
+    ($($name:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = "test-support")]
+            pub mod $name;
+            #[cfg(not(feature = "test-support"))]
+            pub(crate) mod $name;
+        )*
+    };
+}
+
+internal!(body, consumption, macvlan, naming, net, ops, rehome, vnic);
+
 mod create;
+mod dedicated;
 mod delete;
 mod lifecycle;
 mod rebuild;
 mod reconcile;
 mod selfdestruct;
 mod selfid;
-mod service;
 mod status;
+mod watchdog;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -70,9 +74,12 @@ use tokio::task::JoinSet;
 use crate::netevents::InterfaceCache;
 use crate::state::{StateError, StateStore};
 
+pub use consumption::UsageReport;
+pub use lifecycle::Power;
 pub use ops::{Busy, OpHandle, OpKind, OpRecord, Operations, Outcome};
 pub use selfid::SelfContainer;
 pub use spec::{CreateSpec, SpecError, VnicSpec};
+pub use status::Census;
 
 /// The runtime image of a standard installation (`--runtime-image` overrides it).
 pub const DEFAULT_RUNTIME_IMAGE: &str = "ghcr.io/autonomy-logic/openplc-runtime:latest";
@@ -97,6 +104,8 @@ pub struct RuntimeConfig {
     pub rehome_window: Duration,
     /// `--netmon-container`: the sidecar's container, removed by `delete_orchestrator`.
     pub netmon_container: String,
+    /// `--debug-idle`: a debug session without a command for this long is closed.
+    pub debug_idle: Duration,
 }
 
 impl RuntimeConfig {
@@ -112,6 +121,7 @@ impl RuntimeConfig {
             self_destruct_delay: Duration::from_secs(1),
             rehome_window: rehome::DEFAULT_WINDOW,
             netmon_container: naming::NETMON_CONTAINER.to_owned(),
+            debug_idle: debug::DEFAULT_IDLE,
         }
     }
 }
@@ -204,6 +214,14 @@ struct Inner {
     net_lock: tokio::sync::Mutex<()>,
     usage: Arc<consumption::DeviceUsage>,
     tasks: Mutex<JoinSet<()>>,
+    debug: debug::DebugSessions,
+    /// The real-time ulimits the engine refused (`body::refused_ulimits`): later creates leave
+    /// them out instead of failing a first start each time.
+    refused_ulimits: Mutex<Vec<&'static str>>,
+    watchdog: watchdog::Watchdog,
+    /// The runtimes by state at the usage sampler's last tick; `None` when the engine could not
+    /// say.
+    census: Mutex<Option<Census>>,
 }
 
 impl std::fmt::Debug for Runtimes {
@@ -243,6 +261,7 @@ impl Runtimes {
         while instance.len() > 1 && instance.ends_with('/') {
             instance.pop();
         }
+        let debug = debug::DebugSessions::new(config.debug_idle);
         Runtimes {
             inner: Arc::new(Inner {
                 docker,
@@ -255,7 +274,49 @@ impl Runtimes {
                 net_lock: tokio::sync::Mutex::new(()),
                 usage: Arc::new(consumption::DeviceUsage::default()),
                 tasks: Mutex::new(JoinSet::new()),
+                debug,
+                refused_ulimits: Mutex::new(Vec::new()),
+                watchdog: watchdog::Watchdog::default(),
+                census: Mutex::new(None),
             }),
+        }
+    }
+
+    /// How many runtimes were in each state at the usage sampler's last tick (every 5 s); `None`
+    /// before the first tick or when the engine could not say.
+    pub fn census(&self) -> Option<Census> {
+        *self.inner.census.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn set_census(&self, census: Option<Census>) {
+        *self.inner.census.lock().unwrap_or_else(|p| p.into_inner()) = census;
+    }
+
+    /// The lifecycle watchdog's records.
+    pub(crate) fn watchdog(&self) -> &watchdog::Watchdog {
+        &self.inner.watchdog
+    }
+
+    /// The real-time ulimits the engine refused before.
+    pub(crate) fn refused_ulimits(&self) -> Vec<&'static str> {
+        self.inner
+            .refused_ulimits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records real-time ulimits the engine refused.
+    pub(crate) fn add_refused_ulimits(&self, names: &[&'static str]) {
+        let mut r = self
+            .inner
+            .refused_ulimits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        for n in names {
+            if !r.contains(n) {
+                r.push(n);
+            }
         }
     }
 
@@ -344,20 +405,13 @@ impl Runtimes {
                 if c.short_name() != name {
                     return Err(not_owned());
                 }
-                if naming::is_ours(&c.config.labels, self.instance()) {
-                    Ok(Owned {
+                match naming::ownership(&c.config.labels, self.instance(), known) {
+                    Some(how) => Ok(Owned {
                         name: name.to_owned(),
                         container: Some(c),
-                        adopted: false,
-                    })
-                } else if known && !c.config.labels.contains_key(naming::LABEL_MANAGED_BY) {
-                    Ok(Owned {
-                        name: name.to_owned(),
-                        container: Some(c),
-                        adopted: true,
-                    })
-                } else {
-                    Err(not_owned())
+                        adopted: how == naming::Ownership::Adopted,
+                    }),
+                    None => Err(not_owned()),
                 }
             }
             Err(e) if e.is_not_found() => {
@@ -469,6 +523,9 @@ impl Runtimes {
         self.spawn(async move { reconcile::run(&rt).await });
         rehome::spawn(self);
         consumption::spawn(self);
+        let rt = self.clone();
+        self.spawn(watchdog::run(rt));
+        self.spawn(dedicated::follow_netmon(self.clone()));
     }
 
     /// Connects the agent's own container to `<name>_internal` (nothing to do on the host). An

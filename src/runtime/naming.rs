@@ -98,6 +98,34 @@ pub fn is_ours(labels: &BTreeMap<String, String>, instance: &str) -> bool {
         && labels.get(LABEL_INSTANCE).is_some_and(|v| v == instance)
 }
 
+/// How an object is this agent's: made by it, or adopted from the Python agent it replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// Labelled managed-by `orchestrator-agent` with this agent's instance ([`is_ours`]).
+    Labelled,
+    /// Without a managed-by label, and named in the state files: made by the Python agent, which
+    /// labelled nothing.
+    Adopted,
+}
+
+/// The one rule for "is this runtime (or its internal network) ours": labelled by this instance,
+/// or unlabelled while the runtime is named in the state files (`in_state_files`). Never an
+/// object labelled for another manager or agent instance; never an unlabelled one for a runtime
+/// the state files do not name.
+pub fn ownership(
+    labels: &BTreeMap<String, String>,
+    instance: &str,
+    in_state_files: bool,
+) -> Option<Ownership> {
+    if is_ours(labels, instance) {
+        Some(Ownership::Labelled)
+    } else if in_state_files && !labels.contains_key(LABEL_MANAGED_BY) {
+        Some(Ownership::Adopted)
+    } else {
+        None
+    }
+}
+
 /// The `label=` filter values that select this instance's objects (optionally of one role).
 pub fn owner_filters(instance: &str, role: Option<&str>) -> Vec<String> {
     let mut f = vec![
@@ -311,5 +339,25 @@ mod tests {
             &BTreeMap::from([(LABEL_MANAGED_BY.to_owned(), "someone-else".to_owned())]),
             "/var/orchestrator"
         ));
+    }
+
+    #[test]
+    fn unlabelled_objects_are_ours_only_when_the_state_files_name_the_runtime() {
+        let me = "/var/orchestrator";
+        let labelled = runtime_labels("x", me);
+        let other_instance = runtime_labels("x", "/tmp/other");
+        let other_manager =
+            BTreeMap::from([(LABEL_MANAGED_BY.to_owned(), "someone-else".to_owned())]);
+        let unlabelled = BTreeMap::from([("com.example".to_owned(), "x".to_owned())]);
+        for in_state in [false, true] {
+            assert_eq!(
+                ownership(&labelled, me, in_state),
+                Some(Ownership::Labelled)
+            );
+            assert_eq!(ownership(&other_instance, me, in_state), None);
+            assert_eq!(ownership(&other_manager, me, in_state), None);
+        }
+        assert_eq!(ownership(&unlabelled, me, false), None);
+        assert_eq!(ownership(&unlabelled, me, true), Some(Ownership::Adopted));
     }
 }

@@ -173,6 +173,23 @@ impl FromStr for MacAddr {
     }
 }
 
+impl MacAddr {
+    /// A random locally administered unicast MAC, as the original generates them (spec §9.1.6):
+    /// the first octet's low two bits `10`, the rest random. Given to a vNIC without a MAC at
+    /// create and persisted, so the LAN's DHCP reservations keep matching the runtime.
+    pub fn random_local() -> Self {
+        use rand::RngExt;
+        let mut b: [u8; 6] = rand::rng().random();
+        b[0] = (b[0] & 0xfc) | 0x02;
+        MacAddr(b)
+    }
+
+    /// Locally administered (second-lowest bit of the first octet set).
+    pub fn is_local(self) -> bool {
+        self.0[0] & 0x02 == 0x02
+    }
+}
+
 impl fmt::Display for MacAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
@@ -187,6 +204,19 @@ impl fmt::Display for MacAddr {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn generated_macs_are_local_unicast_in_the_originals_shape() {
+        for _ in 0..200 {
+            let m = MacAddr::random_local();
+            assert!(m.is_local());
+            assert_eq!(m.0[0] & 1, 0, "unicast");
+            let s = m.to_string();
+            assert_eq!(s.parse::<MacAddr>().unwrap(), m);
+            // spec §9.1.6: ^[0-9a-f][26ae](:[0-9a-f]{2}){5}$
+            assert!(matches!(s.as_bytes()[1], b'2' | b'6' | b'a' | b'e'), "{s}");
+        }
+    }
 
     #[test]
     fn cidr_parses_and_normalises() {

@@ -34,7 +34,7 @@ pub enum OpKind {
     Stop,
     /// `restart_device`.
     Restart,
-    /// Re-attaching a runtime after its parent subnet changed (runtime2's `rehome`).
+    /// Re-attaching a runtime after its parent subnet changed.
     Rehome,
     /// Boot reconcile of one runtime.
     Reconcile,
@@ -42,6 +42,8 @@ pub enum OpKind {
     Cleanup,
     /// `delete_orchestrator`.
     SelfDestruct,
+    /// The watchdog starting a runtime that should run and did not.
+    Watchdog,
 }
 
 impl OpKind {
@@ -57,6 +59,7 @@ impl OpKind {
             OpKind::Reconcile => "reconcile",
             OpKind::Cleanup => "cleanup",
             OpKind::SelfDestruct => "delete_orchestrator",
+            OpKind::Watchdog => "watchdog_start",
         }
     }
 
@@ -65,7 +68,7 @@ impl OpKind {
         match self {
             OpKind::Create => "creating",
             OpKind::Delete | OpKind::SelfDestruct => "deleting",
-            OpKind::Start => "starting",
+            OpKind::Start | OpKind::Watchdog => "starting",
             OpKind::Stop => "stopping",
             OpKind::Restart => "restarting",
             OpKind::Rehome => "reconnecting",

@@ -17,7 +17,7 @@ use docker_api::ContainerInspect;
 use serde_json::{Map, Value, json};
 
 use super::net::{Ipv4Net, MacAddr};
-use super::rehome::plan::{update_vnic_json, vnic_view};
+use super::vnic::{PersistedVnic, update_persisted};
 use super::{Runtimes, naming};
 
 /// One MACVLAN network the container is on, as the engine describes it.
@@ -81,7 +81,7 @@ fn from_label(vnics: Vec<Value>, endpoints: &[&MacvlanEndpoint]) -> Vec<Value> {
             let Value::Object(mut obj) = v else {
                 return v;
             };
-            let Some(view) = vnic_view(i, &obj) else {
+            let Some(view) = PersistedVnic::read(i, &obj) else {
                 return Value::Object(obj);
             };
             // The endpoint on the vNIC's parent, preferring the one holding its static address.
@@ -104,7 +104,7 @@ fn from_label(vnics: Vec<Value>, endpoints: &[&MacvlanEndpoint]) -> Vec<Value> {
                     .static_ip
                     .and(ep.requested_ip.or(ep.ip))
                     .filter(|ip| Some(*ip) != view.static_ip);
-                update_vnic_json(&mut obj, ep.subnet, ep.gateway, new_ip);
+                update_persisted(&mut obj, ep.subnet, ep.gateway, new_ip);
             }
             Value::Object(obj)
         })
@@ -282,7 +282,7 @@ mod tests {
         );
         // What is synthesized is a valid create vNIC (the next re-home parses it).
         for (i, x) in v.iter().enumerate() {
-            super::super::spec::parse_vnic(i, x).expect("valid vNIC");
+            super::super::vnic::parse_vnic(i, x).expect("valid vNIC");
         }
     }
 

@@ -17,9 +17,12 @@
 //!   delete interrupted by an agent older than the intent journal; they are cleaned;
 //! - an owned runtime whose restart policy is not `unless-stopped` (adopted from the Python agent,
 //!   which used `always`) is switched to `unless-stopped`;
-//! - a runtime stopped on request that runs is stopped (a stop interrupted by a crash), one that
-//!   should run and does not is started (Docker's restart policy does not retry a start that failed
-//!   at boot, moby#39559), a recorded **restart** that did not happen is done;
+//! - a runtime stopped on request that runs is stopped (a stop interrupted by a crash), a recorded
+//!   **restart** that did not happen is done; one that should run and does not (Docker's restart
+//!   policy does not retry a start that failed at boot, moby#39559) is started once the network is
+//!   ready: after netmon's first discovery (or [`DISCOVERY_WAIT`](super::rehome::DISCOVERY_WAIT))
+//!   and the boot re-home, so it comes up on its parent's current subnet; the watchdog's starts are
+//!   held until then too;
 //! - the agent re-joins each runtime's internal network and the registry (`data/clients.json`) gets
 //!   fresh internal IPs (which also rebuilds a lost registry).
 //!
@@ -78,18 +81,37 @@ pub(super) async fn run(rt: &Runtimes) {
         selfdestruct::resume(rt).await;
         return;
     }
-    pass(rt, Pass::Boot).await;
+    let held = pass(rt, Pass::Boot).await;
+    if !held.is_empty() {
+        info!(
+            runtimes = ?held,
+            "starting runtimes that should run once the network is ready (netmon's discovery, at most {:?})",
+            super::rehome::DISCOVERY_WAIT
+        );
+    }
+    // Waits for netmon's discovery (or its timeout) and re-homes what moved while we were down.
     super::rehome::reconcile(rt).await;
+    rt.watchdog().open_starts();
+    for name in held {
+        if should_run(rt, &name).await {
+            super::watchdog::start_if_down(rt, &name, OpKind::Reconcile).await;
+        }
+    }
     info!("reconcile done");
     tokio::time::sleep(SWEEP_AGAIN_AFTER).await;
     pass(rt, Pass::Sweep).await;
 }
 
-async fn pass(rt: &Runtimes, pass: Pass) {
+/// One pass over every runtime; returns the runtimes that should run and do not, whose start
+/// waits for the network.
+async fn pass(rt: &Runtimes, pass: Pass) -> Vec<String> {
+    let mut held = Vec::new();
     match rt.owned_runtime_names().await {
         Ok(names) => {
             for name in names {
-                reconcile_one(rt, &name, pass).await;
+                if reconcile_one(rt, &name, pass).await == Wanted::Start {
+                    held.push(name);
+                }
             }
         }
         Err(e) => warn!(error = %e, "reconcile: cannot list the runtimes"),
@@ -101,9 +123,25 @@ async fn pass(rt: &Runtimes, pass: Pass) {
         Ok(_) => {}
         Err(e) => warn!(error = %e, "reconcile: cannot clean MACVLAN networks"),
     }
+    held
 }
 
-async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
+/// What a runtime still needs after its reconcile.
+#[derive(Debug, PartialEq, Eq)]
+enum Wanted {
+    Nothing,
+    /// It should run and does not: started once the network is ready.
+    Start,
+}
+
+/// Whether a held runtime should still be started (nothing asked otherwise meanwhile).
+async fn should_run(rt: &Runtimes, name: &str) -> bool {
+    !rt.state().is_stopped(name).await
+        && rt.state().intent(name).await.is_none()
+        && rt.state().is_known(name).await
+}
+
+async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) -> Wanted {
     // The kind shows in `get_device_status` while it runs; read again under the lock below.
     let kind = match rt.state().intent(name).await {
         Some(Intent::Delete { .. }) => OpKind::Delete,
@@ -114,16 +152,20 @@ async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
         },
     };
     let Ok(op) = rt.ops().try_begin(name, kind) else {
-        return; // an operation on it runs: it is in good hands
+        return Wanted::Nothing; // an operation on it runs: it is in good hands
     };
     match rt.state().intent(name).await {
         Some(Intent::Delete {
             started_at,
             adopted,
-        }) => return finish_delete(rt, name, &started_at, adopted, op).await,
+        }) => {
+            finish_delete(rt, name, &started_at, adopted, op).await;
+            return Wanted::Nothing;
+        }
         Some(Intent::Create { create_id, .. }) => {
             if rt.state().vnics_of(name).await.is_none() {
-                return undo_create(rt, name, &create_id, op).await;
+                undo_create(rt, name, &create_id, op).await;
+                return Wanted::Nothing;
             }
             // Committed just before the crash: only the intent is left to clear.
             if let Err(e) = rt.state().clear_intent(name, None).await {
@@ -136,25 +178,29 @@ async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
         Ok(o) => o,
         Err(e) => {
             op.fail(format!("reconcile: {e}"));
-            return;
+            return Wanted::Nothing;
         }
     };
     if let Some(c) = &owned.container
         && rt.is_aborted_leftover(c).await
     {
-        return remove_leftover(rt, name, c, op).await;
+        remove_leftover(rt, name, c, op).await;
+        return Wanted::Nothing;
     }
     let committed = rt.state().vnics_of(name).await.is_some();
     match &owned.container {
         Some(c) if !owned.adopted && !committed => rebuild_entry(rt, name, c, &op).await,
         Some(_) => {}
-        None if !committed => return finish_old_delete(rt, &owned, op).await,
+        None if !committed => {
+            finish_old_delete(rt, &owned, op).await;
+            return Wanted::Nothing;
+        }
         None => {
             op.warn(format!(
                 "runtime {name} is in the state files but its container does not exist"
             ));
             op.succeed("nothing to start");
-            return;
+            return Wanted::Nothing;
         }
     }
     // A twin of its internal network (a create of a killed agent that the engine completed late)
@@ -165,23 +211,34 @@ async fn reconcile_one(rt: &Runtimes, name: &str, pass: Pass) {
     if pass == Pass::Sweep {
         op.succeed("nothing to sweep");
         rt.ops().clear_finished(name);
-        return;
+        return Wanted::Nothing;
     }
-    if let Some(c) = owned.container {
-        bring_to_wanted_state(rt, name, &c, &op).await;
-    }
-    op.succeed(format!("{name} reconciled"));
+    let wanted = match owned.container {
+        Some(c) => bring_to_wanted_state(rt, name, &c, &op).await,
+        None => Wanted::Nothing,
+    };
+    op.succeed(match wanted {
+        Wanted::Start => format!("{name} reconciled; it starts once the network is ready"),
+        Wanted::Nothing => format!("{name} reconciled"),
+    });
+    wanted
 }
 
-/// Starts, stops or restarts the container as the last request asked, re-joins its internal network
-/// and refreshes its registry entry.
-async fn bring_to_wanted_state(rt: &Runtimes, name: &str, c: &ContainerInspect, op: &OpHandle) {
+/// Stops or restarts the container as the last request asked (a start waits for the network: the
+/// answer says so), re-joins its internal network and refreshes its registry entry.
+async fn bring_to_wanted_state(
+    rt: &Runtimes,
+    name: &str,
+    c: &ContainerInspect,
+    op: &OpHandle,
+) -> Wanted {
     ensure_unless_stopped(rt, c, op).await;
     let restart = match rt.state().intent(name).await {
         Some(Intent::Restart { started_at }) => Some(started_at),
         _ => None,
     };
     let docker = rt.docker();
+    let mut wanted = Wanted::Nothing;
     if rt.state().is_stopped(name).await {
         if c.state.running {
             op.step(
@@ -193,10 +250,7 @@ async fn bring_to_wanted_state(rt: &Runtimes, name: &str, c: &ContainerInspect, 
             }
         }
     } else if !c.state.running {
-        op.step("starting", format!("starting {name}"));
-        if let Err(e) = docker.start_container(&c.id).await {
-            op.warn(format!("reconcile could not start {name}: {e}"));
-        }
+        wanted = Wanted::Start;
     } else if let Some(asked) = &restart
         && started_before(&c.state.started_at, asked)
     {
@@ -224,6 +278,7 @@ async fn bring_to_wanted_state(rt: &Runtimes, name: &str, c: &ContainerInspect, 
             op.warn(format!("could not refresh the internal IP: {e}"));
         }
     }
+    wanted
 }
 
 /// Whether a container that started at `started_at` (engine RFC 3339) started before `asked`.
@@ -278,8 +333,7 @@ async fn finish_delete(rt: &Runtimes, name: &str, started_at: &str, adopted: boo
     let container = match rt.docker().inspect_container(name).await {
         Ok(c)
             if c.short_name() == name
-                && (naming::is_ours(&c.config.labels, rt.instance())
-                    || (adopted && !c.config.labels.contains_key(naming::LABEL_MANAGED_BY))) =>
+                && naming::ownership(&c.config.labels, rt.instance(), adopted).is_some() =>
         {
             Some(c)
         }

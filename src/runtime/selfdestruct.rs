@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use docker_api::RemoveContainerOptions;
 use futures_util::StreamExt;
-use serde_json::{Map, Value, json};
 use tracing::{Instrument, info, info_span, warn};
 
 use super::delete::Stop;
@@ -23,8 +22,18 @@ const LOCK_WAIT: Duration = Duration::from_secs(120);
 /// Runtimes removed at once. The cost is waiting on the engine (stop grace periods), not work here.
 pub const CONCURRENCY: usize = 32;
 
-/// Accepts the request (refused while one runs) and starts the work in the background.
-pub(super) async fn accept(rt: &Runtimes) -> Result<Map<String, Value>, Error> {
+impl Runtimes {
+    /// Accepts removing every runtime, the network monitor and the agent itself (refused while one
+    /// runs): `Ok` once the intent is recorded; the work continues in the background as the
+    /// operation of device [`naming::ORCHESTRATOR_DEVICE_ID`], after
+    /// [`RuntimeConfig::self_destruct_delay`](super::RuntimeConfig::self_destruct_delay) so the
+    /// answer leaves first.
+    pub async fn self_destruct(&self) -> Result<(), Error> {
+        accept(self).await
+    }
+}
+
+async fn accept(rt: &Runtimes) -> Result<(), Error> {
     let id = naming::ORCHESTRATOR_DEVICE_ID;
     let op = rt
         .ops()
@@ -41,19 +50,7 @@ pub(super) async fn accept(rt: &Runtimes) -> Result<Map<String, Value>, Error> {
     }
     let worker = rt.clone();
     rt.spawn(async move { run(&worker, op).await }.instrument(info_span!("self_destruct")));
-    let mut body = Map::new();
-    // The original cloud reads this literal in `delete_orchestrator_response` (upstream §2.3); the
-    // ack carries the same answer (spec §2), with where to poll for progress.
-    body.insert("status".into(), json!("command_received"));
-    body.insert(
-        "message".into(),
-        json!(format!(
-            "Self-destruct started: removing all runtimes, their networks, the network monitor and \
-             the agent; poll get_device_status with device_id {id}"
-        )),
-    );
-    body.insert("poll_device_id".into(), json!(id));
-    Ok(body)
+    Ok(())
 }
 
 /// Resumes a self-destruct the previous process accepted but did not finish (called by the boot

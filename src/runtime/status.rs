@@ -9,13 +9,18 @@ use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
 use super::ops::{OpKind, OpRecord, Outcome};
-use super::{Error, Runtimes, internal_ip_of, naming};
+use super::{Error, Runtimes, internal_ip_of, naming, vnic};
 
-/// The status answer body for `device_id`.
-pub(super) async fn device_status(
-    rt: &Runtimes,
-    device_id: &str,
-) -> Result<Map<String, Value>, Error> {
+impl Runtimes {
+    /// The status of `device_id`: the document `get_device_status` answers with (upstream §12
+    /// shape: `status`, the container's state and networks or the operation in progress, its
+    /// warnings, `last_operation`), or an error for a device this agent must not report on.
+    pub async fn device_status(&self, device_id: &str) -> Result<Map<String, Value>, Error> {
+        device_status(self, device_id).await
+    }
+}
+
+async fn device_status(rt: &Runtimes, device_id: &str) -> Result<Map<String, Value>, Error> {
     if device_id == naming::ORCHESTRATOR_DEVICE_ID {
         return Ok(orchestrator(rt));
     }
@@ -36,13 +41,95 @@ pub(super) async fn device_status(
         return Ok(not_found(device_id, record.as_ref()));
     };
     let mut body = container_status(device_id, &c);
+    // Ours (HEAD reports nothing): the host NIC lent to it (upstream-head §6).
+    if let Some(nic) = rt.state().dedicated_nic(device_id).await {
+        body.insert("dedicated_interface".into(), json!(nic));
+    }
+    // What the watchdog knows (crash loop, recent crashes, last exit code, log tail).
+    body.extend(rt.watchdog().status_fields(device_id));
+    // Standing warnings read from the container and the state files, so they survive agent
+    // restarts; then the last operation's.
+    let vnics = rt.state().vnics_of(device_id).await;
+    let mut warnings = standing_warnings(&c, vnics.as_deref());
+    warnings.extend(proxy_arp_warnings(vnics));
     if let Some(r) = record {
-        if !r.warnings.is_empty() {
-            body.insert("warnings".into(), json!(r.warnings));
+        for w in &r.warnings {
+            if !warnings.contains(w) {
+                warnings.push(w.clone());
+            }
         }
         body.insert("last_operation".into(), Value::Object(last_operation(&r)));
     }
+    if !warnings.is_empty() {
+        body.insert("warnings".into(), json!(warnings));
+    }
     Ok(body)
+}
+
+/// What the runtime runs without although it was asked for: the real-time ulimits (an engine that
+/// refuses them), a persisted MAC the engine did not give the endpoint.
+fn standing_warnings(c: &ContainerInspect, vnics: Option<&[Value]>) -> Vec<String> {
+    let mut out = Vec::new();
+    let missing: Vec<String> = super::body::realtime_ulimits()
+        .into_iter()
+        .map(|u| u.name)
+        .filter(|n| !c.host_config.ulimits.iter().any(|u| &u.name == n))
+        .collect();
+    if !missing.is_empty() {
+        out.push(format!(
+            "ulimit {} not applied (the engine refused it at create, or an older agent created \
+             the runtime)",
+            missing.join(" and ")
+        ));
+    }
+    let in_use: Vec<String> = c
+        .network_settings
+        .networks
+        .values()
+        .map(|e| e.mac_address.to_ascii_lowercase())
+        .collect();
+    for (i, v) in vnics.unwrap_or_default().iter().enumerate() {
+        let Some(o) = v.as_object() else { continue };
+        let Some(mac) = o
+            .get("mac")
+            .or_else(|| o.get("mac_address"))
+            .and_then(Value::as_str)
+            .filter(|m| !m.is_empty())
+        else {
+            continue;
+        };
+        if !in_use.contains(&mac.to_ascii_lowercase()) {
+            let name = o.get("name").and_then(Value::as_str).unwrap_or("");
+            out.push(format!(
+                "vnic_configs[{i}] ({name}): MAC {mac} is not honoured by the engine (the \
+                 endpoint has another)"
+            ));
+        }
+    }
+    out
+}
+
+/// A warning per vNIC the original agent attached through its proxy-ARP bridge (adopted runtimes):
+/// this agent neither re-homes nor rebuilds it, and the cloud should know.
+fn proxy_arp_warnings(vnics: Option<Vec<Value>>) -> Vec<String> {
+    vnics
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| {
+            let v = v.as_object()?;
+            vnic::is_proxy_arp(v).then(|| {
+                format!(
+                    "vnic_configs[{i}] ({}): a proxy-ARP bridge on Wi-Fi parent {} made by the \
+                     original agent; this agent does not manage it (not re-homed, not rebuilt)",
+                    v.get("name").and_then(Value::as_str).unwrap_or("?"),
+                    v.get("parent_interface")
+                        .and_then(Value::as_str)
+                        .unwrap_or("?"),
+                )
+            })
+        })
+        .collect()
 }
 
 /// Whether the operation record, rather than the container, is the device's status: a create,
@@ -63,7 +150,8 @@ fn not_found(device_id: &str, record: Option<&OpRecord>) -> Map<String, Value> {
         json!(if deleted {
             format!("Container {device_id} was deleted")
         } else {
-            format!("Container {device_id} not found")
+            // Today's original's text (upstream-head §9.3).
+            format!("Container {device_id} does not exist")
         }),
     );
     m
@@ -73,6 +161,43 @@ fn last_operation(r: &OpRecord) -> Map<String, Value> {
     let mut m = r.to_status("");
     m.remove("device_id");
     m
+}
+
+/// How many of this agent's runtimes were in each state when the usage sampler last looked (every
+/// 5 s): the runtimes-by-state metric, without an engine call per scrape.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    counts: [u64; Census::STATES.len()],
+}
+
+impl Census {
+    /// The states, in the order [`Census::iter`] reports them: the engine's container states,
+    /// `unknown` (a state this agent does not know) and `missing` (a runtime of the state files
+    /// without a container).
+    pub const STATES: [&'static str; 9] = [
+        "running",
+        "paused",
+        "restarting",
+        "created",
+        "exited",
+        "dead",
+        "removing",
+        "unknown",
+        "missing",
+    ];
+
+    /// Counts one runtime: its container's state, or `None` when it has no container.
+    pub fn add(&mut self, status: Option<ContainerStatus>) {
+        let state = status.map_or("missing", status_str);
+        if let Some(i) = Self::STATES.iter().position(|s| *s == state) {
+            self.counts[i] += 1;
+        }
+    }
+
+    /// Every state with its count (zeros included).
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::STATES.iter().copied().zip(self.counts)
+    }
 }
 
 fn status_str(s: ContainerStatus) -> &'static str {
@@ -160,6 +285,35 @@ fn orchestrator(rt: &Runtimes) -> Map<String, Value> {
 mod tests {
     use super::*;
     use crate::runtime::ops::Operations;
+
+    #[test]
+    fn the_census_counts_every_state_and_runtimes_without_a_container() {
+        let mut c = Census::default();
+        for s in [
+            Some(ContainerStatus::Running),
+            Some(ContainerStatus::Running),
+            Some(ContainerStatus::Exited),
+            Some(ContainerStatus::Unknown),
+            None,
+        ] {
+            c.add(s);
+        }
+        let counts: Vec<(&str, u64)> = c.iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(
+            counts,
+            [
+                ("running", 2),
+                ("exited", 1),
+                ("unknown", 1),
+                ("missing", 1)
+            ]
+        );
+        assert_eq!(
+            c.iter().count(),
+            Census::STATES.len(),
+            "zeros are reported too"
+        );
+    }
 
     #[test]
     fn a_clean_up_in_progress_is_the_status_not_the_live_container() {

@@ -1,88 +1,91 @@
 //! The cloud topics: one small type per topic, the dispatch table, and the heartbeat.
 //!
-//! This is the only module that knows topic (event) names. For every inbound event it
-//! validates the arguments into a typed request ([`validate`], pure), applies it with the
-//! services it needs, and returns the ack; topics the original answered by emit also emit
-//! (spec README §2 "Cloud link"). Runtime work goes through the [`RuntimeOps`] trait, which the
-//! `runtime` module implements.
+//! This is the only module that knows topic (event) names and answer shapes. A topic is one file
+//! (mini-redis' `cmd/*.rs`): its contract, the typed request `Topic::parse` validates the event
+//! into (pure: what the fuzzers call), and `Topic::apply`, which calls the agent's services with
+//! their own types (`runtime::Runtimes`, the host sampler, the interface cache) and shapes their
+//! results into the ack. Adding a topic is one file and one line in the dispatch table, `TOPICS`.
 //!
 //! Ack rules:
 //! - success: the result object, `action` and `correlation_id` first;
 //! - failure: `{"action", "correlation_id", "status": "error", "error"}` in that key order,
 //!   `correlation_id` being the value received (any JSON type) or `null`;
+//! - topics the original answered by emit (`Topic::EMITS`) also emit the ack, refusals
+//!   included (spec README §2 "Cloud link");
 //! - the link sends the ack only when the server asked for one, so handlers always return it.
 //!
 //! Never does: Docker calls, socket I/O (beyond `Link::emit`), or blocking I/O on the runtime.
 
-mod heartbeat;
-mod host;
-mod runtime;
+pub mod contract;
 
-use std::sync::Arc;
+mod create_new_runtime;
+mod delete_device;
+mod delete_orchestrator;
+mod get_consumption_device;
+mod get_consumption_orchestrator;
+mod get_device_status;
+mod get_host_interfaces;
+mod heartbeat;
+mod power;
+mod run_command;
+
+use std::any::Any;
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
 use std::time::Instant;
 
 use serde_json::{Map, Value, json};
 use tracing::Instrument;
 
 use crate::cloud::{BoxFuture, Handler, Link};
-use crate::contract::{
-    self, BaseMessage, ConsumptionRequest, ContractError, CreateRuntimeRequest,
-    DeleteDeviceRequest, DeviceConsumptionRequest, DeviceRequest, HostInterfacesRequest,
-    RunCommandRequest,
-};
 use crate::netevents::InterfaceCache;
+use crate::runtime::Runtimes;
+use crate::telemetry::{Commands, Outcome};
+use contract::ContractError;
 
+pub use create_new_runtime::CreateNewRuntime;
 pub use heartbeat::HeartbeatPayload;
+pub use run_command::RunCommand;
 
-/// What a runtime operation answers: the result's fields (without `action` / `correlation_id`,
-/// which the dispatcher puts first), or an error whose text goes into the error ack.
-pub type OpResult = Result<Map<String, Value>, OpError>;
+/// One cloud topic: its typed, validated request and how it is answered.
+pub(crate) trait Topic: Sized + fmt::Debug + Send + 'static {
+    /// The event name.
+    const NAME: &'static str;
+    /// The event the ack is also emitted as (the topics the original answered by emit).
+    const EMITS: Option<&'static str> = None;
 
-/// A runtime operation failed or was refused; the text is sent to the cloud as `error`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct OpError(pub String);
+    /// Validates the event's arguments into the request. Pure and deterministic.
+    fn parse(args: &[Value]) -> Result<Self, ContractError>;
 
-impl OpError {
-    /// An error with this text.
-    pub fn new(message: impl Into<String>) -> Self {
-        Self(message.into())
+    /// The device the request is about, for the log span.
+    fn device(&self) -> Option<&str> {
+        None
     }
-}
 
-/// The runtime side of the topics, implemented by `runtime` (Docker). Every method receives a
-/// request that already passed its contract, must not block, and should answer promptly: long
-/// work (creation, deletion, self-destruct) runs in the background and is reported through
-/// `device_status`. Bodies are wrapped by the dispatcher as `{action, correlation_id, ..body}`.
-pub trait RuntimeOps: Send + Sync + 'static {
-    /// `create_new_runtime`. Upstream answer body: `{status: "creating", container_id, message:
-    /// "Container creation started for <name>"}`.
-    fn create(&self, req: CreateRuntimeRequest) -> BoxFuture<OpResult>;
-    /// `delete_device`. Upstream body: `{status: "deleting", device_id, message: "Container
-    /// deletion started for <id>"}`.
-    fn delete(&self, req: DeleteDeviceRequest) -> BoxFuture<OpResult>;
-    /// `start_device`. Body `{success: true, ..}`; the dispatcher orders the answer as
-    /// `{action, success, correlation_id, ..}` (upstream §2.6) and emits it as `start_device`.
-    fn start(&self, req: DeviceRequest) -> BoxFuture<OpResult>;
-    /// `stop_device`, like [`RuntimeOps::start`].
-    fn stop(&self, req: DeviceRequest) -> BoxFuture<OpResult>;
-    /// `restart_device`, like [`RuntimeOps::start`].
-    fn restart(&self, req: DeviceRequest) -> BoxFuture<OpResult>;
-    /// `get_device_status` (upstream §12 items 1–2); `device_id == "__orchestrator__"` is the
-    /// self-destruct progress.
-    fn device_status(&self, req: DeviceRequest) -> BoxFuture<OpResult>;
-    /// `run_command`. For [`contract::RunCommandForm::Object`] return the body (e.g. `{status,
-    /// http_response}`), wrapped like the others; for [`contract::RunCommandForm::Legacy`] the
-    /// value is the whole ack, sent verbatim (upstream §6.2: the runtime's JSON answer itself).
-    fn run_command(&self, req: RunCommandRequest) -> BoxFuture<Result<Value, OpError>>;
-    /// `get_consumption_device` (upstream §12 item 9 body: `{device_id, memory, cpu, cpu_usage,
-    /// memory_usage}`); answered by ack and also emitted as `get_consumption_device`.
-    fn consumption_device(&self, req: DeviceConsumptionRequest) -> BoxFuture<OpResult>;
-    /// `delete_orchestrator`: answer at once (e.g. `{status: "command_received", message,
-    /// poll_device_id: "__orchestrator__"}`) and run the clean-up in the background; the answer
-    /// is emitted as `delete_orchestrator_response` (and acked) right after this returns, so the
-    /// clean-up should give that emit a moment before removing the agent's own container.
-    fn delete_orchestrator(&self, req: BaseMessage) -> BoxFuture<OpResult>;
+    /// Does what the request asks and returns the ack. Must not block; long work runs in the
+    /// background and is reported through `get_device_status`.
+    fn apply(self, services: &Services) -> impl Future<Output = Value> + Send;
+
+    /// The payload of the [`Topic::EMITS`] event for `ack` (by default the ack itself).
+    fn emitted(ack: &Value) -> Value {
+        ack.clone()
+    }
+
+    /// The ack of a request that did not validate.
+    fn refusal(correlation_id: &Value, error: &str) -> Value {
+        error_ack(Self::NAME, correlation_id, error)
+    }
+
+    /// How the command went, judged from its ack (for the metrics): an error when it says
+    /// `"status": "error"` (the failure shape of every topic, see the ack rules above).
+    fn outcome(ack: &Value) -> Outcome {
+        if ack.get("status").and_then(Value::as_str) == Some("error") {
+            Outcome::Error
+        } else {
+            Outcome::Ok
+        }
+    }
 }
 
 /// What [`App`] needs from the rest of the agent.
@@ -94,18 +97,85 @@ pub struct Services {
     /// The host sampler (its task is started by `main`, apart from the link): the heartbeat's
     /// readings and the history of `get_consumption_orchestrator`.
     pub host: crate::host::HostMonitor,
-    /// The runtime side (`runtime::Runtimes`).
-    pub runtime: Arc<dyn RuntimeOps>,
+    /// The runtime service.
+    pub runtime: Runtimes,
+    /// The client certificate the link uses: the `certificate` field of the `__orchestrator__`
+    /// status.
+    pub certificate: crate::certs::InUse,
+    /// Where every command's topic, outcome and latency are counted (the local metrics).
+    pub commands: Commands,
+}
+
+/// A request some topic validated, type-erased (the fuzz facade looks into it).
+pub(crate) trait Request: Any + fmt::Debug + Send {}
+
+impl<T: Topic> Request for T {}
+
+type Handling<'a> = Pin<Box<dyn Future<Output = (Value, Outcome)> + Send + 'a>>;
+type Parsed = Result<Box<dyn Request>, ContractError>;
+
+/// One line of the dispatch table.
+struct Entry {
+    name: &'static str,
+    parse: fn(&[Value]) -> Parsed,
+    handle: for<'a> fn(&'a Services, &'a Link, &'a [Value]) -> Handling<'a>,
+}
+
+const fn entry<T: Topic>() -> Entry {
+    Entry {
+        name: T::NAME,
+        parse: parse_erased::<T>,
+        handle: handle::<T>,
+    }
+}
+
+/// The dispatch table: every topic this agent answers.
+const TOPICS: &[Entry] = &[
+    entry::<create_new_runtime::CreateNewRuntime>(),
+    entry::<delete_device::DeleteDevice>(),
+    entry::<power::StartDevice>(),
+    entry::<power::StopDevice>(),
+    entry::<power::RestartDevice>(),
+    entry::<get_device_status::GetDeviceStatus>(),
+    entry::<run_command::RunCommand>(),
+    entry::<get_consumption_device::GetConsumptionDevice>(),
+    entry::<get_consumption_orchestrator::GetConsumptionOrchestrator>(),
+    entry::<delete_orchestrator::DeleteOrchestrator>(),
+    entry::<get_host_interfaces::GetHostInterfaces>(),
+];
+
+fn parse_erased<T: Topic>(args: &[Value]) -> Parsed {
+    T::parse(args).map(|r| Box::new(r) as Box<dyn Request>)
+}
+
+fn handle<'a, T: Topic>(services: &'a Services, link: &'a Link, args: &'a [Value]) -> Handling<'a> {
+    Box::pin(async move {
+        let (ack, outcome) = match T::parse(args) {
+            Ok(request) => {
+                if let Some(device) = request.device() {
+                    tracing::Span::current().record("device", device);
+                }
+                let ack = request.apply(services).await;
+                let outcome = T::outcome(&ack);
+                (ack, outcome)
+            }
+            Err(error) => {
+                tracing::warn!(error = %error, "request refused");
+                let ack = T::refusal(&contract::correlation_id_of(args), &error.to_string());
+                (ack, Outcome::Refused)
+            }
+        };
+        if let Some(event) = T::EMITS {
+            emit(link, event, T::emitted(&ack)).await;
+        }
+        (ack, outcome)
+    })
 }
 
 /// The topics' [`Handler`]: build one with [`App::new`] and give it to the cloud link.
 #[derive(Clone)]
 pub struct App {
-    inner: Arc<AppInner>,
-}
-
-struct AppInner {
-    services: Services,
+    services: std::sync::Arc<Services>,
 }
 
 impl App {
@@ -113,17 +183,15 @@ impl App {
     /// connection.
     pub fn new(services: Services) -> Self {
         Self {
-            inner: Arc::new(AppInner { services }),
+            services: std::sync::Arc::new(services),
         }
     }
 
-    /// The host sampler (and its 48 h usage history).
-    pub fn host(&self) -> &crate::host::HostMonitor {
-        &self.inner.services.host
-    }
-
-    /// Handles one event and returns the ack arguments (what [`Handler::on_event`] does).
+    /// Handles one event and returns the ack arguments (what [`Handler::on_event`] does), and
+    /// counts it in [`Services::commands`]: under its topic (`unknown` for names outside the
+    /// table, so the cloud cannot grow the metrics), outcome and time to the ack.
     pub async fn dispatch(&self, name: &str, args: &[Value], link: &Link) -> Vec<Value> {
+        let started = Instant::now();
         let correlation_id = contract::correlation_id_of(args);
         let span = tracing::info_span!(
             "command",
@@ -131,51 +199,30 @@ impl App {
             correlation_id = %correlation_id,
             device = tracing::field::Empty,
         );
-        let answer = async {
-            match validate(name, args) {
-                Ok(request) => {
-                    if let Some(device) = request.device_id() {
-                        tracing::Span::current().record("device", device);
-                    }
-                    self.apply(request, link).await
-                }
-                Err(rejection) => {
-                    tracing::warn!(error = %rejection.error, "request refused");
-                    let error = rejection.error.to_string();
-                    let ack = if Power::from_topic(name).is_some() {
-                        runtime::power_error(name, rejection.correlation_id, error)
-                    } else {
-                        error_ack(name, &rejection.correlation_id, &error)
+        let (topic, (answer, outcome)) = async {
+            match TOPICS.iter().find(|t| t.name == name) {
+                Some(topic) => (topic.name, (topic.handle)(&self.services, link, args).await),
+                None => {
+                    let error = ContractError::UnknownTopic {
+                        topic: name.to_owned(),
                     };
-                    if let Some(event) = emit_event_of(name) {
-                        emit(link, event, ack.clone()).await;
-                    }
-                    ack
+                    tracing::warn!(error = %error, "request refused");
+                    let ack = error_ack(name, &correlation_id, &error.to_string());
+                    (UNKNOWN_TOPIC, (ack, Outcome::Refused))
                 }
             }
         }
         .instrument(span)
         .await;
+        self.services
+            .commands
+            .record(topic, outcome, started.elapsed());
         vec![answer]
     }
 
-    async fn apply(&self, request: Request, link: &Link) -> Value {
-        let services = &self.inner.services;
-        match request {
-            Request::Create(r) => runtime::create(services, r).await,
-            Request::Delete(r) => runtime::delete(services, r).await,
-            Request::Start(r) => runtime::power(services, link, Power::Start, r).await,
-            Request::Stop(r) => runtime::power(services, link, Power::Stop, r).await,
-            Request::Restart(r) => runtime::power(services, link, Power::Restart, r).await,
-            Request::DeviceStatus(r) => runtime::device_status(services, r).await,
-            Request::RunCommand(r) => runtime::run_command(services, r).await,
-            Request::ConsumptionDevice(r) => runtime::consumption_device(services, link, r).await,
-            Request::DeleteOrchestrator(r) => runtime::delete_orchestrator(services, link, r).await,
-            Request::ConsumptionOrchestrator(r) => {
-                host::consumption_orchestrator(services, r).await
-            }
-            Request::HostInterfaces(r) => host::host_interfaces(services, r),
-        }
+    #[cfg(test)]
+    fn services(&self) -> &Services {
+        &self.services
     }
 }
 
@@ -187,64 +234,27 @@ impl Handler for App {
 
     fn on_connect(&self, link: Link) -> BoxFuture<()> {
         let app = self.clone();
-        Box::pin(async move { heartbeat::run(&app.inner.services, link).await })
-    }
-}
-
-/// The three device power topics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Power {
-    Start,
-    Stop,
-    Restart,
-}
-
-impl Power {
-    fn from_topic(topic: &str) -> Option<Self> {
-        [Power::Start, Power::Stop, Power::Restart]
-            .into_iter()
-            .find(|p| p.topic() == topic)
+        Box::pin(async move { heartbeat::run(&app.services, link).await })
     }
 
-    fn topic(self) -> &'static str {
-        match self {
-            Power::Start => "start_device",
-            Power::Stop => "stop_device",
-            Power::Restart => "restart_device",
+    /// Uploads (`run_command` with `files`) may be large; every other topic keeps the link's limit.
+    fn inbound_limit(&self, name: &str) -> usize {
+        if name == <run_command::RunCommand as Topic>::NAME {
+            run_command::INBOUND_LIMIT
+        } else {
+            crate::cloud::MAX_INBOUND_MESSAGE
         }
     }
-}
 
-/// A validated request of some topic.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Request {
-    Create(CreateRuntimeRequest),
-    Delete(DeleteDeviceRequest),
-    Start(DeviceRequest),
-    Stop(DeviceRequest),
-    Restart(DeviceRequest),
-    DeviceStatus(DeviceRequest),
-    RunCommand(RunCommandRequest),
-    ConsumptionDevice(DeviceConsumptionRequest),
-    ConsumptionOrchestrator(ConsumptionRequest),
-    DeleteOrchestrator(BaseMessage),
-    HostInterfaces(HostInterfacesRequest),
-}
-
-impl Request {
-    /// The device the request is about, for the log span.
-    pub fn device_id(&self) -> Option<&str> {
-        match self {
-            Request::Create(r) => Some(&r.container_name),
-            Request::Delete(r) => Some(&r.device_id),
-            Request::Start(r)
-            | Request::Stop(r)
-            | Request::Restart(r)
-            | Request::DeviceStatus(r) => Some(&r.device_id),
-            Request::RunCommand(r) => Some(&r.device_id),
-            Request::ConsumptionDevice(r) => Some(&r.device_id),
-            _ => None,
+    /// A `run_command` the link refused still carries the synthetic `http_response` the cloud's UI
+    /// reads, as every other refusal of that topic does.
+    fn complete_refusal(&self, mut answer: Value) -> Value {
+        if answer["action"] == <run_command::RunCommand as Topic>::NAME
+            && let Some(error) = answer["error"].as_str()
+        {
+            answer["http_response"] = run_command::refusal_response(error);
         }
+        answer
     }
 }
 
@@ -255,99 +265,27 @@ pub struct Rejection {
     pub error: ContractError,
 }
 
-type Parser = fn(&[Value]) -> Result<Request, ContractError>;
-
-/// The dispatch table: event name → parser into a typed request.
-const TOPICS: &[(&str, Parser)] = &[
-    ("create_new_runtime", |a| {
-        contract::single_object(a)
-            .and_then(CreateRuntimeRequest::parse)
-            .map(Request::Create)
-    }),
-    ("delete_device", |a| {
-        contract::single_object(a)
-            .and_then(DeleteDeviceRequest::parse)
-            .map(Request::Delete)
-    }),
-    ("start_device", |a| {
-        contract::single_object(a)
-            .and_then(DeviceRequest::parse)
-            .map(Request::Start)
-    }),
-    ("stop_device", |a| {
-        contract::single_object(a)
-            .and_then(DeviceRequest::parse)
-            .map(Request::Stop)
-    }),
-    ("restart_device", |a| {
-        contract::single_object(a)
-            .and_then(DeviceRequest::parse)
-            .map(Request::Restart)
-    }),
-    ("get_device_status", |a| {
-        contract::single_object(a)
-            .and_then(DeviceRequest::parse)
-            .map(Request::DeviceStatus)
-    }),
-    ("run_command", |a| {
-        RunCommandRequest::parse(a).map(Request::RunCommand)
-    }),
-    ("get_consumption_device", |a| {
-        contract::single_object(a)
-            .and_then(DeviceConsumptionRequest::parse)
-            .map(Request::ConsumptionDevice)
-    }),
-    ("get_consumption_orchestrator", |a| {
-        contract::single_object(a)
-            .and_then(ConsumptionRequest::parse)
-            .map(Request::ConsumptionOrchestrator)
-    }),
-    ("delete_orchestrator", |a| {
-        contract::single_object(a)
-            .and_then(BaseMessage::parse)
-            .map(Request::DeleteOrchestrator)
-    }),
-    ("get_host_interfaces", |a| {
-        contract::single_object(a)
-            .and_then(HostInterfacesRequest::parse)
-            .map(Request::HostInterfaces)
-    }),
-];
+/// The `topic` the metrics count an event under when its name is not in the table.
+pub const UNKNOWN_TOPIC: &str = "unknown";
 
 /// The topic names this agent answers.
 pub fn topic_names() -> impl Iterator<Item = &'static str> {
-    TOPICS.iter().map(|(name, _)| *name)
+    TOPICS.iter().map(|t| t.name)
 }
 
-/// Validates an event into a typed request (pure: the fuzzable core of the dispatcher).
-pub fn validate(topic: &str, args: &[Value]) -> Result<Request, Rejection> {
-    let correlation_id = contract::correlation_id_of(args);
-    let parser = TOPICS
-        .iter()
-        .find(|(name, _)| *name == topic)
-        .map(|(_, p)| p);
-    let result = match parser {
-        Some(parse) => parse(args),
+/// Validates an event into its topic's typed request, as dispatch does (pure: the fuzzable core
+/// of the dispatcher).
+pub(crate) fn validate(topic: &str, args: &[Value]) -> Result<Box<dyn Request>, Rejection> {
+    let result = match TOPICS.iter().find(|t| t.name == topic) {
+        Some(t) => (t.parse)(args),
         None => Err(ContractError::UnknownTopic {
             topic: topic.to_owned(),
         }),
     };
     result.map_err(|error| Rejection {
-        correlation_id,
+        correlation_id: contract::correlation_id_of(args),
         error,
     })
-}
-
-/// The event a topic's answer is also emitted as, for the topics the original answered by emit.
-fn emit_event_of(topic: &str) -> Option<&'static str> {
-    match topic {
-        "start_device" => Some("start_device"),
-        "stop_device" => Some("stop_device"),
-        "restart_device" => Some("restart_device"),
-        "get_consumption_device" => Some("get_consumption_device"),
-        "delete_orchestrator" => Some("delete_orchestrator_response"),
-        _ => None,
-    }
 }
 
 /// `{"action", "correlation_id", "status": "error", "error"}`.
@@ -374,11 +312,15 @@ pub fn wrap(action: &str, correlation_id: &Value, body: Map<String, Value>) -> V
     Value::Object(out)
 }
 
-/// The answer to an [`OpResult`]: wrapped body or error ack.
-pub fn answer(action: &str, correlation_id: &Value, result: OpResult) -> Value {
+/// The ack of an outcome: the wrapped body, or the error ack with the error's text.
+pub fn answer<E: fmt::Display>(
+    action: &str,
+    correlation_id: &Value,
+    result: Result<Map<String, Value>, E>,
+) -> Value {
     match result {
         Ok(body) => wrap(action, correlation_id, body),
-        Err(e) => error_ack(action, correlation_id, &e.0),
+        Err(e) => error_ack(action, correlation_id, &e.to_string()),
     }
 }
 

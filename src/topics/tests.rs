@@ -1,4 +1,6 @@
 //! Dispatch tests: validation, ack shapes and key order, emit+ack topics, host topics, heartbeat.
+//! The runtime service behind them is real, on a fresh state dir, with an engine that is not
+//! there: what the topics do with its answers is seen without any container.
 
 use std::time::Duration;
 
@@ -7,123 +9,37 @@ use tokio::sync::mpsc::Receiver;
 
 use super::*;
 use crate::cloud::OutboundForTest;
-use crate::netevents::{NetmonEvent, decode_line};
+use crate::runtime::RuntimeConfig;
 use crate::usage::Usage;
+use netmon_proto::{Event, Message, decode_message};
 
-/// A runtime side that refuses everything: the topic layer's validation and error answers are
-/// seen without any runtime behind them.
-#[derive(Debug, Clone, Copy, Default)]
-struct Unavailable;
-
-fn unavailable<T: Send + 'static>(topic: &str) -> BoxFuture<Result<T, OpError>> {
-    let err = OpError(format!("{topic} is not available yet on this agent"));
-    Box::pin(async move { Err(err) })
-}
-
-impl RuntimeOps for Unavailable {
-    fn create(&self, _: CreateRuntimeRequest) -> BoxFuture<OpResult> {
-        unavailable("create_new_runtime")
-    }
-    fn delete(&self, _: DeleteDeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("delete_device")
-    }
-    fn start(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("start_device")
-    }
-    fn stop(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("stop_device")
-    }
-    fn restart(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("restart_device")
-    }
-    fn device_status(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        unavailable("get_device_status")
-    }
-    fn run_command(&self, _: RunCommandRequest) -> BoxFuture<Result<Value, OpError>> {
-        unavailable("run_command")
-    }
-    fn consumption_device(&self, _: DeviceConsumptionRequest) -> BoxFuture<OpResult> {
-        unavailable("get_consumption_device")
-    }
-    fn delete_orchestrator(&self, _: BaseMessage) -> BoxFuture<OpResult> {
-        unavailable("delete_orchestrator")
-    }
-}
-
-/// A runtime that answers like a working one, to test the answer shapes.
-struct Fake;
-
-fn body(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        other => panic!("body must be an object, got {other}"),
-    }
-}
-
-impl RuntimeOps for Fake {
-    fn create(&self, req: CreateRuntimeRequest) -> BoxFuture<OpResult> {
-        let name = req.container_name;
-        Box::pin(async move {
-            Ok(body(json!({"status": "creating", "container_id": name,
-                           "message": format!("Container creation started for {name}")})))
-        })
-    }
-    fn delete(&self, req: DeleteDeviceRequest) -> BoxFuture<OpResult> {
-        Box::pin(async move { Err(OpError(format!("Device {} not found", req.device_id))) })
-    }
-    fn start(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        Box::pin(async { Ok(Map::new()) })
-    }
-    fn stop(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        Box::pin(async { Err(OpError::new("container is not running")) })
-    }
-    fn restart(&self, _: DeviceRequest) -> BoxFuture<OpResult> {
-        Box::pin(async { Ok(body(json!({"success": true, "correlation_id": "spoofed"}))) })
-    }
-    fn device_status(&self, req: DeviceRequest) -> BoxFuture<OpResult> {
-        Box::pin(async move {
-            Ok(body(
-                json!({"status": "not_found", "device_id": req.device_id, "message": "gone"}),
-            ))
-        })
-    }
-    fn run_command(&self, req: RunCommandRequest) -> BoxFuture<Result<Value, OpError>> {
-        Box::pin(async move {
-            match req.form {
-                contract::RunCommandForm::Legacy => Ok(json!([1, 2, 3])),
-                contract::RunCommandForm::Object => {
-                    Ok(json!({"status": "success", "http_response": {"status_code": 200}}))
-                }
-            }
-        })
-    }
-    fn consumption_device(&self, req: DeviceConsumptionRequest) -> BoxFuture<OpResult> {
-        Box::pin(async move {
-            Ok(body(
-                json!({"device_id": req.device_id, "memory": "512 MB", "cpu": "1.0 vCPU",
-                           "cpu_usage": [], "memory_usage": []}),
-            ))
-        })
-    }
-    fn delete_orchestrator(&self, _: BaseMessage) -> BoxFuture<OpResult> {
-        Box::pin(async {
-            Ok(body(json!({"status": "command_received", "message": "bye",
-                           "poll_device_id": "__orchestrator__"})))
-        })
-    }
-}
-
-fn app_with(runtime: Arc<dyn RuntimeOps>, interfaces: InterfaceCache) -> App {
-    App::new(Services {
+/// The services with a runtime service whose engine does not answer (every engine call fails at
+/// once), and `interfaces` as netmon's cache. The state dir lives as long as the returned guard.
+async fn app_with(interfaces: InterfaceCache) -> (App, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp state dir");
+    let engine = dir.path().join("no-engine.sock");
+    let docker = docker_api::Docker::new(
+        docker_api::DockerConfig::from_host(&format!("unix://{}", engine.display()))
+            .expect("engine address"),
+    );
+    let mut config = RuntimeConfig::new(dir.path());
+    config.subnet_wait = Duration::from_millis(10);
+    let runtime = Runtimes::open(docker, interfaces.clone(), config)
+        .await
+        .expect("state dir opens");
+    let app = App::new(Services {
         started: Instant::now(),
         interfaces,
         host: crate::host::HostMonitor::new(),
         runtime,
-    })
+        certificate: Default::default(),
+        commands: Default::default(),
+    });
+    (app, dir)
 }
 
-fn app(runtime: Arc<dyn RuntimeOps>) -> App {
-    app_with(runtime, InterfaceCache::new())
+async fn app() -> (App, tempfile::TempDir) {
+    app_with(InterfaceCache::new()).await
 }
 
 /// Dispatches and returns the single ack argument.
@@ -151,13 +67,8 @@ fn keys(v: &Value) -> Vec<&str> {
 #[tokio::test]
 async fn unknown_topic_gets_an_error_ack_with_the_correlation_id() {
     let (link, _rx) = Link::for_test();
-    let out = ack(
-        &app(Arc::new(Unavailable)),
-        &link,
-        "make_coffee",
-        vec![json!({"correlation_id": 5})],
-    )
-    .await;
+    let (a, _dir) = app().await;
+    let out = ack(&a, &link, "make_coffee", vec![json!({"correlation_id": 5})]).await;
     assert_eq!(
         out.to_string(),
         r#"{"action":"make_coffee","correlation_id":5,"status":"error","error":"Unknown topic: make_coffee"}"#
@@ -167,7 +78,7 @@ async fn unknown_topic_gets_an_error_ack_with_the_correlation_id() {
 #[tokio::test]
 async fn non_object_argument_gets_an_error_ack_with_null_correlation_id() {
     let (link, _rx) = Link::for_test();
-    let a = app(Arc::new(Unavailable));
+    let (a, _dir) = app().await;
     let out = ack(&a, &link, "create_new_runtime", vec![json!("plc1")]).await;
     assert_eq!(
         out.to_string(),
@@ -183,8 +94,9 @@ async fn non_object_argument_gets_an_error_ack_with_null_correlation_id() {
 #[tokio::test]
 async fn contract_errors_keep_the_prefix_name_the_field_and_echo_the_id() {
     let (link, _rx) = Link::for_test();
+    let (a, _dir) = app().await;
     let out = ack(
-        &app(Arc::new(Unavailable)),
+        &a,
         &link,
         "create_new_runtime",
         vec![json!({"correlation_id": "abc", "container_name": "p", "vnic_configs": [{"name": "n"}]})],
@@ -200,7 +112,7 @@ async fn contract_errors_keep_the_prefix_name_the_field_and_echo_the_id() {
         "Invalid field type: Value must be a number. (field: correlation_id)"
     );
     let out = ack(
-        &app(Arc::new(Unavailable)),
+        &a,
         &link,
         "create_new_runtime",
         vec![json!({"correlation_id": 77, "container_name": "p", "vnic_configs": [{"name": "n"}]})],
@@ -211,18 +123,27 @@ async fn contract_errors_keep_the_prefix_name_the_field_and_echo_the_id() {
         out["error"],
         "Missing required field: 'Missing key: vnic_configs[0].parent_interface'"
     );
+    // The runtime's validation answers at the edge too, before anything is asked of the engine.
+    let vnic = json!({"name": "n", "parent_interface": "eth0", "network_mode": "static"});
+    let out = ack(
+        &a,
+        &link,
+        "create_new_runtime",
+        vec![json!({"correlation_id": 78, "container_name": "p", "vnic_configs": [vnic]})],
+    )
+    .await;
+    assert_eq!(keys(&out), ["action", "correlation_id", "status", "error"]);
+    assert_eq!(
+        out["error"],
+        "Invalid vnic_configs[0].ip: a static (manual) vNIC needs an address (ip or ip_address)"
+    );
 }
 
 #[tokio::test]
-async fn runtime_topics_answer_not_available_after_validating() {
-    let (link, mut rx) = Link::for_test();
-    let a = app(Arc::new(Unavailable));
-    let vnic = json!({"name": "n", "parent_interface": "eth0", "network_mode": "dhcp"});
+async fn runtime_failures_are_error_acks_with_the_correlation_id() {
+    let (link, _rx) = Link::for_test();
+    let (a, _dir) = app().await;
     let cases = [
-        (
-            "create_new_runtime",
-            json!({"correlation_id": 1, "container_name": "p", "vnic_configs": [vnic]}),
-        ),
         (
             "delete_device",
             json!({"correlation_id": 1, "device_id": "p"}),
@@ -238,32 +159,50 @@ async fn runtime_topics_answer_not_available_after_validating() {
     ];
     for (topic, msg) in cases {
         let out = ack(&a, &link, topic, vec![msg]).await;
+        // run_command also carries the original's synthetic `http_response` (upstream-head §2.7).
+        let expected: &[&str] = if topic == "run_command" {
+            &[
+                "action",
+                "correlation_id",
+                "status",
+                "error",
+                "http_response",
+            ]
+        } else {
+            &["action", "correlation_id", "status", "error"]
+        };
+        assert_eq!(keys(&out), expected, "{out}");
         assert_eq!(
-            out,
-            json!({"action": topic, "correlation_id": 1, "status": "error",
-                   "error": format!("{topic} is not available yet on this agent")})
+            (&out["action"], &out["correlation_id"], &out["status"]),
+            (&json!(topic), &json!(1), &json!("error"))
         );
     }
+    // The legacy run_command answers in its own shape, the error included.
     let out = ack(
         &a,
         &link,
-        "delete_orchestrator",
-        vec![json!({"correlation_id": 2})],
+        "run_command",
+        vec![json!("p"), json!({"method": "GET", "api": "x"})],
+    )
+    .await;
+    assert_eq!(keys(&out), ["error"], "{out}");
+    let out = ack(
+        &a,
+        &link,
+        "run_command",
+        vec![json!("p"), json!({"method": "TRACE", "api": "x"})],
     )
     .await;
     assert_eq!(
-        out["error"],
-        "delete_orchestrator is not available yet on this agent"
+        out,
+        json!({"error": "Method not allowed: \"TRACE\" (allowed: GET, POST, PUT, DELETE, PATCH)"})
     );
-    let emitted = next_emit(&mut rx).await;
-    assert_eq!(emitted.name, "delete_orchestrator_response");
-    assert_eq!(emitted.payload, out);
 }
 
 #[tokio::test]
-async fn results_are_wrapped_with_action_and_correlation_id_first() {
-    let (link, _rx) = Link::for_test();
-    let a = app(Arc::new(Fake));
+async fn accepted_work_is_answered_with_action_and_correlation_id_first() {
+    let (link, mut rx) = Link::for_test();
+    let (a, _dir) = app().await;
     let vnic = json!({"name": "n", "parent_interface": "eth0", "network_mode": "dhcp"});
     let out = ack(
         &a,
@@ -279,65 +218,67 @@ async fn results_are_wrapped_with_action_and_correlation_id_first() {
     let out = ack(
         &a,
         &link,
-        "delete_device",
-        vec![json!({"correlation_id": 3, "device_id": "x"})],
+        "delete_orchestrator",
+        vec![json!({"correlation_id": 10})],
     )
     .await;
     assert_eq!(
-        out.to_string(),
-        r#"{"action":"delete_device","correlation_id":3,"status":"error","error":"Device x not found"}"#
+        keys(&out),
+        [
+            "action",
+            "correlation_id",
+            "status",
+            "message",
+            "poll_device_id"
+        ]
+    );
+    assert_eq!(out["status"], "accepted");
+    let emitted = next_emit(&mut rx).await;
+    let mut older = out.clone();
+    older["status"] = json!("command_received");
+    assert_eq!(
+        (emitted.name.as_str(), &emitted.payload),
+        ("delete_orchestrator_response", &older)
     );
     let out = ack(
         &a,
         &link,
         "get_device_status",
-        vec![json!({"correlation_id": 4, "device_id": "x"})],
+        vec![json!({"correlation_id": 4, "device_id": "__orchestrator__"})],
     )
     .await;
-    assert_eq!(
-        keys(&out),
-        ["action", "correlation_id", "status", "device_id", "message"]
-    );
+    assert_eq!(&keys(&out)[..2], ["action", "correlation_id"]);
+    a.services().runtime.shutdown();
 }
 
 #[tokio::test]
 async fn power_topics_emit_and_ack_the_same_answer_in_upstream_key_order() {
     let (link, mut rx) = Link::for_test();
-    let a = app(Arc::new(Fake));
+    let (a, _dir) = app().await;
     let msg = json!({"correlation_id": 7, "device_id": "plc1", "action": "start_device",
                      "requested_at": "2025-11-20T20:30:45"});
-
-    let out = ack(&a, &link, "start_device", vec![msg.clone()]).await;
-    assert_eq!(
-        out.to_string(),
-        r#"{"action":"start_device","success":true,"correlation_id":7}"#
-    );
-    let emitted = next_emit(&mut rx).await;
-    assert_eq!(
-        (emitted.name.as_str(), &emitted.payload),
-        ("start_device", &out)
-    );
-
-    let out = ack(&a, &link, "stop_device", vec![msg.clone()]).await;
-    assert_eq!(
-        out.to_string(),
-        r#"{"action":"stop_device","success":false,"correlation_id":7,"status":"error","error":"container is not running"}"#
-    );
-    assert_eq!(next_emit(&mut rx).await.name, "stop_device");
-
-    let out = ack(&a, &link, "restart_device", vec![msg]).await;
-    assert_eq!(
-        out.to_string(),
-        r#"{"action":"restart_device","success":true,"correlation_id":7}"#
-    );
-    assert_eq!(next_emit(&mut rx).await.payload, out);
+    for topic in ["start_device", "stop_device", "restart_device"] {
+        let out = ack(&a, &link, topic, vec![msg.clone()]).await;
+        assert_eq!(
+            keys(&out),
+            ["action", "success", "correlation_id", "status", "error"],
+            "{out}"
+        );
+        assert_eq!(
+            (&out["action"], &out["success"]),
+            (&json!(topic), &json!(false))
+        );
+        let emitted = next_emit(&mut rx).await;
+        assert_eq!((emitted.name.as_str(), &emitted.payload), (topic, &out));
+    }
 }
 
 #[tokio::test]
 async fn emit_topics_also_emit_their_validation_errors() {
     let (link, mut rx) = Link::for_test();
+    let (a, _dir) = app().await;
     let out = ack(
-        &app(Arc::new(Fake)),
+        &a,
         &link,
         "start_device",
         vec![json!({"correlation_id": 8})],
@@ -352,93 +293,42 @@ async fn emit_topics_also_emit_their_validation_errors() {
         (emitted.name.as_str(), emitted.payload),
         ("start_device", out)
     );
-}
-
-#[tokio::test]
-async fn device_consumption_and_delete_orchestrator_emit_and_ack() {
-    let (link, mut rx) = Link::for_test();
-    let a = app(Arc::new(Fake));
+    for (field, bad) in [("cpuPeriod", "-5x"), ("memoryPeriod", "banana")] {
+        let mut msg = json!({"correlation_id": 21, "device_id": "plc1", "cpuPeriod": "1h",
+            "memoryPeriod": "1h"});
+        msg[field] = json!(bad);
+        let out = ack(&a, &link, "get_consumption_device", vec![msg]).await;
+        assert_eq!(keys(&out), ["action", "correlation_id", "status", "error"]);
+        assert!(
+            out["error"]
+                .as_str()
+                .unwrap()
+                .ends_with(&format!("(field: {field})")),
+            "{out}"
+        );
+        let emitted = next_emit(&mut rx).await;
+        assert_eq!(
+            (emitted.name.as_str(), &emitted.payload),
+            ("get_consumption_device", &out)
+        );
+    }
+    // A device that is not there is answered, and emitted, like upstream's.
     let out = ack(
         &a,
         &link,
         "get_consumption_device",
-        vec![json!({"correlation_id": 9, "device_id": "plc1", "cpuPeriod": "1h", "memoryPeriod": "1h"})],
+        vec![json!({"correlation_id": 9, "device_id": "..", "cpuPeriod": "1h", "memoryPeriod": "1h"})],
     )
     .await;
-    assert_eq!(
-        keys(&out),
-        [
-            "action",
-            "correlation_id",
-            "device_id",
-            "memory",
-            "cpu",
-            "cpu_usage",
-            "memory_usage"
-        ]
-    );
-    let emitted = next_emit(&mut rx).await;
-    assert_eq!(
-        (emitted.name.as_str(), &emitted.payload),
-        ("get_consumption_device", &out)
-    );
-
-    let out = ack(
-        &a,
-        &link,
-        "delete_orchestrator",
-        vec![json!({"correlation_id": 10})],
-    )
-    .await;
-    assert_eq!(
-        out.to_string(),
-        r#"{"action":"delete_orchestrator","correlation_id":10,"status":"command_received","message":"bye","poll_device_id":"__orchestrator__"}"#
-    );
-    let emitted = next_emit(&mut rx).await;
-    assert_eq!(
-        (emitted.name.as_str(), &emitted.payload),
-        ("delete_orchestrator_response", &out)
-    );
-}
-
-#[tokio::test]
-async fn run_command_legacy_acks_the_answer_verbatim_and_object_form_is_wrapped() {
-    let (link, _rx) = Link::for_test();
-    let a = app(Arc::new(Fake));
-    let out = ack(
-        &a,
-        &link,
-        "run_command",
-        vec![json!("plc1"), json!({"method": "GET", "api": "x"})],
-    )
-    .await;
-    assert_eq!(out, json!([1, 2, 3]));
-    let out = ack(
-        &a,
-        &link,
-        "run_command",
-        vec![json!({"correlation_id": 11, "device_id": "plc1", "method": "GET", "api": "x"})],
-    )
-    .await;
-    assert_eq!(
-        out.to_string(),
-        r#"{"action":"run_command","correlation_id":11,"status":"success","http_response":{"status_code":200}}"#
-    );
-    let out = ack(
-        &a,
-        &link,
-        "run_command",
-        vec![json!("plc1"), json!({"api": "x"})],
-    )
-    .await;
-    assert_eq!(
-        out.to_string(),
-        r#"{"action":"run_command","correlation_id":null,"status":"error","error":"Missing required field: 'Missing key: command.method'"}"#
-    );
+    assert_eq!(out["error"], "Device .. not found");
+    assert_eq!(next_emit(&mut rx).await.payload, out);
 }
 
 fn netmon(cache: &InterfaceCache, line: Value) {
-    cache.apply(decode_line(line.to_string().as_bytes()).expect("valid netmon line"));
+    match decode_message(line.to_string().as_bytes()).expect("valid netmon line") {
+        Message::Event(event) => cache.apply(event),
+        other => panic!("not an event: {other:?}"),
+    };
 }
 
 fn iface(name: &str, addr: &str, subnet: &str) -> Value {
@@ -454,10 +344,10 @@ async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
         json!({"type": "network_discovery", "data": {"interfaces": [
             iface("eth0", "10.204.1.5", "10.204.1.0/24"), iface("docker0", "172.17.0.1", "172.17.0.0/16")]}}),
     );
-    let a = app_with(Arc::new(Unavailable), cache);
+    let (a, _dir) = app_with(cache).await;
     let now = timefmt_now();
     {
-        let mut usage = a.host().usage();
+        let mut usage = a.services().host.usage();
         usage.push(
             now - 7200,
             Usage {
@@ -496,7 +386,10 @@ async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
             "memory_usage"
         ]
     );
-    assert_eq!(out["ip_addresses"], json!(["10.204.1.5"]));
+    assert_eq!(
+        out["ip_addresses"],
+        json!([{"interface": "eth0", "ip_address": "10.204.1.5"}])
+    );
     assert_eq!(
         out["cpu_usage"],
         json!([{"timestamp": now - 60, "cpu": 12}])
@@ -525,43 +418,11 @@ async fn consumption_orchestrator_answers_host_info_and_usage_windows() {
 }
 
 #[tokio::test]
-async fn consumption_periods_that_do_not_parse_are_refused_naming_the_field() {
-    let (link, mut rx) = Link::for_test();
-    let a = app(Arc::new(Fake));
-    for (topic, field, bad) in [
-        ("get_consumption_orchestrator", "cpuPeriod", "banana"),
-        ("get_consumption_orchestrator", "memoryPeriod", "-5x"),
-        ("get_consumption_device", "cpuPeriod", "-5x"),
-        ("get_consumption_device", "memoryPeriod", "banana"),
-    ] {
-        let mut msg = json!({"correlation_id": 21, "device_id": "plc1", "cpuPeriod": "1h",
-            "memoryPeriod": "1h"});
-        msg[field] = json!(bad);
-        let out = ack(&a, &link, topic, vec![msg]).await;
-        assert_eq!(out["action"], topic, "{out}");
-        assert_eq!(out["correlation_id"], 21, "{out}");
-        assert_eq!(out["status"], "error", "{out}");
-        let error = out["error"].as_str().unwrap_or_default();
-        assert!(
-            error.starts_with("Invalid field type: Value must be a period string")
-                && error.ends_with(&format!("(field: {field})")),
-            "{error}"
-        );
-        assert!(out.get("cpu_usage").is_none(), "{out}");
-        if topic == "get_consumption_device" {
-            // Answered by emit too, like every get_consumption_device answer.
-            let emitted = next_emit(&mut rx).await;
-            assert_eq!((emitted.name.as_str(), &emitted.payload), (topic, &out));
-        }
-    }
-}
-
-#[tokio::test]
 async fn run_command_logs_no_query_string_or_body_at_info() {
     let request = json!({"correlation_id": 11, "device_id": "plc-logs", "method": "POST",
                          "api": "api/upload?token=s3cr3t-query", "data": {"password": "s3cr3t-body"}});
     let (link, _rx) = Link::for_test();
-    let a = app(Arc::new(Fake));
+    let (a, _dir) = app().await;
     let (guard, info) = crate::logging::capture::at(tracing::Level::INFO);
     ack(&a, &link, "run_command", vec![request.clone()]).await;
     drop(guard);
@@ -583,62 +444,6 @@ async fn run_command_logs_no_query_string_or_body_at_info() {
     assert!(!text.contains("s3cr3t-body"), "{text}");
 }
 
-#[test]
-fn host_usage_series_are_downsampled_to_at_most_1440_integer_points() {
-    use crate::usage::{MAX_POINTS, Period, UsageHistory};
-    let now = 1_732_130_000;
-    // 48 h at 5 s, oldest first, the newest 1 s before `now`.
-    let samples = 48 * 720;
-    let mut usage = UsageHistory::new();
-    for i in 0..samples {
-        let age = 5 * (samples - 1 - i) + 1;
-        usage.push(
-            now - age,
-            Usage {
-                cpu: (i % 3) as f32,
-                memory: (1000 + i) as f32,
-            },
-        );
-    }
-    let two_days = Period::parse("48h", now).unwrap();
-    let (cpu, memory) = super::host::usage_series(&usage, two_days, two_days, now);
-    for (series, key) in [(&cpu, "cpu"), (&memory, "memory")] {
-        assert!(
-            series.len() <= MAX_POINTS && series.len() > MAX_POINTS - 10,
-            "{key}: {}",
-            series.len()
-        );
-        assert!(
-            series
-                .iter()
-                .all(|p| p["timestamp"].is_i64() && p[key].is_i64()),
-            "{key}"
-        );
-        assert_eq!(series.last().unwrap()["timestamp"], now - 1);
-    }
-    // Two-minute buckets of a value rising by 1 per sample: the first averages about 1012.
-    let first = memory[0]["memory"].as_i64().unwrap();
-    assert!((1000..=1030).contains(&first), "{first}");
-    assert_eq!(cpu[0]["cpu"], 1, "values of 0, 1, 2 average to 1");
-
-    // The last hour is 720 raw samples: returned as is.
-    let hour = Period::last_hour(now);
-    let (cpu, memory) = super::host::usage_series(&usage, hour, hour, now);
-    let expected = |key: &str| -> Vec<Value> {
-        (0..720)
-            .rev()
-            .map(|back: i64| {
-                let i = samples - 1 - back;
-                let v = if key == "cpu" { i % 3 } else { 1000 + i };
-                json!({"timestamp": now - 1 - 5 * back, key: v})
-            })
-            .collect()
-    };
-    assert_eq!(cpu.len(), 720);
-    assert_eq!(cpu, expected("cpu"));
-    assert_eq!(memory, expected("memory"));
-}
-
 fn timefmt_now() -> i64 {
     crate::timefmt::now_unix()
 }
@@ -647,7 +452,7 @@ fn timefmt_now() -> i64 {
 async fn host_interfaces_come_from_the_netmon_cache() {
     let (link, _rx) = Link::for_test();
     let cache = InterfaceCache::new();
-    let a = app_with(Arc::new(Unavailable), cache.clone());
+    let (a, _dir) = app_with(cache.clone()).await;
     let out = ack(
         &a,
         &link,
@@ -668,7 +473,10 @@ async fn host_interfaces_come_from_the_netmon_cache() {
             iface("eth0", "10.204.1.5", "10.204.1.0/24"),
             iface("br-abc", "172.18.0.1", "172.18.0.0/16")]}}),
     );
-    assert!(matches!(decode_line(b"{}").unwrap(), NetmonEvent::Ignored));
+    assert!(matches!(
+        decode_message(br#"{"type": "device_discovery"}"#).unwrap(),
+        Message::Event(Event::Other)
+    ));
     let out = ack(
         &a,
         &link,
@@ -680,9 +488,9 @@ async fn host_interfaces_come_from_the_netmon_cache() {
         out,
         json!({"action": "get_host_interfaces", "correlation_id": 13, "status": "success", "interfaces": [
             {"name": "eth0", "ip_address": "10.204.1.5", "ipv4_addresses": ["10.204.1.5"], "mac_address": null,
-             "subnet": "10.204.1.0/24", "gateway": "10.204.1.1"},
+             "type": "ethernet"},
             {"name": "wlan0", "ip_address": "10.204.2.5", "ipv4_addresses": ["10.204.2.5"], "mac_address": null,
-             "subnet": "10.204.2.0/24", "gateway": "10.204.1.1"}
+             "type": "wifi"}
         ]})
     );
     let out = ack(
@@ -705,7 +513,7 @@ async fn host_interfaces_come_from_the_netmon_cache() {
 #[tokio::test]
 async fn heartbeat_is_emitted_at_once_with_upstream_keys_in_order() {
     let (link, mut rx) = Link::for_test();
-    let a = app(Arc::new(Unavailable));
+    let (a, _dir) = app().await;
     let beat = tokio::spawn(a.on_connect(link));
     let first = next_emit(&mut rx).await;
     beat.abort();
@@ -748,7 +556,7 @@ async fn heartbeat_is_emitted_at_once_with_upstream_keys_in_order() {
         "{ts}"
     );
     assert_eq!(
-        a.host().usage().raw_len(),
+        a.services().host.usage().raw_len(),
         0,
         "the heartbeat records nothing: the host sampler does"
     );
@@ -775,13 +583,18 @@ fn validate_knows_every_topic_and_nothing_else() {
     let r = validate("heartbeat", &[json!({"correlation_id": 1})]).unwrap_err();
     assert_eq!(r.correlation_id, json!(1));
     assert_eq!(r.error.to_string(), "Unknown topic: heartbeat");
-    assert!(matches!(
-        validate(
-            "get_device_status",
-            &[json!({"correlation_id": 1, "device_id": "d"})]
-        ),
-        Ok(Request::DeviceStatus(_))
-    ));
+    let request = validate(
+        "get_device_status",
+        &[json!({"correlation_id": 1, "device_id": "d"})],
+    )
+    .expect("valid");
+    let any: Box<dyn Any> = request;
+    assert!(any.is::<get_device_status::GetDeviceStatus>());
+    assert_eq!(names.len(), TOPICS.len());
+    let mut unique = names.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), names.len(), "each topic once in the table");
 }
 
 /// A random JSON value of bounded depth, biased towards the shapes the contracts look at.
@@ -865,9 +678,119 @@ fn validate_never_panics_and_errors_keep_known_prefixes() {
             .iter()
             .any(|p| text.starts_with(p));
             assert!(
-                known || matches!(r.error, ContractError::Semantic(_)),
+                known
+                    || matches!(
+                        r.error,
+                        ContractError::Semantic(_) | ContractError::Invalid { .. }
+                    ),
                 "{topic} {args:?} -> {text}"
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_run_command_the_link_refused_still_carries_the_synthetic_http_response() {
+    use crate::cloud::Handler;
+    let (app, _dir) = app().await;
+    let refused = json!({"action": "run_command", "correlation_id": 7, "status": "error",
+                         "error": "message too large: 50000000 bytes (limit 48000000 bytes)"});
+    let answer = app.complete_refusal(refused.clone());
+    assert_eq!(answer["correlation_id"], 7);
+    assert_eq!(
+        answer["http_response"],
+        json!({"status_code": 400, "headers": {}, "ok": false,
+               "content_type": "application/json",
+               "body": {"error": "message too large: 50000000 bytes (limit 48000000 bytes)"}})
+    );
+    // Other topics' refusals are sent as the link made them.
+    let mut other = refused;
+    other["action"] = json!("stop_device");
+    assert_eq!(app.complete_refusal(other.clone()), other);
+}
+
+#[tokio::test]
+async fn every_command_is_counted_by_topic_and_outcome() {
+    use crate::telemetry::TopicStats;
+    // Outcomes are counted in `Outcome::ALL` order: [ok, error, refused].
+    let (link, _rx) = Link::for_test();
+    let (a, _dir) = app().await;
+    let dispatch = |topic: &'static str, args: Vec<Value>| {
+        let (a, link) = (a.clone(), link.clone());
+        async move { ack(&a, &link, topic, args).await }
+    };
+    // error: netmon is not there.
+    dispatch("get_host_interfaces", vec![json!({"correlation_id": 1})]).await;
+    // ok: a status document.
+    let out = dispatch(
+        "get_device_status",
+        vec![json!({"correlation_id": 2, "device_id": "__orchestrator__"})],
+    )
+    .await;
+    assert_ne!(out["status"], "error", "{out}");
+    // error: the engine is not there either.
+    dispatch(
+        "get_device_status",
+        vec![json!({"correlation_id": 3, "device_id": "p"})],
+    )
+    .await;
+    dispatch(
+        "run_command",
+        vec![json!({"correlation_id": 4, "device_id": "p", "method": "GET", "api": "x"})],
+    )
+    .await;
+    dispatch(
+        "run_command",
+        vec![json!("p"), json!({"method": "GET", "api": "x"})],
+    )
+    .await;
+    // refused: invalid, and unknown topics (counted under one name whatever the cloud sent).
+    dispatch("stop_device", vec![json!({"correlation_id": 5})]).await;
+    dispatch("make_coffee", vec![json!({"correlation_id": 6})]).await;
+    dispatch("make_tea", vec![json!({"correlation_id": 7})]).await;
+
+    let counts = |all: &[TopicStats], topic: &str| {
+        all.iter().find(|t| t.topic == topic).map(|t| {
+            assert_eq!(
+                t.buckets.iter().sum::<u64>(),
+                t.count(),
+                "{topic}: all fast"
+            );
+            t.outcomes
+        })
+    };
+    a.services().commands.with(|all| {
+        assert_eq!(all.len(), 5, "{all:?}");
+        assert_eq!(counts(all, "get_host_interfaces"), Some([0, 1, 0]));
+        assert_eq!(counts(all, "get_device_status"), Some([1, 1, 0]));
+        assert_eq!(counts(all, "run_command"), Some([0, 2, 0]));
+        assert_eq!(counts(all, "stop_device"), Some([0, 0, 1]));
+        assert_eq!(counts(all, crate::topics::UNKNOWN_TOPIC), Some([0, 0, 2]));
+    });
+    a.services().runtime.shutdown();
+}
+
+#[test]
+fn a_legacy_run_command_answer_is_an_error_only_in_its_error_shapes() {
+    use crate::telemetry::Outcome;
+    let outcome = <RunCommand as Topic>::outcome;
+    assert_eq!(
+        outcome(&json!({"error": "Instance not found"})),
+        Outcome::Error
+    );
+    assert_eq!(
+        outcome(&json!({"error": "HTTP 500", "status_code": 500, "body": "x"})),
+        Outcome::Error
+    );
+    assert_eq!(outcome(&json!({"result": "ok"})), Outcome::Ok);
+    assert_eq!(
+        outcome(&json!({"error": null, "data": [1]})),
+        Outcome::Ok,
+        "a runtime's own body with an error field"
+    );
+    assert_eq!(outcome(&json!([1, 2])), Outcome::Ok);
+    assert_eq!(
+        outcome(&json!({"action": "run_command", "status": "success"})),
+        Outcome::Ok
+    );
 }

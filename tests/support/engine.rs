@@ -7,14 +7,14 @@ use std::net::Ipv4Addr;
 
 use serde_json::Value;
 
-use super::process::{run, run_try};
+use test_support::{run, run_try};
 
 /// Image the agent's runtimes run in most tests: the loopback "registry" makes the agent's pull fail
 /// at once without leaving the machine, then the local copy is used (`scripts/test-images.sh`).
 pub const IMAGE: &str = "127.0.0.1:9/orchestrator-test/busybox:latest";
 /// The plain local name of the same image (for test-made containers).
 pub const LOCAL_IMAGE: &str = "orchestrator-test/busybox:latest";
-/// The run_command test server image (`examples/runtime2_https_server.rs`).
+/// The run_command test server image (`test_support/src/bin/https_test_server.rs`).
 pub const SERVER_IMAGE: &str = "orchestrator-test/https-server:latest";
 /// The test server image under its loopback-registry name (see [`IMAGE`]).
 pub const SERVER_IMAGE_LOOPBACK: &str = "127.0.0.1:9/orchestrator-test/https-server:latest";
@@ -27,6 +27,28 @@ pub fn docker_try(args: &[&str]) -> Option<String> {
 /// Runs `docker <args>`, panicking with its stderr on failure; returns trimmed stdout.
 pub fn docker(args: &[&str]) -> String {
     run("docker", args)
+}
+
+/// Whether the engine's API version is at least `major.minor` (the matrix runs both sides).
+pub fn api_at_least(major: u32, minor: u32) -> bool {
+    let v = docker(&["version", "--format", "{{.Server.APIVersion}}"]);
+    let (a, b) = v.split_once('.').expect("API version");
+    (a.parse::<u32>().unwrap(), b.parse::<u32>().unwrap()) >= (major, minor)
+}
+
+/// The status warnings, without those about ulimits the engine refused (they depend on the
+/// engine's own limits, not on what a test does).
+pub fn warnings_of(status: &Value) -> Vec<String> {
+    status["warnings"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .filter(|w| !w.starts_with("ulimit "))
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Fails (never skips) when the engine or `image` is missing.

@@ -4,11 +4,9 @@
 
 use std::time::Duration;
 
-use orchestrator_agent::contract::CreateRuntimeRequest;
 use orchestrator_agent::netevents::{self, InterfaceCache};
-use orchestrator_agent::runtime::{Outcome, RuntimeConfig, Runtimes};
-use orchestrator_agent::topics::RuntimeOps;
-use serde_json::{Value, json};
+use orchestrator_agent::runtime::{Outcome, RuntimeConfig, Runtimes, spec};
+use serde_json::Value;
 
 use super::engine::{InstanceCleanup, SERVER_IMAGE_LOOPBACK, require_engine};
 use super::netmon::Netmon;
@@ -54,10 +52,10 @@ impl LibAgent {
 
     /// Creates a runtime through the real create workflow and waits for its outcome.
     pub async fn create(&self, name: &str, vnics: Value) {
-        let msg = json!({"correlation_id": 1, "container_name": name, "vnic_configs": vnics});
-        let req = CreateRuntimeRequest::parse(msg.as_object().expect("object"))
-            .expect("valid create request");
-        self.rt.create(req).await.expect("create accepted");
+        self.rt
+            .create(create_spec(name, vnics))
+            .await
+            .expect("create accepted");
         let ops = self.rt.ops().clone();
         let record = eventually(SLOW, "create", || {
             ops.get(name).filter(|r| r.outcome != Outcome::Running)
@@ -80,4 +78,16 @@ impl Drop for LibAgent {
     fn drop(&mut self) {
         self.rt.shutdown();
     }
+}
+
+/// The validated create of runtime `name` with the vNIC objects `vnics` (a JSON array), as the
+/// create topic builds it.
+pub fn create_spec(name: &str, vnics: Value) -> spec::CreateSpec {
+    let vnics: Vec<serde_json::Map<String, Value>> = vnics
+        .as_array()
+        .expect("a vNIC array")
+        .iter()
+        .map(|v| v.as_object().expect("a vNIC object").clone())
+        .collect();
+    spec::parse_create(name, &vnics, None).expect("valid create request")
 }

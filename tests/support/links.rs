@@ -8,8 +8,8 @@
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use super::process::{run, run_try};
 use super::unique;
+use test_support::{run, run_try};
 
 /// Runs `ip <args>`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {

@@ -6,8 +6,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::process::Proc;
 use super::wait::poll;
+use test_support::Proc;
 
 /// The `autonomy-netmon` binary of the current sources.
 ///
@@ -93,6 +93,38 @@ impl Netmon {
             netmon.logs()
         );
         netmon
+    }
+
+    /// Starts netmon inside the network namespace `ns` (`ip netns exec`, which also mounts that
+    /// namespace's sysfs, so netmon sees only the namespace's links) and waits for `socket`.
+    /// Blocking: for synchronous tests.
+    pub fn start_in(ns: &str, socket: &Path) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns])
+            .arg(binary())
+            .arg("--socket")
+            .arg(socket)
+            .args(["--debounce", "200ms", "--log-level", "info"]);
+        let netmon = Self {
+            proc: Proc::spawn(cmd),
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "netmon did not create {}; its output:\n{}",
+                socket.display(),
+                netmon.logs()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        netmon
+    }
+
+    /// SIGTERM (netmon's clean stop: it gives lent NICs back and removes its socket) and waits up
+    /// to 10 s for the exit. Blocking.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        self.proc.terminate(Duration::from_secs(10))
     }
 
     /// Everything netmon printed so far.

@@ -1,4 +1,5 @@
-//! Waiting in async tests: polling a condition with a deadline, and the next cloud event of a name.
+//! Waiting in the agent's tests: the next cloud event of a name, and how long background work may
+//! take (polling with a deadline is `test_support`'s).
 
 use std::time::Duration;
 
@@ -10,27 +11,7 @@ use tokio::time::Instant;
 /// Generous limit for anything an agent does in the background.
 pub const SLOW: Duration = Duration::from_secs(90);
 
-/// Polls `f` every 100 ms until it returns `Some`, up to `timeout`; `None` on timeout.
-pub async fn poll<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Like [`poll`], panicking with `what` on timeout.
-pub async fn eventually<T>(timeout: Duration, what: &str, f: impl FnMut() -> Option<T>) -> T {
-    match poll(timeout, f).await {
-        Some(v) => v,
-        None => panic!("timed out waiting for {what}"),
-    }
-}
+pub use test_support::{eventually, poll};
 
 /// Waits (up to [`SLOW`]) for an emitted event named `name` on `rx` and returns its arguments.
 pub async fn next_event(rx: &mut Receiver<CloudEvent>, name: &str) -> Vec<Value> {

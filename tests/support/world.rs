@@ -15,9 +15,9 @@ use tokio::sync::broadcast::Receiver;
 use super::engine::{IMAGE, InstanceCleanup, require_engine};
 use super::links::Veth;
 use super::netmon::Netmon;
-use super::process::{Lines, Proc};
 use super::unique;
 use super::wait::{SLOW, eventually};
+use test_support::{Lines, Proc};
 
 pub struct World {
     pub pki: PkiPaths,
@@ -35,7 +35,7 @@ pub struct World {
     cid: u64,
     // Dropped in this order, after `Drop::drop` killed the agent.
     cleanup: InstanceCleanup,
-    _netmon: Netmon,
+    netmon: Option<Netmon>,
     _dir: tempfile::TempDir,
 }
 
@@ -87,7 +87,7 @@ impl World {
             agent_logs: Vec::new(),
             cid: 1000,
             cleanup,
-            _netmon: netmon,
+            netmon: Some(netmon),
             _dir: dir,
         }
     }
@@ -107,6 +107,22 @@ impl World {
         w
     }
 
+    /// Kills the netmon sidecar (its socket goes with it).
+    pub fn stop_netmon(&mut self) {
+        self.netmon = None;
+    }
+
+    /// Stops the netmon sidecar cleanly (SIGTERM) and returns its exit status.
+    pub fn terminate_netmon(&mut self) -> Option<std::process::ExitStatus> {
+        let mut netmon = self.netmon.take()?;
+        netmon.terminate()
+    }
+
+    /// Starts netmon again on the same socket.
+    pub async fn start_netmon(&mut self) {
+        self.netmon = Some(Netmon::start(&self.state_dir.join("netmon.sock")).await);
+    }
+
     /// The instance label value of this world's agent (its state dir).
     pub fn instance(&self) -> String {
         self.cleanup.instance.clone()
@@ -119,7 +135,10 @@ impl World {
 
     /// Starts the agent and waits until it is connected to the cloud.
     pub async fn start_agent(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_orchestrator-agent"));
+        // A benchmark may run another build of the agent (e.g. release: scripts/bench-upload.sh).
+        let binary = std::env::var_os("ORCH_BENCH_AGENT")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_orchestrator-agent").into());
+        let mut cmd = Command::new(binary);
         cmd.arg("--server")
             .arg(self.cloud.url())
             .arg("--ca-file")
@@ -132,7 +151,7 @@ impl World {
             .arg(&self.runtime_image)
             .args(["--log-level", "debug"])
             .env_remove("HOST_NAME")
-            .env_remove("DOCKER_HOST")
+            // DOCKER_HOST passes through: the test command runs these tests once per engine.
             .env_remove("RUST_LOG")
             .env("HOSTNAME", "runtime-test-host");
         cmd.args(&self.agent_args);
@@ -171,6 +190,11 @@ impl World {
             (!cloud.connected_agents().contains(id)).then_some(())
         })
         .await;
+    }
+
+    /// The process id of the running agent.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Proc::id)
     }
 
     /// Everything the agent printed so far (all its runs).

@@ -1,31 +1,18 @@
 //! Shared by devcloud's integration tests: temp PKIs, the python Socket.IO client, raw HTTP.
 #![allow(dead_code)] // each test crate uses a different subset
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
 use devcloud::pki::{self, PkiOptions, PkiPaths};
 use devcloud::{DevCloud, ServerConfig};
 use serde_json::Value;
+pub use test_support::python;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 pub const STEP: Duration = Duration::from_secs(20);
-
-pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("ORCH_TEST_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let fallback = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-venv/bin/python");
-    assert!(
-        fallback.exists(),
-        "no python with python-socketio: set ORCH_TEST_PYTHON or create {} \
-         (python3 -m venv target/test-venv && target/test-venv/bin/pip install python-socketio aiohttp)",
-        fallback.display()
-    );
-    fallback
-}
 
 /// A PKI in a temp dir (removed on drop).
 pub struct Pki {

@@ -2,7 +2,7 @@
 //! containers, networks and veth pairs.
 
 use std::collections::BTreeMap;
-use std::process::Command;
+
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
@@ -68,9 +68,9 @@ async fn sweep_dead_runs(docker: &Docker) {
     }
 }
 
-/// A name unique to this process and call: `dapi-<pid>-<n>-<tag>`.
+/// A name unique to this process and call: `dapi-<pid>x<n>-<tag>`.
 pub fn unique(tag: &str) -> String {
-    format!("dapi-{}-{}-{tag}", std::process::id(), next())
+    format!("{}-{tag}", test_support::unique("dapi-"))
 }
 
 /// A /24 inside 10.201.0.0/16 (returned as its third octet) that no network on the engine uses
@@ -121,19 +121,13 @@ pub fn sleeper() -> ContainerCreate {
 }
 
 /// Runs a command synchronously (guards run in `Drop`, where nothing can be awaited) and returns
-/// its stdout; panics on failure unless `allow_fail`.
+/// its stdout; panics on failure unless `allow_fail` (then a failure reads as no output).
 pub fn run(cmd: &str, args: &[&str], allow_fail: bool) -> String {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    if !out.status.success() && !allow_fail {
-        panic!(
-            "{cmd} {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+    if allow_fail {
+        test_support::run_try(cmd, args).unwrap_or_default()
+    } else {
+        test_support::run(cmd, args)
     }
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// `docker inspect` through the CLI: an oracle independent of the client under test.

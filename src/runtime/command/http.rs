@@ -6,7 +6,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::{Arc, OnceLock};
 
 use bytes::{Bytes, BytesMut};
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
+use hyper::body::{Frame, SizeHint};
 use hyper_util::rt::TokioIo;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -79,7 +80,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        hyper::client::conn::http1::handshake::<_, ChunkBody>(TokioIo::new(stream))
             .await
             .map_err(|e| CommandError::Http(e.to_string()))?;
     // The connection driver lives exactly as long as this exchange: aborted when we return (also
@@ -88,7 +89,11 @@ where
         let _ = connection.await;
     }));
 
-    let request = command.request(addr)?.map(Full::new);
+    // The body goes out chunk by chunk (an upload's decoded files are sent from where they are,
+    // never concatenated); `request` set the Content-Length of a multipart body.
+    let (head, _) = command.request(addr)?.into_parts();
+    let chunks = command.body_chunks();
+    let request = http::Request::from_parts(head, ChunkBody::new(chunks));
 
     let response = sender
         .send_request(request)
@@ -143,6 +148,47 @@ where
     })
 }
 
+/// A request body of known chunks with an exact size (so hyper sends a `Content-Length`, never
+/// chunked encoding, and no body at all when there are no chunks).
+struct ChunkBody {
+    chunks: std::collections::VecDeque<Bytes>,
+    remaining: u64,
+}
+
+impl ChunkBody {
+    fn new(chunks: Vec<Bytes>) -> Self {
+        let chunks: std::collections::VecDeque<Bytes> =
+            chunks.into_iter().filter(|c| !c.is_empty()).collect();
+        let remaining = chunks.iter().map(|c| c.len() as u64).sum();
+        Self { chunks, remaining }
+    }
+}
+
+impl hyper::body::Body for ChunkBody {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        let next = this.chunks.pop_front().map(|chunk| {
+            this.remaining -= chunk.len() as u64;
+            Ok(Frame::data(chunk))
+        });
+        std::task::Poll::Ready(next)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
@@ -153,7 +199,7 @@ impl Drop for AbortOnDrop {
 
 /// The client TLS configuration, built once: ring provider, TLS 1.2+, no client certificate, and
 /// [`AnyServerCert`] as the verifier.
-fn tls_config() -> Result<Arc<rustls::ClientConfig>, CommandError> {
+pub(crate) fn tls_config() -> Result<Arc<rustls::ClientConfig>, CommandError> {
     static CONFIG: OnceLock<Arc<rustls::ClientConfig>> = OnceLock::new();
     if let Some(config) = CONFIG.get() {
         return Ok(config.clone());

@@ -1,36 +1,32 @@
 //! `run_command`: the HTTP proxy from the cloud to a runtime's REST API (spec §2 "run_command",
 //! upstream §6 and §12 item 4).
 //!
-//! Owns: validating the command ([`HttpCommand`], pure, in `validate`), the HTTP/1.1 exchange with
-//! the runtime over its internal bridge address (`http`: HTTPS on 8443 by default with any
-//! certificate accepted, plain HTTP on another port; connect and total timeouts; response cap), and
-//! shaping the answers of both request forms ([`object_form_answer`], [`legacy_form_answer`]).
+//! Owns: validating the command ([`HttpCommand`], pure, in `validate`), finding the address of
+//! the OWNED, running runtime a device id names ([`Runtimes::send_command`]), and the HTTP/1.1
+//! exchange with it over its internal bridge address (`http`: HTTPS on 8443 by default with any
+//! certificate accepted, plain HTTP on another port; connect and total timeouts; response cap).
+//! The answer shapes of the two request forms are the topic's.
 //!
-//! Must never: resolve which runtime a device id names or decide ownership (the runtime service
-//! does that and passes an address of an OWNED runtime), talk to any address but the one given,
-//! follow redirects, block (every call is async with timeouts), or log header values or bodies
-//! (they may carry credentials).
-//!
-//! The runtime service's `RuntimeOps::run_command` is [`handle`]`(&rt, req)`. The pieces are public
-//! for other callers and tests: [`run_request`] (with any address resolver), [`HttpCommand::new`],
-//! [`execute`], [`object_form_answer`] / [`legacy_form_answer`].
+//! Must never: talk to any address but the runtime's, follow redirects, block (every call is async
+//! with timeouts), or log header values or bodies (they may carry credentials).
 
 mod http;
+mod multipart;
 mod validate;
 
-use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use bytes::Bytes;
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
-use crate::contract::{RunCommandForm, RunCommandRequest};
 use crate::runtime::Runtimes;
-use crate::topics::OpError;
 
+pub(crate) use http::tls_config as runtime_tls_config;
+pub use multipart::{FileMeta, Multipart, Part, decode_base64};
 pub use validate::{
-    ALLOWED_METHODS, HTTPS_PORT, HttpCommand, MAX_API_LEN, validate_api, validate_method,
+    ALLOWED_METHODS, Fields, HTTPS_PORT, HttpCommand, MAX_API_LEN, MAX_TARGET_LEN,
+    MAX_UPLOAD_BYTES, validate_api, validate_method,
 };
 
 /// Limits on one exchange with a runtime.
@@ -43,6 +39,16 @@ pub struct Limits {
     /// Largest response body accepted; a larger one is an error, not a truncated answer (the cloud
     /// link refuses messages over 1 MiB anyway).
     pub max_response_bytes: usize,
+}
+
+impl Limits {
+    /// The limits for sending `command`: the defaults, with one more second of total time per MiB
+    /// of body (an upload of 32 MiB to a Pi's runtime is not a 30 s affair).
+    pub fn for_command(command: &HttpCommand) -> Self {
+        let mut limits = Self::default();
+        limits.total_timeout += Duration::from_secs(command.body_len() >> 20);
+        limits
+    }
 }
 
 impl Default for Limits {
@@ -85,39 +91,11 @@ impl HttpReply {
         self.body_json()
             .unwrap_or_else(|| Value::String(String::from_utf8_lossy(&self.body).into_owned()))
     }
-
-    /// The `http_response` object of the one-object form:
-    /// `{status_code, headers, body, ok, content_type}` (upstream §12 item 4).
-    pub fn to_json(&self) -> Value {
-        let headers: Map<String, Value> = self
-            .headers
-            .iter()
-            .map(|(n, v)| (n.clone(), Value::String(v.clone())))
-            .collect();
-        json!({
-            "status_code": self.status,
-            "headers": headers,
-            "body": self.body_value(),
-            "ok": self.ok(),
-            "content_type": self.content_type,
-        })
-    }
 }
 
 /// Why a `run_command` produced no answer from the runtime. The messages are sent to the cloud.
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
-    /// A required field of the command is absent or null.
-    #[error("Missing required field: 'Missing key: {0}'")]
-    MissingField(&'static str),
-    /// A field has the wrong JSON type (same wording as the message contracts).
-    #[error("Invalid field type: Value must be {expected}. (field: {field})")]
-    InvalidType {
-        /// The field.
-        field: &'static str,
-        /// What it must be.
-        expected: &'static str,
-    },
     /// A field has the right type but a refused value (e.g. an `api` that is not a relative path).
     #[error("Invalid {field}: {reason}")]
     InvalidValue {
@@ -126,6 +104,18 @@ pub enum CommandError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The `files` decode to more than [`MAX_UPLOAD_BYTES`].
+    #[error(
+        "upload too large: the files decode to more than {limit} bytes (limit {} MiB)",
+        limit >> 20
+    )]
+    UploadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// Another upload holds the memory budget for uploads.
+    #[error("another upload is in progress: try again when it is done")]
+    UploadBusy,
     /// The method is not in [`ALLOWED_METHODS`].
     #[error("Method not allowed: {0:?} (allowed: GET, POST, PUT, DELETE, PATCH)")]
     MethodNotAllowed(String),
@@ -188,10 +178,10 @@ impl CommandError {
     pub fn is_invalid_request(&self) -> bool {
         matches!(
             self,
-            Self::MissingField(_)
-                | Self::InvalidType { .. }
-                | Self::InvalidValue { .. }
+            Self::InvalidValue { .. }
                 | Self::MethodNotAllowed(_)
+                | Self::UploadTooLarge { .. }
+                | Self::UploadBusy
         )
     }
 
@@ -217,31 +207,48 @@ pub async fn execute(
     limits: &Limits,
 ) -> Result<HttpReply, CommandError> {
     let path = command.path_and_query.split('?').next().unwrap_or_default();
+    // Part names and sizes only: contents and header values may be programs or credentials.
+    let parts = command.multipart.as_ref().map(|m| {
+        m.parts
+            .iter()
+            .map(|p| format!("{}:{}", p.name, p.content.len()))
+            .collect::<Vec<_>>()
+            .join(",")
+    });
+    let sent = command.body_len();
     let started = tokio::time::Instant::now();
     let result = http::exchange(ip, command, limits).await;
     let elapsed_ms = started.elapsed().as_millis();
     match &result {
         Ok(reply) => tracing::info!(
-            method = %command.method, port = command.port, path, status = reply.status,
-            bytes = reply.body.len(), elapsed_ms, "run_command answered"
+            method = %command.method, port = command.port, path, sent, parts = ?parts,
+            status = reply.status, bytes = reply.body.len(), elapsed_ms, "run_command answered"
         ),
         Err(e) => tracing::warn!(
-            method = %command.method, port = command.port, path, elapsed_ms, error = %e,
-            "run_command failed"
+            method = %command.method, port = command.port, path, sent, parts = ?parts,
+            elapsed_ms, error = %e, "run_command failed"
         ),
     }
     result
 }
 
-/// `RuntimeOps::run_command` of the runtime service: [`run_request`] with [`Limits::default`],
-/// resolving the device to the internal IP of an OWNED, running runtime. Unknown devices and
-/// containers the agent does not own (`orchestrator_agent`, `autonomy_netmon`, anything without
-/// our labels or state entry) are both `Device not found: <id>`.
-pub async fn handle(rt: &Runtimes, req: RunCommandRequest) -> Result<Value, OpError> {
-    run_request(&req, |device_id| resolve(rt, device_id), &Limits::default()).await
+impl Runtimes {
+    /// Sends `command` to the runtime `device_id` and returns its answer, with
+    /// [`Limits::for_command`]. Only an OWNED, running runtime is reached, at its internal address:
+    /// unknown devices and containers the agent does not own (`orchestrator_agent`,
+    /// `autonomy_netmon`, anything without our labels or state entry) are both
+    /// [`CommandError::DeviceNotFound`].
+    pub async fn send_command(
+        &self,
+        device_id: &str,
+        command: &HttpCommand,
+    ) -> Result<HttpReply, CommandError> {
+        let ip = resolve(self, device_id.to_owned()).await?;
+        execute(ip, command, &Limits::for_command(command)).await
+    }
 }
 
-async fn resolve(rt: &Runtimes, device_id: String) -> Result<Ipv4Addr, CommandError> {
+pub(crate) async fn resolve(rt: &Runtimes, device_id: String) -> Result<Ipv4Addr, CommandError> {
     let owned = match rt.owned(&device_id, "send a command to").await {
         Ok(o) => o,
         Err(e) if e.is_not_found() || e.is_not_owned() => {
@@ -265,113 +272,10 @@ async fn resolve(rt: &Runtimes, device_id: String) -> Result<Ipv4Addr, CommandEr
         .ok_or(CommandError::NoInternalIp(device_id))
 }
 
-/// The whole `run_command` for [`crate::topics::RuntimeOps::run_command`]: validates the request
-/// (before any Docker call), asks `resolve` for the internal IP of the OWNED runtime named by
-/// `req.device_id` (it must answer [`CommandError::DeviceNotFound`] for unknown devices and for
-/// containers the agent does not own, e.g. `orchestrator_agent`), performs the exchange and shapes
-/// the answer for the request's form:
-/// - object form: `Ok(body)` with `{status, http_response[, error]}` when the runtime answered
-///   (the dispatcher adds `action` and `correlation_id`), `Err(OpError)` otherwise;
-/// - legacy form: always `Ok(value)`, the whole ack ([`legacy_form_answer`]), never an empty ack.
-pub async fn run_request<F, Fut>(
-    req: &RunCommandRequest,
-    resolve: F,
-    limits: &Limits,
-) -> Result<Value, OpError>
-where
-    F: FnOnce(String) -> Fut,
-    Fut: Future<Output = Result<Ipv4Addr, CommandError>>,
-{
-    let result = async {
-        let command = HttpCommand::new(
-            &req.method,
-            &req.api,
-            req.port,
-            Some(&req.headers),
-            req.data.as_ref(),
-        )?;
-        let ip = resolve(req.device_id.clone()).await?;
-        execute(ip, &command, limits).await
-    }
-    .await;
-    match req.form {
-        RunCommandForm::Legacy => Ok(legacy_form_answer(&result)),
-        RunCommandForm::Object => match result {
-            Err(e) => Err(OpError::new(e.to_string())),
-            ok => {
-                let mut answer = object_form_answer(&req.correlation_id, &ok);
-                if let Some(map) = answer.as_object_mut() {
-                    map.remove("action");
-                    map.remove("correlation_id");
-                }
-                Ok(answer)
-            }
-        },
-    }
-}
-
-/// Answer of the one-object form `{correlation_id, device_id, method, api, ...}`:
-/// `{action: "run_command", correlation_id, status, http_response}` when the runtime answered
-/// (`status` is `"success"` for HTTP < 400, else `"error"` with `error: "HTTP <code>"`), or
-/// `{action, correlation_id, status: "error", error}` when it did not.
-pub fn object_form_answer(
-    correlation_id: &Value,
-    result: &Result<HttpReply, CommandError>,
-) -> Value {
-    match result {
-        Ok(reply) if reply.ok() => json!({
-            "action": "run_command",
-            "correlation_id": correlation_id,
-            "status": "success",
-            "http_response": reply.to_json(),
-        }),
-        Ok(reply) => json!({
-            "action": "run_command",
-            "correlation_id": correlation_id,
-            "status": "error",
-            "error": format!("HTTP {}", reply.status),
-            "http_response": reply.to_json(),
-        }),
-        Err(e) => json!({
-            "action": "run_command",
-            "correlation_id": correlation_id,
-            "status": "error",
-            "error": e.to_string(),
-        }),
-    }
-}
-
-/// Answer of the original two-argument form `(instance_id, {method, api, headers, data})`: the
-/// runtime's JSON body itself when it answered HTTP < 400 with JSON (upstream §6.2), otherwise an
-/// explicit error object (the original answered an empty ack, which the cloud could not tell from
-/// success):
-/// - unknown or foreign device: `{"error": "Instance not found"}` (the original's text);
-/// - HTTP ≥ 400: `{"error": "HTTP <code>", "status_code", "body"}`;
-/// - a body that is not JSON: `{"error": "Response is not JSON", "status_code", "content_type", "body"}`;
-/// - anything else: `{"error": "<reason>"}`.
-pub fn legacy_form_answer(result: &Result<HttpReply, CommandError>) -> Value {
-    match result {
-        Ok(reply) if !reply.ok() => json!({
-            "error": format!("HTTP {}", reply.status),
-            "status_code": reply.status,
-            "body": reply.body_value(),
-        }),
-        Ok(reply) => match reply.body_json() {
-            Some(value) => value,
-            None => json!({
-                "error": "Response is not JSON",
-                "status_code": reply.status,
-                "content_type": reply.content_type,
-                "body": reply.body_value(),
-            }),
-        },
-        Err(CommandError::DeviceNotFound(_)) => json!({"error": "Instance not found"}),
-        Err(e) => json!({"error": e.to_string()}),
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[tokio::test]
@@ -421,68 +325,5 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("s3cr3t"), "{text}");
-    }
-
-    fn reply(status: u16, ct: &str, body: &str) -> HttpReply {
-        HttpReply {
-            status,
-            headers: vec![("content-type".into(), ct.into())],
-            content_type: Some(ct.into()),
-            body: Bytes::from(body.to_string()),
-        }
-    }
-
-    #[test]
-    fn object_form_wraps_the_runtime_answer() {
-        let answer =
-            object_form_answer(&json!(7), &Ok(reply(200, "application/json", r#"{"a":1}"#)));
-        assert_eq!(
-            answer,
-            json!({"action": "run_command", "correlation_id": 7, "status": "success",
-                "http_response": {"status_code": 200, "headers": {"content-type": "application/json"},
-                "body": {"a": 1}, "ok": true, "content_type": "application/json"}})
-        );
-        let answer = object_form_answer(&json!(7), &Ok(reply(500, "text/plain", "boom")));
-        assert_eq!(answer["status"], "error");
-        assert_eq!(answer["error"], "HTTP 500");
-        assert_eq!(answer["http_response"]["body"], "boom");
-        assert_eq!(answer["http_response"]["ok"], false);
-    }
-
-    #[test]
-    fn object_form_reports_local_errors() {
-        let answer =
-            object_form_answer(&json!(3), &Err(CommandError::DeviceNotFound("plc".into())));
-        assert_eq!(
-            answer,
-            json!({"action": "run_command", "correlation_id": 3, "status": "error",
-                "error": "Device not found: plc"})
-        );
-    }
-
-    #[test]
-    fn legacy_form_answers_the_json_body_or_an_explicit_error() {
-        assert_eq!(
-            legacy_form_answer(&Ok(reply(200, "application/json", r#"[1,2]"#))),
-            json!([1, 2])
-        );
-        assert_eq!(
-            legacy_form_answer(&Ok(reply(200, "text/plain", "hi")))["error"],
-            "Response is not JSON"
-        );
-        assert_eq!(
-            legacy_form_answer(&Ok(reply(404, "application/json", r#"{"e":1}"#))),
-            json!({"error": "HTTP 404", "status_code": 404, "body": {"e": 1}})
-        );
-        assert_eq!(
-            legacy_form_answer(&Err(CommandError::DeviceNotFound("x".into()))),
-            json!({"error": "Instance not found"})
-        );
-        assert_eq!(
-            legacy_form_answer(&Err(CommandError::Timeout {
-                after: Duration::from_secs(30)
-            })),
-            json!({"error": "The runtime did not answer within 30 s"})
-        );
     }
 }

@@ -6,11 +6,11 @@
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
-use serde_json::{Map, Value};
-
 use crate::netevents::InterfaceInfo;
 use crate::runtime::naming;
 use crate::runtime::net::{Ipv4Net, MacAddr};
+pub use crate::runtime::vnic::PersistedVnic;
+use netmon_proto::InterfaceStatus;
 
 /// The state of a parent interface after a change.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,15 +41,16 @@ impl ParentState {
                 reason: "removed".into(),
             };
         };
-        if let Some(status) = info.status.as_deref()
-            && (status == "down" || status == "removed")
+        if let Some(status) = info
+            .status
+            .filter(|s| matches!(s, InterfaceStatus::Down | InterfaceStatus::Removed))
         {
             // netmon says "down" for any unusable link; one that is up merely lacks an address.
             let up = matches!(info.operstate.as_deref(), Some("UP" | "UNKNOWN"));
-            let reason = if status == "down" && up {
+            let reason = if status == InterfaceStatus::Down && up {
                 WITHOUT_IPV4
             } else {
-                status
+                status.as_str()
             };
             return ParentState::Down {
                 reason: reason.to_string(),
@@ -74,19 +75,6 @@ impl ParentState {
     }
 }
 
-/// A runtime's vNIC, as far as re-homing cares.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VnicView {
-    /// Position in the persisted vNIC array.
-    pub index: usize,
-    /// `parent_interface`.
-    pub parent: String,
-    /// The configured static address (`manual`/`static` mode), if any.
-    pub static_ip: Option<Ipv4Addr>,
-    /// The configured MAC, if any.
-    pub mac: Option<MacAddr>,
-}
-
 /// One endpoint of a runtime container (from container inspect).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointView {
@@ -104,7 +92,7 @@ pub struct RuntimeView {
     /// Runtime (container) name.
     pub name: String,
     /// Its persisted vNICs.
-    pub vnics: Vec<VnicView>,
+    pub vnics: Vec<PersistedVnic>,
     /// Its current endpoints (all networks).
     pub endpoints: Vec<EndpointView>,
 }
@@ -319,92 +307,6 @@ pub fn plan(
     out
 }
 
-/// Updates one persisted vNIC object in place for its parent's new subnet, keeping every other key:
-/// `parent_subnet` (CIDR) and `parent_gateway` (3d2c700 generation), `subnet` (a CIDR or a dotted
-/// netmask, whichever it was) and `gateway` (production generation) when present, and the static
-/// address (`ip` / `ip_address`) when it had to be replaced by `new_ip`. Returns whether anything
-/// changed.
-pub fn update_vnic_json(
-    vnic: &mut Map<String, Value>,
-    subnet: Ipv4Net,
-    gateway: Option<Ipv4Addr>,
-    new_ip: Option<Ipv4Addr>,
-) -> bool {
-    let subnet = subnet.network();
-    let mut changed = false;
-    let mut set = |vnic: &mut Map<String, Value>, key: &str, value: String| {
-        if vnic.get(key).and_then(Value::as_str) != Some(value.as_str()) {
-            vnic.insert(key.to_string(), Value::String(value));
-            changed = true;
-        }
-    };
-    if vnic.get("parent_subnet").is_some_and(Value::is_string) {
-        set(vnic, "parent_subnet", subnet.to_string());
-    }
-    if let Some(gw) = gateway {
-        if vnic.get("parent_gateway").is_some_and(Value::is_string) {
-            set(vnic, "parent_gateway", gw.to_string());
-        }
-        if vnic.get("gateway").is_some_and(Value::is_string) {
-            set(vnic, "gateway", gw.to_string());
-        }
-    }
-    if let Some(old) = vnic.get("subnet").and_then(Value::as_str) {
-        let value = if old.contains('/') {
-            subnet.to_string()
-        } else {
-            subnet.netmask().to_string()
-        };
-        set(vnic, "subnet", value);
-    }
-    if let Some(ip) = new_ip {
-        for key in ["ip", "ip_address"] {
-            if let Some(old) = vnic.get(key).and_then(Value::as_str) {
-                // Keep a `/prefix` suffix if the address was written with one.
-                let value = match old.split_once('/') {
-                    Some(_) => format!("{ip}/{}", subnet.prefix()),
-                    None => ip.to_string(),
-                };
-                set(vnic, key, value);
-            }
-        }
-    }
-    changed
-}
-
-/// Reads what re-homing needs from one persisted vNIC object (either field generation), leniently:
-/// the object was validated when the runtime was created, or written by the Python agent.
-/// `None` when it names no parent interface.
-pub fn vnic_view(index: usize, vnic: &Map<String, Value>) -> Option<VnicView> {
-    let parent = vnic
-        .get("parent_interface")
-        .and_then(Value::as_str)?
-        .to_string();
-    let text = |keys: [&str; 2]| {
-        keys.iter()
-            .find_map(|k| vnic.get(*k).and_then(Value::as_str))
-            .filter(|s| !s.is_empty())
-    };
-    let mode = vnic
-        .get("network_mode")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    let static_ip = if mode.eq_ignore_ascii_case("dhcp") {
-        None
-    } else {
-        text(["ip", "ip_address"])
-            .and_then(|s| s.split('/').next())
-            .and_then(|s| s.parse().ok())
-    };
-    let mac = text(["mac", "mac_address"]).and_then(|s| s.parse().ok());
-    Some(VnicView {
-        index,
-        parent,
-        static_ip,
-        mac,
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +330,7 @@ mod tests {
     fn runtime(name: &str, static_ip: Option<&str>, endpoints: &[(&str, &str)]) -> RuntimeView {
         RuntimeView {
             name: name.into(),
-            vnics: vec![VnicView {
+            vnics: vec![PersistedVnic {
                 index: 0,
                 parent: "eth1".into(),
                 static_ip: static_ip.map(ip),
@@ -697,75 +599,5 @@ mod tests {
             ParentState::from_info(None),
             ParentState::Down { .. }
         ));
-    }
-
-    #[test]
-    fn persisted_vnics_are_updated_in_place_for_both_generations() {
-        let mut upstream = json!({"name": "v", "parent_interface": "eth1", "network_mode": "manual",
-            "ip_address": "10.1.1.50", "subnet": "10.1.1.0/24", "parent_subnet": "10.1.1.0/24",
-            "parent_gateway": "10.1.1.1", "dns": ["1.1.1.1"], "extra": null});
-        let map = upstream.as_object_mut().expect("object");
-        assert!(update_vnic_json(
-            map,
-            net("10.1.0.0/23"),
-            Some(ip("10.1.0.1")),
-            None
-        ));
-        assert_eq!(
-            upstream,
-            json!({"name": "v", "parent_interface": "eth1", "network_mode": "manual",
-            "ip_address": "10.1.1.50", "subnet": "10.1.0.0/23", "parent_subnet": "10.1.0.0/23",
-            "parent_gateway": "10.1.0.1", "dns": ["1.1.1.1"], "extra": null})
-        );
-
-        let mut production = json!({"name": "v", "parent_interface": "eth1",
-            "network_mode": "static", "ip": "10.1.1.50", "subnet": "255.255.255.0",
-            "gateway": "10.1.1.1", "mac": "02:00:00:00:00:01"});
-        let map = production.as_object_mut().expect("object");
-        assert!(update_vnic_json(
-            map,
-            net("10.9.0.0/16"),
-            Some(ip("10.9.0.1")),
-            Some(ip("10.9.0.2"))
-        ));
-        assert_eq!(
-            production,
-            json!({"name": "v", "parent_interface": "eth1", "network_mode": "static",
-            "ip": "10.9.0.2", "subnet": "255.255.0.0", "gateway": "10.9.0.1",
-            "mac": "02:00:00:00:00:01"})
-        );
-        let map = production.as_object_mut().expect("object");
-        assert!(!update_vnic_json(
-            map,
-            net("10.9.0.0/16"),
-            Some(ip("10.9.0.1")),
-            None
-        ));
-    }
-
-    #[test]
-    fn vnic_views_read_both_generations() {
-        let v = vnic_view(
-            1,
-            json!({"parent_interface": "eth1", "network_mode": "manual",
-                "ip_address": "10.1.1.5/24", "mac_address": "02:00:00:00:00:09"})
-            .as_object()
-            .expect("object"),
-        )
-        .expect("view");
-        assert_eq!(v.static_ip, Some(ip("10.1.1.5")));
-        assert_eq!(
-            v.mac.map(|m| m.to_string()),
-            Some("02:00:00:00:00:09".into())
-        );
-        let v = vnic_view(
-            0,
-            json!({"parent_interface": "eth1", "network_mode": "dhcp", "ip": "10.1.1.5"})
-                .as_object()
-                .expect("object"),
-        )
-        .expect("view");
-        assert_eq!(v.static_ip, None);
-        assert!(vnic_view(0, json!({"network_mode": "dhcp"}).as_object().expect("o")).is_none());
     }
 }

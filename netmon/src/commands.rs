@@ -1,0 +1,306 @@
+//! What each command of the command channel (upstream-head §4.3) does here: answered at once from
+//! the daemon's state, or a dedicated-NIC job the daemon runs on a blocking thread. The one place
+//! that maps commands to work: status answers, dedicated-NIC jobs, DHCP jobs (netmon's DHCP client,
+//! `crate::dhcp`); Wi-Fi and serial devices are answered "not supported". Pure: no I/O.
+
+use netmon_proto::{Command, Response};
+use serde_json::{Value, json};
+
+use crate::nic::Nics;
+
+/// What the daemon knows that status commands report.
+#[derive(Debug, Default)]
+pub struct View {
+    pub clients: usize,
+    /// Names of interfaces with a change waiting for its debounce.
+    pub pending_changes: Vec<String>,
+}
+
+/// The work a command calls for.
+#[derive(Debug)]
+pub enum Work {
+    /// The answer, known now.
+    Answer(Response),
+    /// A dedicated-NIC job (blocking netlink calls, setns).
+    Nic(NicJob),
+    /// A job for the DHCP clients' task.
+    Dhcp(DhcpJob),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DhcpJob {
+    Start {
+        container_name: String,
+        vnic_name: String,
+        mac_address: String,
+        pid: u32,
+    },
+    Stop {
+        container_name: String,
+        vnic_name: String,
+    },
+    /// `get_dhcp_status`.
+    Status,
+    /// `get_status`: this object with the DHCP clients' status as `dhcp`.
+    FullStatus(Value),
+}
+
+impl DhcpJob {
+    /// Runs the job on the DHCP clients and says what to answer (the original's texts).
+    pub async fn run(self, dhcp: &crate::dhcp::DhcpHandle) -> Response {
+        let answer = |r: Result<String, String>| match r {
+            Ok(message) => Response::ok().with("message", Value::String(message)),
+            Err(error) => Response::error(error),
+        };
+        match self {
+            DhcpJob::Start {
+                container_name,
+                vnic_name,
+                mac_address,
+                pid,
+            } => answer(
+                dhcp.start(&container_name, &vnic_name, &mac_address, pid)
+                    .await,
+            ),
+            DhcpJob::Stop {
+                container_name,
+                vnic_name,
+            } => answer(dhcp.stop(&container_name, &vnic_name).await),
+            DhcpJob::Status => Response::ok().with("status", dhcp.status().await),
+            DhcpJob::FullStatus(mut status) => {
+                status["dhcp"] = dhcp.status().await;
+                Response::ok().with("status", status)
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NicJob {
+    Move { name: String, pid: u32 },
+    Return { name: String, pid: u32 },
+    Check { name: String, pid: u32 },
+}
+
+impl NicJob {
+    /// Runs the job (blocking) and says what to answer, in the original's words.
+    pub fn run(self, nics: &mut Nics) -> Response {
+        match self {
+            NicJob::Move { name, pid } => match nics.move_to_container(&name, pid) {
+                Ok(()) => {
+                    tracing::info!(interface = %name, pid, "moved a dedicated NIC into a container");
+                    Response::ok()
+                }
+                Err(e) => {
+                    tracing::warn!(interface = %name, pid, "cannot move a dedicated NIC: {e}");
+                    Response::error(format!("Failed to move NIC: {e}"))
+                }
+            },
+            NicJob::Return { name, pid } => match nics.return_to_host(&name, pid) {
+                Ok(()) => {
+                    tracing::info!(interface = %name, pid, "returned a dedicated NIC to the host");
+                    Response::ok()
+                }
+                Err(e) => {
+                    tracing::warn!(interface = %name, pid, "cannot return a dedicated NIC: {e}");
+                    Response::error(format!("Failed to return NIC: {e}"))
+                }
+            },
+            NicJob::Check { name, pid } => {
+                Response::ok().with("present", Value::Bool(nics.in_container(&name, pid)))
+            }
+        }
+    }
+}
+
+/// The answer to a command this netmon does not run yet: never silence, never a fake success.
+fn not_supported(command: &str) -> Response {
+    Response::error(format!("{command} is not supported by this netmon yet"))
+}
+
+/// The serial device monitor's state: there is none in this netmon.
+fn device_status() -> Value {
+    json!({"running": false, "pyudev_available": false, "cached_devices": 0, "devices": []})
+}
+
+/// netlink's state: the daemon answers only while its netlink reader runs (it stops on a
+/// netlink failure it cannot recover from, and overruns are resynchronised at once).
+fn netlink_status() -> Value {
+    json!({"running": true, "degraded": false, "consecutive_errors": 0, "socket_active": true})
+}
+
+/// Maps a command to its work.
+pub fn dispatch(command: Command, view: &View) -> Work {
+    match command {
+        Command::MoveNicToContainer {
+            host_interface,
+            container_pid,
+        } => Work::Nic(NicJob::Move {
+            name: host_interface,
+            pid: container_pid.0,
+        }),
+        Command::ReturnNicToHost {
+            host_interface,
+            container_pid,
+        } => Work::Nic(NicJob::Return {
+            name: host_interface,
+            pid: container_pid.0,
+        }),
+        Command::CheckNicInContainer {
+            host_interface,
+            container_pid,
+        } => Work::Nic(NicJob::Check {
+            name: host_interface,
+            pid: container_pid.0,
+        }),
+        Command::GetNetlinkStatus => Work::Answer(Response::ok().with("status", netlink_status())),
+        Command::GetDeviceStatus => Work::Answer(Response::ok().with("status", device_status())),
+        Command::GetStatus => Work::Dhcp(DhcpJob::FullStatus(json!({
+            "netlink": netlink_status(),
+            "dhcp": {},
+            "devices": device_status(),
+            "clients_connected": view.clients,
+            "pending_changes": view.pending_changes,
+        }))),
+        // Serial device discovery (upstream-head §7.2) is not in this netmon.
+        Command::DiscoverDevices => Work::Answer(not_supported("discover_devices")),
+        // DHCP (upstream-head §4.5): netmon's own client in the runtime's namespace.
+        Command::StartDhcp {
+            container_name,
+            vnic_name,
+            mac_address,
+            container_pid,
+        } => Work::Dhcp(DhcpJob::Start {
+            container_name,
+            vnic_name,
+            mac_address,
+            pid: container_pid.0,
+        }),
+        Command::StopDhcp {
+            container_name,
+            vnic_name,
+        } => Work::Dhcp(DhcpJob::Stop {
+            container_name,
+            vnic_name,
+        }),
+        Command::GetDhcpStatus => Work::Dhcp(DhcpJob::Status),
+        // Wi-Fi (upstream-head §5.4) is not in this netmon.
+        Command::RequestWifiDhcp { .. } => Work::Answer(not_supported("request_wifi_dhcp")),
+        Command::SetupProxyArpBridge { .. } => {
+            Work::Answer(not_supported("setup_proxy_arp_bridge"))
+        }
+        Command::CleanupProxyArpBridge { .. } => {
+            Work::Answer(not_supported("cleanup_proxy_arp_bridge"))
+        }
+        Command::CleanupAllProxyArp => Work::Answer(not_supported("cleanup_all_proxy_arp")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netmon_proto::{Pid, decode_request};
+
+    use super::*;
+
+    fn answer(line: &str) -> Response {
+        let request = decode_request(line.as_bytes()).unwrap();
+        match dispatch(
+            request.command,
+            &View {
+                clients: 2,
+                pending_changes: vec!["eth1".into()],
+            },
+        ) {
+            Work::Answer(r) => r,
+            Work::Nic(job) => panic!("{line}: a NIC job {job:?}"),
+            Work::Dhcp(job) => panic!("{line}: a DHCP job {job:?}"),
+        }
+    }
+
+    fn dhcp_job(line: &str) -> DhcpJob {
+        let request = decode_request(line.as_bytes()).unwrap();
+        match dispatch(request.command, &View::default()) {
+            Work::Dhcp(job) => job,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn dhcp_commands_go_to_the_dhcp_clients() {
+        assert_eq!(
+            dhcp_job(
+                r#"{"command":"start_dhcp","container_name":"c","vnic_name":"v","mac_address":"m","container_pid":"7"}"#
+            ),
+            DhcpJob::Start {
+                container_name: "c".into(),
+                vnic_name: "v".into(),
+                mac_address: "m".into(),
+                pid: 7
+            }
+        );
+        assert_eq!(
+            dhcp_job(r#"{"command":"stop_dhcp","container_name":"c","vnic_name":"v"}"#),
+            DhcpJob::Stop {
+                container_name: "c".into(),
+                vnic_name: "v".into()
+            }
+        );
+        assert_eq!(
+            dhcp_job(r#"{"command":"get_dhcp_status"}"#),
+            DhcpJob::Status
+        );
+    }
+
+    #[test]
+    fn nic_commands_become_jobs() {
+        let w = dispatch(
+            Command::MoveNicToContainer {
+                host_interface: "eth2".into(),
+                container_pid: Pid(42),
+            },
+            &View::default(),
+        );
+        assert!(
+            matches!(w, Work::Nic(NicJob::Move { ref name, pid: 42 }) if name == "eth2"),
+            "{w:?}"
+        );
+    }
+
+    #[test]
+    fn wifi_and_serial_are_refused_by_name_never_silently() {
+        for line in [
+            r#"{"command":"request_wifi_dhcp","container_name":"c","vnic_name":"v","parent_interface":"wlan0","container_pid":1,"client_id":"x"}"#,
+            r#"{"command":"cleanup_all_proxy_arp"}"#,
+            r#"{"command":"discover_devices"}"#,
+        ] {
+            let r = answer(line);
+            assert!(!r.success, "{line}");
+            assert!(
+                r.error
+                    .as_deref()
+                    .unwrap()
+                    .ends_with("is not supported by this netmon yet"),
+                "{r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn status_commands_answer_in_the_originals_shape() {
+        let request = decode_request(br#"{"command":"get_status"}"#).unwrap();
+        let view = View {
+            clients: 2,
+            pending_changes: vec!["eth1".into()],
+        };
+        let Work::Dhcp(DhcpJob::FullStatus(status)) = dispatch(request.command, &view) else {
+            panic!("get_status carries the DHCP clients' status");
+        };
+        assert_eq!(status["clients_connected"], 2);
+        assert_eq!(status["pending_changes"], json!(["eth1"]));
+        assert_eq!(status["netlink"]["running"], true);
+        let r = answer(r#"{"command":"get_device_status"}"#);
+        assert_eq!(r.data["status"]["running"], false);
+        let r = answer(r#"{"command":"get_netlink_status"}"#);
+        assert_eq!(r.data["status"]["socket_active"], true);
+    }
+}

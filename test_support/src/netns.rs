@@ -1,0 +1,102 @@
+//! Network namespaces for tests against the real kernel: created with `lo` up, removed on drop.
+//! What a test builds inside one (veth pairs, addresses, routes) never reaches the host's links.
+
+use std::fs::File;
+use std::future::Future;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+
+use crate::process::run;
+
+/// A network namespace (`lo` up), removed on drop.
+#[derive(Debug)]
+pub struct Netns {
+    /// Its name (`ip netns`).
+    pub name: String,
+}
+
+impl Netns {
+    /// A new namespace named `<prefix><pid>x<n>` (see [`crate::unique`]).
+    pub fn new(prefix: &str) -> Self {
+        let name = crate::unique(prefix);
+        run("ip", &["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// `ip -n <ns> <args>`, asserting success.
+    pub fn ip(&self, args: &[&str]) {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        run("ip", &full);
+    }
+
+    /// `ip -n <ns> -j <args>`, parsed.
+    pub fn ip_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["-n", self.name.as_str(), "-j"];
+        full.extend_from_slice(args);
+        let out = run("ip", &full);
+        serde_json::from_str(&out)
+            .unwrap_or_else(|e| panic!("ip {args:?} printed no JSON ({e}): {out}"))
+    }
+
+    /// A veth pair `a`/`b`, both up.
+    pub fn veth(&self, a: &str, b: &str) {
+        self.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);
+        self.ip(&["link", "set", a, "up"]);
+        self.ip(&["link", "set", b, "up"]);
+    }
+
+    /// Runs many `ip` commands in one process (`ip -batch`), i.e. within a few milliseconds.
+    pub fn ip_batch(&self, commands: &[String]) {
+        let mut child = Command::new("ip")
+            .args(["-n", &self.name, "-batch", "-"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot spawn ip -batch: {e}"));
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(commands.join("\n").as_bytes())
+                .unwrap_or_else(|e| panic!("cannot write the batch: {e}"));
+        }
+        let status = child
+            .wait()
+            .unwrap_or_else(|e| panic!("ip -batch did not run: {e}"));
+        assert!(status.success(), "ip -batch failed");
+    }
+
+    /// Runs `f` on a thread that entered this namespace, with its own current-thread runtime.
+    pub fn run_in<F, Fut, T>(&self, f: F) -> T
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = T>,
+        T: Send + 'static,
+    {
+        let path = format!("/run/netns/{}", self.name);
+        let thread = std::thread::spawn(move || {
+            let fd = File::open(&path).unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+            nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                .unwrap_or_else(|e| panic!("cannot enter {path}: {e}"));
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap_or_else(|e| panic!("cannot build a runtime: {e}"))
+                .block_on(f())
+        });
+        match thread.join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
