@@ -208,6 +208,30 @@ impl StateStore {
         Ok(())
     }
 
+    /// Changes a runtime's vNIC list in place under the store's lock (read-modify-write, so a
+    /// concurrent writer of the same list cannot erase the change: upstream-head Defect N17).
+    /// `edit` returns whether it changed anything; the file is rewritten only then. Returns
+    /// `Ok(false)` when the runtime has no list.
+    pub async fn update_vnics(
+        &self,
+        runtime: &str,
+        edit: impl FnOnce(&mut Vec<Value>) -> bool,
+    ) -> Result<bool, StateError> {
+        let mut f = self.files.lock().await;
+        let Some(Value::Array(current)) = f.vnics.get(runtime) else {
+            return Ok(false);
+        };
+        let mut list = current.clone();
+        if !edit(&mut list) {
+            return Ok(false);
+        }
+        let mut next = f.vnics.clone();
+        next.insert(runtime.to_owned(), Value::Array(list));
+        self.write(VNICS_FILE, encode_vnics(&next)).await?;
+        f.vnics = next;
+        Ok(true)
+    }
+
     /// The client registry, in file order.
     pub async fn clients(&self) -> Vec<(String, ClientEntry)> {
         let f = self.files.lock().await;

@@ -90,9 +90,10 @@ async fn create_status_power_and_delete_act_on_the_engine() {
             "{s}"
         );
     }
-    // Issue 12 item 4: a DHCP vNIC says it got an engine-IPAM address, not a lease.
+    // No DHCP server on this parent: the DHCP vNIC says it has no lease, only the engine's
+    // placeholder (issue 14; the lease itself is tests/runtime_dhcp.rs).
     assert!(
-        warnings.contains("vnic_configs[1] (") && warnings.contains("network_mode dhcp"),
+        warnings.contains("vnic_configs[1] (") && warnings.contains("no DHCP lease yet"),
         "{s}"
     );
     let internal_ip = s["internal_ip"].as_str().expect("internal_ip").to_owned();
@@ -119,6 +120,11 @@ async fn create_status_power_and_delete_act_on_the_engine() {
     assert_eq!(mv["Driver"], "macvlan");
     assert_eq!(mv["Options"]["parent"], b.name.as_str());
     assert_eq!(mv["IPAM"]["Config"][0]["Subnet"], b.subnet().as_str());
+    // The engine's own picks (DHCP placeholders) stay at the top of the subnet.
+    assert_eq!(
+        mv["IPAM"]["Config"][0]["IPRange"],
+        format!("10.203.{}.224/27", b.octet).as_str()
+    );
 
     // State files in the upstream formats.
     let clients: Value = serde_json::from_str(&w.read_state("data/clients.json").unwrap()).unwrap();

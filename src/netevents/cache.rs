@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use netmon_proto::{Event, InterfaceInfo, InterfaceType};
+use netmon_proto::{DhcpUpdate, Event, InterfaceInfo, InterfaceType};
 use tokio::sync::{broadcast, watch};
 
 /// Interface-name prefixes the agent treats as virtual (upstream §12 item 3).
@@ -139,6 +139,8 @@ struct Inner {
     commands: super::commands::NetmonCommands,
     /// Bumped on every new connection to netmon.
     connections: watch::Sender<u64>,
+    /// `dhcp_update` events, for the runtime side (which persists the leases).
+    dhcp: broadcast::Sender<DhcpUpdate>,
     /// Lines read from netmon: discoveries, changes, other events, lines that did not decode.
     events: [AtomicU64; 4],
 }
@@ -150,7 +152,7 @@ pub struct EventCounts {
     pub discovery: u64,
     /// `network_change` events.
     pub change: u64,
-    /// Well-formed events the agent does not handle.
+    /// Other well-formed events (`dhcp_update`, and those the agent does not handle).
     pub other: u64,
     /// Lines that were not a protocol message or were too long (skipped).
     pub invalid: u64,
@@ -190,6 +192,7 @@ impl InterfaceCache {
                 discovered: AtomicBool::new(false),
                 commands: super::commands::NetmonCommands::default(),
                 connections: watch::channel(0).0,
+                dhcp: broadcast::channel(64).0,
                 events: Default::default(),
             }),
         }
@@ -338,15 +341,20 @@ impl InterfaceCache {
         let kind = match event {
             Event::Discovery(_) => 0,
             Event::Change(_) => 1,
-            // Not wired yet: counted with the events the agent does not act on.
             Event::Other | Event::DhcpUpdate(_) => 2,
         };
         self.inner.events[kind].fetch_add(1, Ordering::Relaxed);
         let changes = {
             let mut map = self.inner.map.write().unwrap_or_else(|e| e.into_inner());
             match event {
-                // DHCP leases are the runtime's business, not the interface cache's.
-                Event::Other | Event::DhcpUpdate(_) => return Vec::new(),
+                Event::Other => return Vec::new(),
+                // DHCP leases are the runtime's business, not the interface cache's: passed on.
+                Event::DhcpUpdate(update) => {
+                    // No subscriber yet (start-up) is not an error: the resync at each netmon
+                    // connection asks for the leases again.
+                    let _ = self.inner.dhcp.send(update);
+                    return Vec::new();
+                }
                 Event::Discovery(list) => {
                     self.inner.discovered.store(true, Ordering::Relaxed);
                     let mut fresh = BTreeMap::new();
@@ -413,6 +421,11 @@ impl InterfaceCache {
                 .connections
                 .send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// The `dhcp_update` events netmon sends from now on.
+    pub fn subscribe_dhcp(&self) -> broadcast::Receiver<DhcpUpdate> {
+        self.inner.dhcp.subscribe()
     }
 
     /// Changes on every new connection to netmon (commands can be sent from then on): what the

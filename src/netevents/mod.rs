@@ -25,7 +25,9 @@ pub use cache::{
     is_virtual, missing_parent,
 };
 pub use commands::COMMAND_TIMEOUT;
-pub use netmon_proto::{Command as NetmonCommand, InterfaceInfo, Ipv4Entry, MAX_LINE, Pid};
+pub use netmon_proto::{
+    Command as NetmonCommand, DhcpUpdate, InterfaceInfo, Ipv4Entry, MAX_LINE, Pid,
+};
 pub use trust::TrustedPeers;
 
 /// First and last delay between reconnection attempts.

@@ -127,16 +127,6 @@ fn new_create_id() -> String {
 }
 
 async fn run(rt: &Runtimes, spec: CreateSpec, create_id: String, op: OpHandle) {
-    // Today's original leases DHCP addresses through netmon; until this agent does, the cloud is
-    // told what it gets instead rather than left to believe there is a lease.
-    for v in spec.vnics.iter().filter(|v| v.mode == Mode::Dhcp) {
-        op.warn(format!(
-            "vnic_configs[{}] ({}): network_mode dhcp: the address is assigned by the engine's IPAM \
-             from the parent's subnet, not leased from a DHCP server (DHCP is not supported by this \
-             agent yet)",
-            v.index, v.name
-        ));
-    }
     let mut made = Made::default();
     match steps(rt, &spec, &create_id, &op, &mut made).await {
         Ok(()) => {
@@ -437,6 +427,14 @@ async fn steps(
     if let Err(e) = rt.state().clear_intent(name, None).await {
         // Committed anyway: the boot reconcile sees the vNIC entry and only clears the intent.
         op.warn(format!("could not clear the create intent: {e}"));
+    }
+    // After the commit (a lease is recorded on the persisted vNIC): a failure is retried, not a
+    // reason to remove a runtime that runs.
+    if spec.vnics.iter().any(|v| v.mode == Mode::Dhcp) {
+        op.step("starting_dhcp", format!("starting DHCP for {name}"));
+        if let Err(e) = super::dhcp::ensure(rt, name).await {
+            op.warn(e);
+        }
     }
     Ok(())
 }

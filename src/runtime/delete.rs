@@ -92,6 +92,10 @@ pub(super) async fn remove_runtime(
     for w in super::dedicated::release(rt, name, owned.container.as_ref()).await {
         op.warn(w);
     }
+    // Its DHCP leases are released while its vNICs are still there.
+    for w in super::dhcp::stop(rt, name).await {
+        op.warn(w);
+    }
     // The MACVLAN networks it is on, to check afterwards whether anyone else still uses them.
     let mut macvlans: BTreeSet<String> = BTreeSet::new();
     if let Some(c) = &owned.container {

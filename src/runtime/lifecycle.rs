@@ -92,6 +92,12 @@ async fn apply(rt: &Runtimes, name: &str, power: Power) -> Result<Vec<String>, E
         // The stop goes ahead: a physical port comes back by itself.
         op.warn(e);
     }
+    if power != Power::Start {
+        // Released while the vNIC is still there; a restart leases again once it runs.
+        for w in super::dhcp::stop(rt, name).await {
+            op.warn(w);
+        }
+    }
     if power == Power::Start {
         // A person decided to try again: a crash loop's count starts over.
         rt.watchdog().reset(name);
@@ -125,8 +131,8 @@ async fn apply(rt: &Runtimes, name: &str, power: Power) -> Result<Vec<String>, E
         if let Err(e) = rt.refresh_registry(name).await {
             op.warn(format!("could not refresh the internal IP: {e}"));
         }
-        if let Err(e) = super::dedicated::ensure_lent(rt, name).await {
-            op.warn(e);
+        for w in super::host_side::after_start(rt, name).await {
+            op.warn(w);
         }
     }
     let warnings = op.warnings();

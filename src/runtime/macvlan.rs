@@ -79,7 +79,7 @@ pub async fn ensure(
             config: vec![IpamPool {
                 subnet: Some(subnet.network().to_string()),
                 gateway: gateway.map(|g| g.to_string()),
-                ip_range: None,
+                ip_range: placeholder_range(subnet).map(|r| r.to_string()),
             }],
             ..Default::default()
         }),
@@ -132,6 +132,25 @@ pub async fn ensure(
         }
         Err(e) => Err(Error::docker(format!("creating MACVLAN network {name}"))(e)),
     }
+}
+
+/// The addresses the engine may pick itself on a MACVLAN network (its `IPRange`): the top /27 of
+/// the subnet (a quarter of a /25–/28; none for smaller ones). Static vNICs ask for their address
+/// anywhere in the subnet; what the engine picks is only a `dhcp` vNIC's placeholder until netmon
+/// leases the real address and removes it. Confined to the top of the subnet, away from where
+/// routers and DHCP servers usually hand out addresses (the low and middle ranges), because the
+/// engine cannot know the LAN's pool (a `null` IPAM driver is refused for MACVLAN on 20.10).
+pub fn placeholder_range(subnet: Ipv4Net) -> Option<Ipv4Net> {
+    let prefix = match subnet.prefix() {
+        0..=24 => 27,
+        p @ 25..=28 => p + 2,
+        _ => return None,
+    };
+    let size = 1u64 << (32 - u32::from(prefix));
+    let top = u64::from(u32::from(subnet.network().addr()))
+        + (1u64 << (32 - u32::from(subnet.prefix())));
+    let start = u32::try_from(top - size).ok()?;
+    Ipv4Net::new(Ipv4Addr::from(start), prefix)
 }
 
 /// Whether an existing `<runtime>_internal` network may be used for the runtime: the rule of
@@ -454,5 +473,17 @@ mod tests {
             "veth1",
             s
         ));
+    }
+
+    #[test]
+    fn the_engine_picks_placeholders_only_at_the_top_of_the_subnet() {
+        let range = |s: &str| placeholder_range(s.parse().unwrap()).map(|r| r.to_string());
+        assert_eq!(range("192.168.1.0/24").as_deref(), Some("192.168.1.224/27"));
+        assert_eq!(range("10.0.0.0/8").as_deref(), Some("10.255.255.224/27"));
+        assert_eq!(range("172.16.4.0/22").as_deref(), Some("172.16.7.224/27"));
+        assert_eq!(range("192.168.1.128/25").as_deref(), Some("192.168.1.224/27"));
+        assert_eq!(range("192.168.1.0/28").as_deref(), Some("192.168.1.12/30"));
+        assert_eq!(range("192.168.1.0/29"), None);
+        assert_eq!(range("0.0.0.0/0").as_deref(), Some("255.255.255.224/27"));
     }
 }

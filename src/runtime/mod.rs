@@ -55,6 +55,8 @@ internal!(body, consumption, macvlan, naming, net, ops, rehome, vnic);
 mod create;
 mod dedicated;
 mod delete;
+mod dhcp;
+mod host_side;
 mod lifecycle;
 mod rebuild;
 mod reconcile;
@@ -222,6 +224,8 @@ struct Inner {
     /// The runtimes by state at the usage sampler's last tick; `None` when the engine could not
     /// say.
     census: Mutex<Option<Census>>,
+    /// Failed DHCP starts waiting for their retry.
+    dhcp_retries: dhcp::Retries,
 }
 
 impl std::fmt::Debug for Runtimes {
@@ -278,6 +282,7 @@ impl Runtimes {
                 refused_ulimits: Mutex::new(Vec::new()),
                 watchdog: watchdog::Watchdog::default(),
                 census: Mutex::new(None),
+                dhcp_retries: dhcp::Retries::default(),
             }),
         }
     }
@@ -526,6 +531,12 @@ impl Runtimes {
         let rt = self.clone();
         self.spawn(watchdog::run(rt));
         self.spawn(dedicated::follow_netmon(self.clone()));
+        self.spawn(dhcp::follow_netmon(self.clone()));
+    }
+
+    /// The pending retries of failed DHCP starts.
+    pub(crate) fn dhcp_retries(&self) -> &dhcp::Retries {
+        &self.inner.dhcp_retries
     }
 
     /// Connects the agent's own container to `<name>_internal` (nothing to do on the host). An

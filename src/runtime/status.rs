@@ -50,7 +50,11 @@ async fn device_status(rt: &Runtimes, device_id: &str) -> Result<Map<String, Val
     // Standing warnings read from the container and the state files, so they survive agent
     // restarts; then the last operation's.
     let vnics = rt.state().vnics_of(device_id).await;
+    show_leases(&mut body, vnics.as_deref().unwrap_or_default());
     let mut warnings = standing_warnings(&c, vnics.as_deref());
+    if c.state.running {
+        warnings.extend(lease_warnings(vnics.as_deref().unwrap_or_default()));
+    }
     warnings.extend(proxy_arp_warnings(vnics));
     if let Some(r) = record {
         for w in &r.warnings {
@@ -64,6 +68,56 @@ async fn device_status(rt: &Runtimes, device_id: &str) -> Result<Map<String, Val
         body.insert("warnings".into(), json!(warnings));
     }
     Ok(body)
+}
+
+/// The leases of `dhcp` vNICs in place of the engine's placeholder addresses (upstream-head
+/// §9.3): a network's `ip_address` and `gateway` are its vNIC's `dhcp_ip` and first
+/// `dhcp_gateway` when it has a lease.
+fn show_leases(body: &mut Map<String, Value>, vnics: &[Value]) {
+    let Some(Value::Object(networks)) = body.get_mut("networks") else {
+        return;
+    };
+    for (network, shown) in networks.iter_mut() {
+        let Some(lease) = vnics.iter().filter_map(Value::as_object).find(|o| {
+            o.get("dhcp_ip")
+                .is_some_and(|ip| ip.as_str().is_some_and(|s| !s.is_empty()))
+                && super::dhcp::serves(o, network)
+        }) else {
+            continue;
+        };
+        let Some(shown) = shown.as_object_mut() else {
+            continue;
+        };
+        shown.insert("ip_address".into(), lease["dhcp_ip"].clone());
+        if let Some(gw) = lease
+            .get("dhcp_gateway")
+            .and_then(Value::as_str)
+            .and_then(|g| g.split_whitespace().next())
+        {
+            shown.insert("gateway".into(), json!(gw));
+        }
+    }
+}
+
+/// A `dhcp` vNIC of a running runtime without a lease yet: the address shown is the engine's
+/// placeholder, which netmon removes once the lease arrives.
+fn lease_warnings(vnics: &[Value]) -> Vec<String> {
+    super::dhcp::dhcp_vnics(vnics)
+        .into_iter()
+        .filter(|v| {
+            vnics[v.index]
+                .get("dhcp_ip")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty)
+        })
+        .map(|v| {
+            format!(
+                "vnic_configs[{}] ({}): no DHCP lease yet (the address shown is the engine's \
+                 placeholder)",
+                v.index, v.name
+            )
+        })
+        .collect()
 }
 
 /// What the runtime runs without although it was asked for: the real-time ulimits (an engine that

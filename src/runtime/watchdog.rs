@@ -256,7 +256,7 @@ async fn listen(rt: &Runtimes) {
 }
 
 /// A runtime started (the engine's restart policy, an operator, or the agent): its dedicated NIC,
-/// if it has one, goes in again. An operation of the agent on it does that itself.
+/// if it has one, goes in again, and its DHCP clients start again ([`super::host_side`]). An operation of the agent on it does that itself.
 fn on_start(rt: &Runtimes, name: &str) {
     if rt.ops().running(name).is_some() {
         return;
@@ -264,8 +264,8 @@ fn on_start(rt: &Runtimes, name: &str) {
     let rt2 = rt.clone();
     let name = name.to_owned();
     rt.spawn(async move {
-        if let Err(e) = super::dedicated::ensure_lent(&rt2, &name).await {
-            warn!(runtime = %name, "{e}");
+        for w in super::host_side::after_start(&rt2, &name).await {
+            warn!(runtime = %name, "{w}");
         }
     });
 }
@@ -401,8 +401,8 @@ pub(super) async fn start_if_down(rt: &Runtimes, name: &str, kind: super::OpKind
             if let Err(e) = rt.refresh_registry(name).await {
                 op.warn(format!("could not refresh the internal IP: {e}"));
             }
-            if let Err(e) = super::dedicated::ensure_lent(rt, name).await {
-                op.warn(e);
+            for w in super::host_side::after_start(rt, name).await {
+                op.warn(w);
             }
             op.succeed(format!(
                 "{name} was down without a request and was started again"

@@ -97,6 +97,8 @@ pub struct Status {
     pub interface: String,
     pub last_ip: Option<String>,
     pub state: &'static str,
+    /// The last `dhcp_update` sent for the lease held now, to announce it again on request.
+    pub last_update: Option<DhcpUpdate>,
 }
 
 /// How the client thread is told to end.
@@ -507,7 +509,7 @@ impl Runner {
                 file.router,
                 lease.lease_time
             );
-            let _ = self.updates.send(DhcpUpdate {
+            let update = DhcpUpdate {
                 container_name: self.spec.container_name.clone(),
                 vnic_name: self.spec.vnic_name.clone(),
                 mac_address: Some(self.spec.mac_text()),
@@ -519,7 +521,9 @@ impl Runner {
                 lease_time: file.lease.clone(),
                 timestamp: file.timestamp.clone(),
                 proxy_arp_config: None,
-            });
+            };
+            lock(&self.status).last_update = Some(update.clone());
+            let _ = self.updates.send(update);
             self.reported = Some(lease.clone());
         } else {
             tracing::debug!(key, "DHCP lease {} renewed", lease.ip);
@@ -534,7 +538,10 @@ impl Runner {
         }
         self.unapply();
         self.reported = None;
-        lock(&self.status).last_ip = None;
+        let mut status = lock(&self.status);
+        status.last_ip = None;
+        status.last_update = None;
+        drop(status);
         let _ = lease_file::remove(&self.lease_path);
     }
 

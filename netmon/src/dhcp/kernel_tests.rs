@@ -264,6 +264,8 @@ async fn dora_against_dnsmasq_applies_the_reserved_lease_and_stop_releases_it() 
         c.start("plc-01", "eth0", MAC, lab.container.id()).await,
         Ok("DHCP client already running".to_owned())
     );
+    // ... which announces the lease again, for an agent that missed it while it was down.
+    assert_eq!(next_update(&mut rx, Duration::from_secs(1)).await, update);
 
     // Stop: RELEASE reaches the server, the address and route leave the interface, the lease
     // file is deleted.

@@ -78,6 +78,11 @@ impl DhcpClients {
         let key = format!("{container_name}:{vnic_name}");
         if let Some(existing) = self.clients.get(&key) {
             if existing.is_running() && existing.spec.pid == container_pid {
+                // Announced again: the agent asking (its resync after a restart) may have missed
+                // it while it was down (the original announced only changes, Defect N11).
+                if let Some(update) = existing.status().last_update {
+                    let _ = self.updates.send(update);
+                }
                 return Ok("DHCP client already running".into());
             }
             if let Some(old) = self.clients.remove(&key) {

@@ -332,6 +332,10 @@ async fn execute(
         persist(rt, &name, &interface, subnet, gateway, new_static).await;
         match (connect, &network) {
             (Some(_), Some(net)) => {
+                // A new endpoint is a new link in the runtime: its DHCP client starts again.
+                if let Err(e) = crate::runtime::dhcp::ensure(rt, &name).await {
+                    op.warn(e);
+                }
                 report.rehomed.push((name.clone(), net.clone(), ip));
                 let addr = ip.map_or("an address from Docker".to_string(), |i| i.to_string());
                 op.succeed(format!(
