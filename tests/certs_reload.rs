@@ -154,7 +154,9 @@ async fn a_swapped_certificate_is_used_on_the_next_connect_and_a_bad_one_is_refu
         &pki,
         "cloud-test-agent-renewed",
         now() - DAY,
-        now() + 20 * DAY,
+        // An hour short of 20 days: "19 days" whether the agent reads it in the same second or
+        // later (a whole 20 days read within the second it was issued said "20 days").
+        now() + 20 * DAY - 3600,
     );
     put(mtls.path(), "client.key", &renewed_key);
     put(mtls.path(), "client.crt", &renewed);
@@ -164,7 +166,7 @@ async fn a_swapped_certificate_is_used_on_the_next_connect_and_a_bad_one_is_refu
         "cloud-test-agent-renewed"
     );
     agent.expect_log("verified and reloaded", CONNECT_WAIT);
-    // 20 days left: warned in the log and reported as expiring.
+    // 19 days left: warned in the log and reported as expiring.
     agent.expect_log("the client certificate expires in 19 days", CONNECT_WAIT);
     let status = orchestrator_status(&cloud, "cloud-test-agent-renewed").await;
     assert_eq!(status["certificate"]["state"], "expiring", "{status}");
