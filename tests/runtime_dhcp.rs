@@ -5,8 +5,8 @@
 //!
 //! Shown: the lease (not the engine's placeholder) is on the runtime's link, in the status and
 //! persisted as the original persists it; a restarted server with a moved reservation changes the
-//! lease at renewal and the change reaches the status; a restarted runtime leases again in its new
-//! namespace; after a netmon restart and after an agent restart the agent asks for its clients
+//! lease at renewal and the change reaches the status; a runtime restarted (by the agent, or by
+//! its watchdog after a kill from the host) leases again in its new namespace; after a netmon restart and after an agent restart the agent asks for its clients
 //! again and learns the current lease; a delete releases the lease at the server.
 
 // Tests: a failed expectation is the test's message.
@@ -235,6 +235,20 @@ async fn a_dhcp_vnic_is_leased_by_the_lans_server_kept_current_and_released_on_d
     w.wait_status(&name, |s| {
         shown_ip(s, &net).as_deref() == Some(moved.as_str())
     })
+    .await;
+
+    // Killed from the host: the watchdog starts it again, and with it the DHCP client.
+    let before = pid_of(&name);
+    docker(&["kill", &name]);
+    eventually(
+        SLOW,
+        "the lease in the runtime the watchdog started",
+        || {
+            let pid = pid_of(&name);
+            (pid != 0 && pid != before && addresses_in(&name, &mac) == [format!("{moved}/24")])
+                .then_some(())
+        },
+    )
     .await;
 
     // netmon restarts (its clients end, keeping their leases): the agent asks for them again on
