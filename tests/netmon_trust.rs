@@ -27,6 +27,7 @@ use orchestrator_agent::netevents::{
     InterfaceCache, TrustedPeers, spawn_listener, spawn_listener_trusting,
 };
 use support::{Netmon, Proc, eventually, netmon, poll};
+use test_support::SharedExe;
 
 const NOBODY: u32 = 65534;
 
@@ -73,12 +74,14 @@ fn logs() -> Captured {
     .clone()
 }
 
-/// `autonomy-netmon` serving `socket` as uid/gid [`NOBODY`]; killed on drop.
-async fn netmon_as_nobody(socket: &Path) -> Proc {
+/// `autonomy-netmon` serving `socket` as uid/gid [`NOBODY`] (from a copy nobody may run); killed
+/// on drop, then the copy removed.
+async fn netmon_as_nobody(socket: &Path) -> (Proc, SharedExe) {
     let bin = tokio::task::spawn_blocking(netmon::binary)
         .await
         .expect("the netmon build does not panic");
-    let mut cmd = Command::new(bin);
+    let exe = SharedExe::new(bin);
+    let mut cmd = Command::new(&exe.path);
     cmd.arg("--socket")
         .arg(socket)
         .args(["--debounce", "200ms", "--log-level", "info"])
@@ -92,7 +95,7 @@ async fn netmon_as_nobody(socket: &Path) -> Proc {
         socket.display(),
         proc.out.text()
     );
-    proc
+    (proc, exe)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -578,7 +578,9 @@ fn helper_client_prints_the_first_line_it_reads() {
 /// Runs [`helper_client_prints_the_first_line_it_reads`] as uid/gid [`NOBODY`] against `socket`.
 fn client_as_nobody(socket: &Path) -> String {
     use std::os::unix::process::CommandExt;
-    let out = Command::new(std::env::current_exe().expect("test binary"))
+    // A copy: the build tree may be one nobody cannot enter.
+    let exe = test_support::SharedExe::new(&std::env::current_exe().expect("test binary"));
+    let out = Command::new(&exe.path)
         .args([
             "--exact",
             "helper_client_prints_the_first_line_it_reads",

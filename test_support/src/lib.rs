@@ -19,7 +19,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub use netns::Netns;
-pub use process::{Lines, Proc, run, run_try};
+pub use process::{Lines, Proc, SharedExe, run, run_try};
 pub use wait::{eventually, poll};
 
 /// A short name unique to this process and call: `<prefix><pid mod 10^5>x<n>` (short enough for

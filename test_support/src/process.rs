@@ -165,3 +165,34 @@ impl Drop for Proc {
         self.kill();
     }
 }
+
+/// A copy of an executable that any uid may run, for tests that run a program as another user:
+/// the original may sit under a directory only its owner can enter (a clone in a `mktemp -d`
+/// directory is 0700). The copy is in a fresh 0755 directory under the temp dir, removed on drop.
+#[derive(Debug)]
+pub struct SharedExe {
+    dir: std::path::PathBuf,
+    /// The copy.
+    pub path: std::path::PathBuf,
+}
+
+impl SharedExe {
+    pub fn new(original: &std::path::Path) -> Self {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(crate::unique("orch-shared-exe-"));
+        std::fs::create_dir(&dir)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod dir");
+        let path = dir.join(original.file_name().expect("a file name"));
+        std::fs::copy(original, &path)
+            .unwrap_or_else(|e| panic!("cannot copy {}: {e}", original.display()));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod exe");
+        SharedExe { dir, path }
+    }
+}
+
+impl Drop for SharedExe {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
