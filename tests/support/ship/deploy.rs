@@ -13,7 +13,9 @@ use devcloud::pki::{self, PkiOptions, PkiPaths};
 use devcloud::{DevCloud, ServerConfig};
 
 use super::provisioning::Provisioning;
-use crate::support::{IMAGE, InstanceCleanup, docker, docker_try, inspect, require_engine, unique};
+use crate::support::{
+    IMAGE, InstanceCleanup, docker, docker_try, inspect, require_engine, run, unique,
+};
 
 /// Repositories of the images `scripts/build-images.sh` builds from `dist/` for the tests:
 /// loopback-registry names, so the installer's pull fails at once and it uses the local copy.
@@ -70,13 +72,36 @@ pub fn base_images() -> &'static (String, String) {
 
 /// The default bridge's gateway: the host address a container on that bridge reaches.
 pub fn bridge_gateway() -> String {
-    docker(&[
+    let configured = docker(&[
         "network",
         "inspect",
         "bridge",
         "--format",
         "{{(index .IPAM.Config 0).Gateway}}",
-    ])
+    ]);
+    let configured = configured.trim();
+    if configured.parse::<std::net::Ipv4Addr>().is_ok() {
+        return configured.to_owned();
+    }
+    // An engine that found its bridge already addressed at start (a restarted dockerd) may leave
+    // the gateway out of the IPAM config (seen on a fresh machine): the bridge's own address is it.
+    let bridge = docker(&[
+        "network",
+        "inspect",
+        "bridge",
+        "--format",
+        "{{index .Options \"com.docker.network.bridge.name\"}}",
+    ]);
+    let bridge = match bridge.trim() {
+        "" | "<no value>" => "docker0",
+        b => b,
+    };
+    let out = run("ip", &["-j", "-4", "addr", "show", "dev", bridge]);
+    let links: serde_json::Value = serde_json::from_str(&out).expect("ip -j");
+    links[0]["addr_info"][0]["local"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no gateway in the bridge network's config ({configured:?}) and no address on {bridge}: {out}"))
+        .to_owned()
 }
 
 /// The cloud side: a dev PKI, devcloud listening on the bridge gateway (so the agent's container
