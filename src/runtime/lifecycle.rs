@@ -128,6 +128,10 @@ async fn apply(rt: &Runtimes, name: &str, power: Power) -> Result<Vec<String>, E
         if let Err(e) = super::dedicated::ensure_lent(rt, name).await {
             op.warn(e);
         }
+        super::macfix::ensure(rt, name)
+            .await
+            .into_iter()
+            .for_each(|w| op.warn(w));
     }
     let warnings = op.warnings();
     op.succeed(format!("{name}: {} done", power.verb()));

@@ -56,6 +56,7 @@ mod create;
 mod dedicated;
 mod delete;
 mod lifecycle;
+mod macfix;
 mod rebuild;
 mod reconcile;
 mod selfdestruct;
@@ -222,6 +223,8 @@ struct Inner {
     /// The runtimes by state at the usage sampler's last tick; `None` when the engine could not
     /// say.
     census: Mutex<Option<Census>>,
+    /// The vNIC MACs netmon set because the engine could not (`macfix`).
+    fixed_macs: macfix::Fixed,
 }
 
 impl std::fmt::Debug for Runtimes {
@@ -278,6 +281,7 @@ impl Runtimes {
                 refused_ulimits: Mutex::new(Vec::new()),
                 watchdog: watchdog::Watchdog::default(),
                 census: Mutex::new(None),
+                fixed_macs: macfix::Fixed::default(),
             }),
         }
     }
@@ -290,6 +294,11 @@ impl Runtimes {
 
     pub(crate) fn set_census(&self, census: Option<Census>) {
         *self.inner.census.lock().unwrap_or_else(|p| p.into_inner()) = census;
+    }
+
+    /// The vNIC MACs netmon set in the runtimes' current runs.
+    pub(crate) fn fixed_macs(&self) -> &macfix::Fixed {
+        &self.inner.fixed_macs
     }
 
     /// The lifecycle watchdog's records.
@@ -526,6 +535,7 @@ impl Runtimes {
         let rt = self.clone();
         self.spawn(watchdog::run(rt));
         self.spawn(dedicated::follow_netmon(self.clone()));
+        self.spawn(macfix::follow_netmon(self.clone()));
     }
 
     /// Connects the agent's own container to `<name>_internal` (nothing to do on the host). An

@@ -256,7 +256,7 @@ async fn listen(rt: &Runtimes) {
 }
 
 /// A runtime started (the engine's restart policy, an operator, or the agent): its dedicated NIC,
-/// if it has one, goes in again. An operation of the agent on it does that itself.
+/// if it has one, goes in again, and its vNICs get their persisted MACs again. An operation of the agent on it does that itself.
 fn on_start(rt: &Runtimes, name: &str) {
     if rt.ops().running(name).is_some() {
         return;
@@ -267,6 +267,10 @@ fn on_start(rt: &Runtimes, name: &str) {
         if let Err(e) = super::dedicated::ensure_lent(&rt2, &name).await {
             warn!(runtime = %name, "{e}");
         }
+        super::macfix::ensure(&rt2, &name)
+            .await
+            .into_iter()
+            .for_each(|w| warn!(runtime = %name, "{w}"));
     });
 }
 
@@ -404,6 +408,10 @@ pub(super) async fn start_if_down(rt: &Runtimes, name: &str, kind: super::OpKind
             if let Err(e) = super::dedicated::ensure_lent(rt, name).await {
                 op.warn(e);
             }
+            super::macfix::ensure(rt, name)
+                .await
+                .into_iter()
+                .for_each(|w| op.warn(w));
             op.succeed(format!(
                 "{name} was down without a request and was started again"
             ));
