@@ -1,6 +1,6 @@
-//! Link writes for dedicated NICs: look a link up by name, set it up or down, move it into
-//! another network namespace (`IFLA_NET_NS_FD`), and run such requests from inside another
-//! namespace ([`in_netns`]). Blocking calls on a plain netlink socket: callers run them off the
+//! Link writes for dedicated NICs and vNICs: look a link up by name, set it up or down, set its
+//! MAC (`IFLA_ADDRESS`), move it into another network namespace (`IFLA_NET_NS_FD`), and run such
+//! requests from inside another namespace ([`in_netns`]). Blocking calls on a plain netlink socket: callers run them off the
 //! async runtime (a dedicated thread). Knows nothing of containers or of who asked.
 
 use std::fs::File;
@@ -64,6 +64,17 @@ impl LinkOps {
             msg.header.flags = LinkFlags::Up;
         }
         self.request("setlink", RouteNetlinkMessage::SetLink(msg), true)
+            .map(drop)
+    }
+
+    /// Sets the link's hardware address. The kernel checks it (a multicast address is refused with
+    /// `EADDRNOTAVAIL`, one another MACVLAN of the same parent uses with `EADDRINUSE`); MACVLAN
+    /// and veth links take the change while up.
+    pub fn set_address(&mut self, index: u32, mac: [u8; 6]) -> Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        self.request("setlink address", RouteNetlinkMessage::SetLink(msg), true)
             .map(drop)
     }
 

@@ -1,6 +1,6 @@
 //! What each command of the command channel (upstream-head §4.3) does here: answered at once from
-//! the daemon's state, or a dedicated-NIC job the daemon runs on a blocking thread. The one place
-//! that maps commands to work: status answers, dedicated-NIC jobs, DHCP jobs (netmon's DHCP client,
+//! the daemon's state, or a link job (dedicated NICs, a vNIC's MAC) the daemon runs on a blocking
+//! thread. The one place that maps commands to work: status answers, link jobs, DHCP jobs (netmon's DHCP client,
 //! `crate::dhcp`); Wi-Fi and serial devices are answered "not supported". Pure: no I/O.
 
 use netmon_proto::{Command, Response};
@@ -21,7 +21,7 @@ pub struct View {
 pub enum Work {
     /// The answer, known now.
     Answer(Response),
-    /// A dedicated-NIC job (blocking netlink calls, setns).
+    /// A link job in a container's namespace (blocking netlink calls, setns).
     Nic(NicJob),
     /// A job for the DHCP clients' task.
     Dhcp(DhcpJob),
@@ -77,9 +77,24 @@ impl DhcpJob {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NicJob {
-    Move { name: String, pid: u32 },
-    Return { name: String, pid: u32 },
-    Check { name: String, pid: u32 },
+    Move {
+        name: String,
+        pid: u32,
+    },
+    Return {
+        name: String,
+        pid: u32,
+    },
+    Check {
+        name: String,
+        pid: u32,
+    },
+    /// `set_vnic_mac`, its MACs checked.
+    SetMac {
+        pid: u32,
+        current: [u8; 6],
+        wanted: [u8; 6],
+    },
 }
 
 impl NicJob {
@@ -109,7 +124,33 @@ impl NicJob {
             NicJob::Check { name, pid } => {
                 Response::ok().with("present", Value::Bool(nics.in_container(&name, pid)))
             }
+            NicJob::SetMac {
+                pid,
+                current,
+                wanted,
+            } => match nics.set_vnic_mac(pid, current, wanted) {
+                Ok(message) => {
+                    tracing::info!(pid, "{message}");
+                    Response::ok().with("message", Value::String(message))
+                }
+                Err(e) => {
+                    tracing::warn!(pid, "cannot set a vNIC's MAC: {e}");
+                    Response::error(format!("Failed to set vNIC MAC: {e}"))
+                }
+            },
         }
+    }
+}
+
+/// A MAC a link can be given: six hex pairs, not all-zero, not multicast or broadcast (the
+/// kernel would refuse those too, less clearly).
+fn unicast_mac(key: &str, text: &str) -> Result<[u8; 6], String> {
+    match crate::dhcp::parse_mac(text) {
+        Some(mac) if mac != [0; 6] && mac[0] & 1 == 0 => Ok(mac),
+        Some(_) => Err(format!(
+            "Invalid {key}: {text} is not a unicast MAC address"
+        )),
+        None => Err(format!("Invalid {key}: {text}")),
     }
 }
 
@@ -153,6 +194,21 @@ pub fn dispatch(command: Command, view: &View) -> Work {
             name: host_interface,
             pid: container_pid.0,
         }),
+        Command::SetVnicMac {
+            container_pid,
+            current_mac,
+            mac_address,
+        } => match (
+            unicast_mac("current_mac", &current_mac),
+            unicast_mac("mac_address", &mac_address),
+        ) {
+            (Ok(current), Ok(wanted)) => Work::Nic(NicJob::SetMac {
+                pid: container_pid.0,
+                current,
+                wanted,
+            }),
+            (Err(e), _) | (_, Err(e)) => Work::Answer(Response::error(e)),
+        },
         Command::GetNetlinkStatus => Work::Answer(Response::ok().with("status", netlink_status())),
         Command::GetDeviceStatus => Work::Answer(Response::ok().with("status", device_status())),
         Command::GetStatus => Work::Dhcp(DhcpJob::FullStatus(json!({
@@ -264,6 +320,51 @@ mod tests {
             matches!(w, Work::Nic(NicJob::Move { ref name, pid: 42 }) if name == "eth2"),
             "{w:?}"
         );
+    }
+
+    #[test]
+    fn set_vnic_mac_takes_unicast_macs_only() {
+        let request = |current: &str, wanted: &str| {
+            let line = serde_json::json!({"command": "set_vnic_mac", "container_pid": 9,
+                "current_mac": current, "mac_address": wanted});
+            let request = decode_request(line.to_string().as_bytes()).unwrap();
+            dispatch(request.command, &View::default())
+        };
+        let w = request("02:42:0A:00:00:05", "02-00-00-00-00-07");
+        assert!(
+            matches!(
+                w,
+                Work::Nic(NicJob::SetMac {
+                    pid: 9,
+                    current: [2, 0x42, 10, 0, 0, 5],
+                    wanted: [2, 0, 0, 0, 0, 7]
+                })
+            ),
+            "{w:?}"
+        );
+        for (current, wanted, error) in [
+            (
+                "02:42:0a:00:00:05",
+                "01:00:5e:00:00:01",
+                "Invalid mac_address: 01:00:5e:00:00:01 is not a unicast MAC address",
+            ),
+            (
+                "02:42:0a:00:00:05",
+                "ff:ff:ff:ff:ff:ff",
+                "Invalid mac_address: ff:ff:ff:ff:ff:ff is not a unicast MAC address",
+            ),
+            (
+                "00:00:00:00:00:00",
+                "02:00:00:00:00:07",
+                "Invalid current_mac: 00:00:00:00:00:00 is not a unicast MAC address",
+            ),
+            ("nope", "02:00:00:00:00:07", "Invalid current_mac: nope"),
+        ] {
+            match request(current, wanted) {
+                Work::Answer(r) => assert_eq!(r.error.as_deref(), Some(error)),
+                other => panic!("{current} {wanted}: {other:?}"),
+            }
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Dedicated NICs (upstream-head §6): moving a host link into a container's network namespace
 //! by the container's PID, checking it is there, giving it back, and giving back every link
-//! still lent out when netmon stops. Blocking netlink calls (`netlink::LinkOps`): the daemon
+//! still lent out when netmon stops. Also a runtime's MACVLAN vNIC's MAC (`set_vnic_mac`, ours),
+//! which the engine cannot always set. Blocking netlink calls (`netlink::LinkOps`): the daemon
 //! runs these on a blocking thread, one at a time. Knows nothing of the socket or of Docker.
 //!
 //! The link keeps its name; the original's steps, over netlink instead of `ip`/`nsenter`:
@@ -14,7 +15,7 @@ use std::fs::File;
 use std::os::unix::fs::MetadataExt;
 use std::path::PathBuf;
 
-use netlink::{LinkOps, in_netns};
+use netlink::{ConfigSocket, LinkOps, in_netns};
 
 /// netmon's own network namespace and the links it lent out (name → container PID), so they can
 /// be returned at shutdown.
@@ -96,6 +97,52 @@ impl Nics {
         Ok(())
     }
 
+    /// Gives the MACVLAN link with MAC `current` in the namespace of `pid` the MAC `wanted`, live
+    /// (the kernel takes it on a MACVLAN that is up). A link that already has `wanted` is
+    /// success. Only MACVLAN links are touched: the runtime's other links (its internal bridge's
+    /// veth, a dedicated NIC) are not the agent's to re-address, and netmon's own namespace is
+    /// refused. `Ok` says what was done; the error is the text after `Failed to set vNIC MAC: `.
+    pub fn set_vnic_mac(
+        &self,
+        pid: u32,
+        current: [u8; 6],
+        wanted: [u8; 6],
+    ) -> Result<String, String> {
+        let ns = self.container_ns(pid)?;
+        let outcome = in_netns(&ns, || {
+            let links = ConfigSocket::new()?.links()?;
+            let with = |mac: [u8; 6]| links.iter().find(|l| l.mac.as_deref() == Some(&mac[..]));
+            let Some(link) = with(wanted).or_else(|| with(current)) else {
+                return Ok(MacChange::NoLink);
+            };
+            if link.kind.as_deref() != Some("macvlan") {
+                return Ok(MacChange::NotMacvlan(
+                    link.name.clone(),
+                    link.kind.clone().unwrap_or_else(|| "physical".to_owned()),
+                ));
+            }
+            if link.mac.as_deref() == Some(&wanted[..]) {
+                return Ok(MacChange::Already(link.name.clone()));
+            }
+            LinkOps::new()?.set_address(link.index, wanted)?;
+            Ok(MacChange::Changed(link.name.clone()))
+        })
+        .map_err(|e| e.to_string())?;
+        let (current, wanted) = (mac_text(current), mac_text(wanted));
+        match outcome {
+            MacChange::Changed(name) => {
+                Ok(format!("MAC of {name} changed from {current} to {wanted}"))
+            }
+            MacChange::Already(name) => Ok(format!("{name} already has MAC {wanted}")),
+            MacChange::NoLink => Err(format!(
+                "no interface with MAC {current} or {wanted} in the network namespace of process {pid}"
+            )),
+            MacChange::NotMacvlan(name, kind) => {
+                Err(format!("{name} is a {kind} link, not a MACVLAN vNIC"))
+            }
+        }
+    }
+
     /// Whether link `name` is in the network namespace of `pid` (false when the process is
     /// gone, as the original's `nsenter` failing).
     /// A failure other than "no such process" (missing privileges) is logged: the answer cannot
@@ -137,4 +184,20 @@ impl Nics {
             self.lent.remove(&name);
         }
     }
+}
+
+/// What [`Nics::set_vnic_mac`] found in the container's namespace.
+enum MacChange {
+    Changed(String),
+    Already(String),
+    NoLink,
+    /// The link with the MAC, and its kind.
+    NotMacvlan(String, String),
+}
+
+fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -933,3 +933,106 @@ fn netmon_returns_lent_nics_when_it_stops_and_a_veth_dies_with_its_namespace() {
         "returning a NIC whose container is gone does not fail the stop"
     );
 }
+
+/// `ip <args>` in the sandbox's namespace.
+fn sandbox_ip(sandbox: &Sandbox, args: &[&str]) -> String {
+    let pid = sandbox.pid().to_string();
+    let mut cmd = vec!["-t", pid.as_str(), "-n", "ip"];
+    cmd.extend_from_slice(args);
+    test_support::run("nsenter", &cmd)
+}
+
+fn sandbox_mac(sandbox: &Sandbox, dev: &str) -> String {
+    let out = sandbox_ip(sandbox, &["-j", "link", "show", "dev", dev]);
+    let v: Value = serde_json::from_str(&out).expect("ip -j link");
+    v[0]["address"].as_str().expect("address").to_owned()
+}
+
+fn set_mac(pid: u32, current: &str, wanted: &str) -> Value {
+    serde_json::json!({"command": "set_vnic_mac", "container_pid": pid,
+        "current_mac": current, "mac_address": wanted})
+}
+
+#[test]
+fn set_vnic_mac_changes_a_live_macvlan_in_a_process_namespace_and_nothing_else() {
+    let ns = Netns::new("nmm");
+    let daemon = Daemon::start(&ns, &[]);
+    let sandbox = Sandbox::start();
+    let pid = sandbox.pid();
+    // A runtime's namespace as Docker makes it: a MACVLAN vNIC (up) and a veth.
+    sandbox_ip(
+        &sandbox,
+        &["link", "add", "vm0", "type", "veth", "peer", "name", "vm1"],
+    );
+    sandbox_ip(&sandbox, &["link", "set", "vm0", "up"]);
+    sandbox_ip(&sandbox, &["link", "set", "vm1", "up"]);
+    sandbox_ip(
+        &sandbox,
+        &[
+            "link",
+            "add",
+            "link",
+            "vm0",
+            "name",
+            "eth1",
+            "address",
+            "02:42:0a:cb:00:05",
+            "type",
+            "macvlan",
+            "mode",
+            "bridge",
+        ],
+    );
+    sandbox_ip(&sandbox, &["link", "set", "eth1", "up"]);
+    let veth_mac = sandbox_mac(&sandbox, "vm1");
+    let mut client = daemon.connect();
+    client.discovery();
+
+    let r = client.command(set_mac(pid, "02:42:0a:cb:00:05", "02:00:00:00:07:07"));
+    assert_eq!(r["success"], true, "{r}");
+    assert_eq!(
+        r["message"],
+        "MAC of eth1 changed from 02:42:0a:cb:00:05 to 02:00:00:00:07:07"
+    );
+    assert_eq!(sandbox_mac(&sandbox, "eth1"), "02:00:00:00:07:07");
+    assert!(
+        sandbox.links().contains(&("eth1".to_owned(), true)),
+        "still up"
+    );
+
+    // Asked again (a second start hook, a retry): already done.
+    let r = client.command(set_mac(pid, "02:42:0a:cb:00:05", "02:00:00:00:07:07"));
+    assert_eq!(
+        r,
+        serde_json::json!({"success": true, "message": "eth1 already has MAC 02:00:00:00:07:07"})
+    );
+
+    let error = |r: Value| {
+        assert_eq!(r["success"], false, "{r}");
+        r["error"].as_str().expect("error").to_owned()
+    };
+    // Only MACVLAN links are re-addressed.
+    assert_eq!(
+        error(client.command(set_mac(pid, &veth_mac, "02:00:00:00:07:08"))),
+        "Failed to set vNIC MAC: vm1 is a veth link, not a MACVLAN vNIC"
+    );
+    assert_eq!(sandbox_mac(&sandbox, "vm1"), veth_mac);
+    assert_eq!(
+        error(client.command(set_mac(pid, "02:42:0a:cb:00:99", "02:00:00:00:07:08"))),
+        format!(
+            "Failed to set vNIC MAC: no interface with MAC 02:42:0a:cb:00:99 or \
+             02:00:00:00:07:08 in the network namespace of process {pid}"
+        )
+    );
+    assert_eq!(
+        error(client.command(set_mac(pid, "02:00:00:00:07:07", "01:00:5e:00:00:01"))),
+        "Invalid mac_address: 01:00:5e:00:00:01 is not a unicast MAC address"
+    );
+    // Netmon's own namespace (the host's) is never touched.
+    let own = daemon.pid().as_raw() as u32;
+    assert!(
+        error(client.command(set_mac(own, "02:00:00:00:07:07", "02:00:00:00:07:08")))
+            .starts_with("Failed to set vNIC MAC: process ")
+    );
+    assert_eq!(sandbox_mac(&sandbox, "eth1"), "02:00:00:00:07:07");
+}

@@ -109,6 +109,16 @@ pub enum Command {
         host_interface: String,
         container_pid: Pid,
     },
+    /// Ours (the original has no such command; an old netmon answers `Unknown command`): give the
+    /// runtime's MACVLAN link whose MAC is `current_mac` the MAC `mac_address`, in the namespace of
+    /// `container_pid`. Engines before API 1.54 ignore a MAC on network connect, and before 1.44
+    /// honour one on one network only; this keeps a persisted MAC anyway. Already having
+    /// `mac_address` is success.
+    SetVnicMac {
+        container_pid: Pid,
+        current_mac: String,
+        mac_address: String,
+    },
     /// Everything netmon runs, in one status object.
     GetStatus,
     /// The netlink reader's state.
@@ -121,7 +131,7 @@ pub enum Command {
 
 impl Command {
     /// Every command name, as sent in the `command` key.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "start_dhcp",
         "stop_dhcp",
         "request_wifi_dhcp",
@@ -132,6 +142,7 @@ impl Command {
         "move_nic_to_container",
         "return_nic_to_host",
         "check_nic_in_container",
+        "set_vnic_mac",
         "get_status",
         "get_netlink_status",
         "get_device_status",
@@ -384,6 +395,29 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    #[test]
+    fn set_vnic_mac_has_its_fields_and_refuses_a_missing_one() {
+        let r = decode(json!({"command": "set_vnic_mac", "container_pid": "42",
+            "current_mac": "02:42:0a:00:00:05", "mac_address": "02:00:00:00:00:07"}))
+        .unwrap();
+        assert_eq!(
+            r.command,
+            Command::SetVnicMac {
+                container_pid: Pid(42),
+                current_mac: "02:42:0a:00:00:05".into(),
+                mac_address: "02:00:00:00:00:07".into(),
+            }
+        );
+        assert_eq!(
+            request_line(&r),
+            "{\"command\":\"set_vnic_mac\",\"container_pid\":42,\"current_mac\":\"02:42:0a:00:00:05\",\"mac_address\":\"02:00:00:00:00:07\"}\n"
+        );
+        let e = decode(json!({"command": "set_vnic_mac", "container_pid": 42,
+            "current_mac": "02:42:0a:00:00:05"}))
+        .unwrap_err();
+        assert!(e.to_string().contains("missing field `mac_address`"), "{e}");
     }
 
     #[test]

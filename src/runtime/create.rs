@@ -354,6 +354,9 @@ async fn steps(
     let unhonoured: Vec<usize> = plan.unhonoured_macs.iter().map(|a| a.vnic).collect();
     // What is persisted: the vNICs as received plus the MACs given to those without one.
     let mut persisted = spec.raw_vnics.clone();
+    // Requested MACs the engine did not set, by network: netmon sets them once the vNICs are
+    // persisted (below); the warning is given for those it could not.
+    let mut unset_macs: Vec<(String, String)> = Vec::new();
     for a in &attachments {
         let v = &spec.vnics[a.vnic];
         let ep = info.network_settings.networks.get(&a.network);
@@ -392,9 +395,13 @@ async fn steps(
                      engine's {shown}"
                 );
             } else {
-                op.warn(format!(
-                    "vnic_configs[{}] ({}): requested MAC {want} but the engine assigned {shown}{why}",
-                    a.vnic, v.name
+                unset_macs.push((
+                    a.network.clone(),
+                    format!(
+                        "vnic_configs[{}] ({}): requested MAC {want} but the engine assigned \
+                         {shown}{why}",
+                        a.vnic, v.name
+                    ),
                 ));
             }
         }
@@ -424,6 +431,16 @@ async fn steps(
     rt.state().set_stopped(name, false).await?;
     // The commit mark: from here on the runtime is kept whatever happens.
     rt.state().set_vnics(name, persisted).await?;
+    if !unset_macs.is_empty() {
+        let not_set = super::macfix::ensure(rt, name).await;
+        let fixed = rt.fixed_macs().of(name, &info);
+        for (network, warning) in unset_macs {
+            if !fixed.contains_key(&network) {
+                op.warn(warning);
+            }
+        }
+        not_set.into_iter().for_each(|w| op.warn(w));
+    }
     if let Err(e) = rt.state().clear_intent(name, None).await {
         // Committed anyway: the boot reconcile sees the vNIC entry and only clears the intent.
         op.warn(format!("could not clear the create intent: {e}"));

@@ -344,26 +344,14 @@ pub(super) async fn record(rt: &Runtimes, update: &DhcpUpdate) {
     }
 }
 
-/// Every runtime with `dhcp` vNICs whose container runs gets its clients asked for again.
-/// Runtimes an operation works on are left to it (it asks when it started the container).
-async fn resync(rt: &Runtimes) {
-    for name in rt.state().vnics().await.keys() {
-        if rt.ops().running(name).is_some() {
-            continue;
-        }
-        if let Err(e) = ensure(rt, name).await {
-            warn!(runtime = %name, "{e}");
-        }
-    }
-}
-
-/// For the life of the service: records the leases netmon reports, asks for every client again
-/// on each new connection to netmon, and runs the retries.
+/// For the life of the service: records the leases netmon reports, brings the host side of every
+/// runtime back on each new connection to netmon ([`super::host_side::resync`]: MACs, then DHCP
+/// clients), and runs the retries.
 pub(super) async fn follow_netmon(rt: Runtimes) {
     let mut connections = rt.interfaces().subscribe_connections();
     let mut updates = rt.interfaces().subscribe_dhcp();
     if rt.interfaces().is_connected() {
-        resync(&rt).await;
+        super::host_side::resync(&rt).await;
     }
     loop {
         let next = rt.dhcp_retries().next();
@@ -378,7 +366,7 @@ pub(super) async fn follow_netmon(rt: Runtimes) {
                 if changed.is_err() {
                     return;
                 }
-                resync(&rt).await;
+                super::host_side::resync(&rt).await;
             }
             update = updates.recv() => match update {
                 Ok(u) => record(&rt, &u).await,

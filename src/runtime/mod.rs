@@ -58,6 +58,7 @@ mod delete;
 mod dhcp;
 mod host_side;
 mod lifecycle;
+mod macfix;
 mod rebuild;
 mod reconcile;
 mod selfdestruct;
@@ -226,6 +227,8 @@ struct Inner {
     census: Mutex<Option<Census>>,
     /// Failed DHCP starts waiting for their retry.
     dhcp_retries: dhcp::Retries,
+    /// The vNIC MACs netmon set because the engine could not (`macfix`).
+    fixed_macs: macfix::Fixed,
 }
 
 impl std::fmt::Debug for Runtimes {
@@ -283,6 +286,7 @@ impl Runtimes {
                 watchdog: watchdog::Watchdog::default(),
                 census: Mutex::new(None),
                 dhcp_retries: dhcp::Retries::default(),
+                fixed_macs: macfix::Fixed::default(),
             }),
         }
     }
@@ -295,6 +299,11 @@ impl Runtimes {
 
     pub(crate) fn set_census(&self, census: Option<Census>) {
         *self.inner.census.lock().unwrap_or_else(|p| p.into_inner()) = census;
+    }
+
+    /// The vNIC MACs netmon set in the runtimes' current runs.
+    pub(crate) fn fixed_macs(&self) -> &macfix::Fixed {
+        &self.inner.fixed_macs
     }
 
     /// The lifecycle watchdog's records.

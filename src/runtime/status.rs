@@ -3,11 +3,18 @@
 //! bridges hidden), internal IP, uptime, and the last operation (e.g. a re-home or a power action,
 //! running or finished, with its warnings or error). `__orchestrator__` reports the self-destruct
 //! and state-file warnings.
+//!
+//! A network's `mac_address` is the MAC its link has: the engine's, unless netmon set the
+//! persisted one in the container's current run (`macfix`; the engine keeps reporting its own).
+//! Only a set that succeeded counts, so a MAC shown is one the link was given.
+
+use std::collections::BTreeMap;
 
 use docker_api::{ContainerInspect, ContainerStatus};
 use serde_json::{Map, Value, json};
 use time::OffsetDateTime;
 
+use super::net::MacAddr;
 use super::ops::{OpKind, OpRecord, Outcome};
 use super::{Error, Runtimes, internal_ip_of, naming, vnic};
 
@@ -40,7 +47,8 @@ async fn device_status(rt: &Runtimes, device_id: &str) -> Result<Map<String, Val
     let Some(c) = owned.container else {
         return Ok(not_found(device_id, record.as_ref()));
     };
-    let mut body = container_status(device_id, &c);
+    let fixed = rt.fixed_macs().of(device_id, &c);
+    let mut body = container_status(device_id, &c, &fixed);
     // Ours (HEAD reports nothing): the host NIC lent to it (upstream-head §6).
     if let Some(nic) = rt.state().dedicated_nic(device_id).await {
         body.insert("dedicated_interface".into(), json!(nic));
@@ -51,7 +59,7 @@ async fn device_status(rt: &Runtimes, device_id: &str) -> Result<Map<String, Val
     // restarts; then the last operation's.
     let vnics = rt.state().vnics_of(device_id).await;
     show_leases(&mut body, vnics.as_deref().unwrap_or_default());
-    let mut warnings = standing_warnings(&c, vnics.as_deref());
+    let mut warnings = standing_warnings(&c, vnics.as_deref(), &fixed);
     if c.state.running {
         warnings.extend(lease_warnings(vnics.as_deref().unwrap_or_default()));
     }
@@ -121,8 +129,12 @@ fn lease_warnings(vnics: &[Value]) -> Vec<String> {
 }
 
 /// What the runtime runs without although it was asked for: the real-time ulimits (an engine that
-/// refuses them), a persisted MAC the engine did not give the endpoint.
-fn standing_warnings(c: &ContainerInspect, vnics: Option<&[Value]>) -> Vec<String> {
+/// refuses them), a persisted MAC no endpoint has (`fixed`: the MACs netmon set, by network).
+fn standing_warnings(
+    c: &ContainerInspect,
+    vnics: Option<&[Value]>,
+    fixed: &BTreeMap<String, MacAddr>,
+) -> Vec<String> {
     let mut out = Vec::new();
     let missing: Vec<String> = super::body::realtime_ulimits()
         .into_iter()
@@ -139,8 +151,8 @@ fn standing_warnings(c: &ContainerInspect, vnics: Option<&[Value]>) -> Vec<Strin
     let in_use: Vec<String> = c
         .network_settings
         .networks
-        .values()
-        .map(|e| e.mac_address.to_ascii_lowercase())
+        .iter()
+        .map(|(n, e)| link_mac(n, &e.mac_address, fixed))
         .collect();
     for (i, v) in vnics.unwrap_or_default().iter().enumerate() {
         let Some(o) = v.as_object() else { continue };
@@ -267,8 +279,19 @@ fn status_str(s: ContainerStatus) -> &'static str {
     }
 }
 
-/// The upstream success shape from an inspect.
-pub(super) fn container_status(device_id: &str, c: &ContainerInspect) -> Map<String, Value> {
+/// The MAC the link of network `network` has: the one netmon set, else the engine's (lowercase).
+fn link_mac(network: &str, engine: &str, fixed: &BTreeMap<String, MacAddr>) -> String {
+    fixed
+        .get(network)
+        .map_or_else(|| engine.to_ascii_lowercase(), MacAddr::to_string)
+}
+
+/// The upstream success shape from an inspect; `fixed`: the MACs netmon set, by network.
+pub(super) fn container_status(
+    device_id: &str,
+    c: &ContainerInspect,
+    fixed: &BTreeMap<String, MacAddr>,
+) -> Map<String, Value> {
     let mut m = Map::new();
     m.insert("status".into(), json!("success"));
     m.insert("device_id".into(), json!(device_id));
@@ -280,11 +303,14 @@ pub(super) fn container_status(device_id: &str, c: &ContainerInspect) -> Map<Str
             continue;
         }
         let opt = |s: &str| if s.is_empty() { Value::Null } else { json!(s) };
+        let mac = fixed
+            .get(name)
+            .map_or_else(|| ep.mac_address.clone(), MacAddr::to_string);
         networks.insert(
             name.clone(),
             json!({
                 "ip_address": opt(&ep.ip_address),
-                "mac_address": opt(&ep.mac_address),
+                "mac_address": opt(&mac),
                 "gateway": opt(&ep.gateway),
             }),
         );
@@ -402,7 +428,7 @@ mod tests {
             }}
         }))
         .unwrap();
-        let s = container_status("plc", &c);
+        let s = container_status("plc", &c, &BTreeMap::new());
         assert_eq!(s["status"], "success");
         assert_eq!(s["container_status"], "running");
         assert_eq!(s["is_running"], true);
@@ -415,5 +441,43 @@ mod tests {
                    "mac_address": "02:00:00:00:00:05", "gateway": "10.0.0.1"}})
         );
         assert!(s.get("exit_code").is_none());
+    }
+
+    #[test]
+    fn a_mac_netmon_set_is_the_one_reported_and_no_longer_a_warning() {
+        let c: ContainerInspect = serde_json::from_value(json!({
+            "Id": "abc", "Name": "/plc",
+            "State": {"Status": "running", "Running": true},
+            "NetworkSettings": {"Networks": {
+                "macvlan_eth0_10.0.0.0_24": {"IPAddress": "10.0.0.5", "MacAddress": "02:42:0A:00:00:05"}
+            }}
+        }))
+        .unwrap();
+        let vnics =
+            [json!({"name": "eth0", "parent_interface": "eth0", "mac": "02:00:00:00:00:07"})];
+        let macs = |fixed: &BTreeMap<String, MacAddr>| -> Vec<String> {
+            standing_warnings(&c, Some(&vnics), fixed)
+                .into_iter()
+                .filter(|w| w.contains("MAC"))
+                .collect()
+        };
+        assert_eq!(
+            macs(&BTreeMap::new()),
+            [
+                "vnic_configs[0] (eth0): MAC 02:00:00:00:00:07 is not honoured by the engine (the \
+              endpoint has another)"
+            ]
+        );
+        let net = "macvlan_eth0_10.0.0.0_24";
+        assert_eq!(
+            container_status("plc", &c, &BTreeMap::new())["networks"][net]["mac_address"],
+            "02:42:0A:00:00:05"
+        );
+        let fixed = BTreeMap::from([(net.to_owned(), "02:00:00:00:00:07".parse().unwrap())]);
+        assert!(macs(&fixed).is_empty());
+        assert_eq!(
+            container_status("plc", &c, &fixed)["networks"][net]["mac_address"],
+            "02:00:00:00:00:07"
+        );
     }
 }

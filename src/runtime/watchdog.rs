@@ -256,7 +256,8 @@ async fn listen(rt: &Runtimes) {
 }
 
 /// A runtime started (the engine's restart policy, an operator, or the agent): its dedicated NIC,
-/// if it has one, goes in again, and its DHCP clients start again ([`super::host_side`]). An operation of the agent on it does that itself.
+/// if it has one, goes in again, its vNICs get their persisted MACs and its DHCP clients start
+/// again ([`super::host_side`]). An operation of the agent on it does that itself.
 fn on_start(rt: &Runtimes, name: &str) {
     if rt.ops().running(name).is_some() {
         return;

@@ -128,6 +128,23 @@ pub fn endpoints(container: &str) -> BTreeMap<String, (String, String, String)> 
         .collect()
 }
 
+/// The MACs of the links in the running container's network namespace, read from the host
+/// (`nsenter … ip -j link`: what the kernel has, not what the engine reports).
+pub fn link_macs(container: &str) -> Vec<String> {
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", container]);
+    let out = run(
+        "nsenter",
+        &["-t", pid.trim(), "-n", "ip", "-j", "link", "show"],
+    );
+    let links: Value = serde_json::from_str(&out).expect("ip -j link");
+    links
+        .as_array()
+        .expect("links")
+        .iter()
+        .filter_map(|l| l["address"].as_str().map(str::to_owned))
+        .collect()
+}
+
 /// Removes network `name` (best effort), force-disconnecting what is still attached first.
 pub fn remove_network(name: &str) {
     if let Some(ids) = docker_try(&[

@@ -13,7 +13,8 @@ use super::persist::{persist, persist_unchanged};
 use super::plan::{self, ParentState, Plan, RuntimeView};
 use super::views::{is_adoptable, macvlans_on, persisted_views, with_endpoints};
 use crate::runtime::net::{Ipv4Net, MacAddr};
-use crate::runtime::{Error, OpHandle, OpKind, Outcome, Runtimes, macvlan, naming};
+use crate::runtime::vnic::PersistedVnic;
+use crate::runtime::{Error, OpHandle, OpKind, Outcome, Runtimes, macfix, macvlan, naming};
 
 /// End of the status message recorded when a parent goes down.
 const DOWN_SUFFIX: &str = "; nothing changed";
@@ -289,7 +290,7 @@ async fn execute(
             .filter_map(|c| Some((c.clone(), ids.get(&c.runtime)?.clone())))
             .collect();
         let results = bounded(work, |(c, id)| async move {
-            let r = connect(rt.docker(), network, &c, &id).await;
+            let r = connect(rt, network, &c, &id).await;
             (c, r)
         })
         .await;
@@ -396,14 +397,17 @@ async fn go_back(rt: &Runtimes, c: &plan::Connect, ids: &BTreeMap<String, String
 }
 
 /// Connects one runtime; a requested address that the engine refuses (e.g. taken) is retried
-/// with an IPAM-assigned one. Returns the address the endpoint got and what could not be kept
-/// (address, MAC). `id` is the runtime's container id.
+/// with an IPAM-assigned one. A MAC to keep that the engine did not give the endpoint (it ignores
+/// MacAddress on connect before API 1.54) is set by netmon in the running container
+/// ([`macfix::fix`]); a stopped one gets its persisted MACs at its next start. Returns the address
+/// the endpoint got and what could not be kept (address, MAC). `id` is the runtime's container id.
 async fn connect(
-    docker: &docker_api::Docker,
+    rt: &Runtimes,
     network: &str,
     c: &plan::Connect,
     id: &str,
 ) -> Result<(Option<Ipv4Addr>, Vec<String>), docker_api::Error> {
+    let docker = rt.docker();
     let endpoint = |ip: Option<Ipv4Addr>| EndpointConfig {
         ipam_config: ip.map(|ip| EndpointIpamConfig {
             ipv4_address: Some(ip),
@@ -423,10 +427,9 @@ async fn connect(
         }
         Err(e) => return Err(e),
     }
-    let endpoint = docker
-        .inspect_container(id)
-        .await
-        .ok()
+    let inspected = docker.inspect_container(id).await.ok();
+    let endpoint = inspected
+        .as_ref()
         .and_then(|i| i.network_settings.networks.get(network).cloned());
     let ip = endpoint
         .as_ref()
@@ -435,19 +438,39 @@ async fn connect(
     let mut warnings: Vec<String> = warning.into_iter().collect();
     if let Some(wanted) = c.keep_mac {
         let got: Option<MacAddr> = endpoint.as_ref().and_then(|e| e.mac_address.parse().ok());
-        if got != Some(wanted) {
+        let fixed = match inspected.as_ref() {
+            _ if got == Some(wanted) => None,
+            Some(i) if i.state.running => {
+                Some(macfix::fix(rt, &c.runtime, i, network, wanted).await)
+            }
+            // Stopped: a persisted MAC is set by the start hook when it starts.
+            _ if persisted_mac(rt, c).await == Some(wanted) => Some(Ok(false)),
+            _ => None,
+        };
+        if got != Some(wanted) && !matches!(fixed, Some(Ok(_))) {
             let now = got.map_or("another MAC".to_string(), |m| m.to_string());
+            let netmon = match fixed {
+                Some(Err(e)) => format!("; {e}"),
+                _ => String::new(),
+            };
             warnings.push(if c.mac.is_some() {
-                format!("MAC {wanted} was requested but the endpoint has {now}")
+                format!("MAC {wanted} was requested but the endpoint has {now}{netmon}")
             } else {
                 format!(
                     "MAC {wanted} could not be kept: this engine ignores MacAddress on network \
-                     connect (honoured from API 1.54); the endpoint now has {now}"
+                     connect (honoured from API 1.54){netmon}; the endpoint now has {now}"
                 )
             });
         }
     }
     Ok((ip, warnings))
+}
+
+/// The MAC persisted for the vNIC `c` connects.
+async fn persisted_mac(rt: &Runtimes, c: &plan::Connect) -> Option<MacAddr> {
+    let vnics = rt.state().vnics_of(&c.runtime).await?;
+    let vnic = vnics.get(c.vnic_index)?.as_object()?;
+    PersistedVnic::read(c.vnic_index, vnic)?.mac
 }
 
 /// The first host address of `subnet` (none for /31 and /32).
