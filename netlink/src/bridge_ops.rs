@@ -99,7 +99,7 @@ impl ConfigSocket {
     }
 
     /// Adds (or replaces) the main-table route `<destination>/32 dev <index>` (`ip route replace
-    /// <ip>/32 dev <link>`: scope link, protocol boot).
+    /// <ip>/32 dev <link>`: scope link, protocol boot). The link must be up (`ENETDOWN`).
     pub fn replace_host_route(&mut self, destination: Ipv4Addr, index: u32) -> Result<()> {
         let msg = RouteNetlinkMessage::NewRoute(host_route(destination, index));
         self.request(
