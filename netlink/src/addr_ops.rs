@@ -150,7 +150,7 @@ impl ConfigSocket {
 
     /// Sends one request and collects the events of its answer, until `NLMSG_DONE` (dumps) or the
     /// ACK (writes).
-    fn request(
+    pub(crate) fn request(
         &mut self,
         request: &'static str,
         msg: RouteNetlinkMessage,
@@ -231,10 +231,10 @@ fn default_route(index: u32, gateway: Ipv4Addr, metric: u32) -> RouteMessage {
 
 impl Error {
     /// True when a delete found nothing to delete (`EADDRNOTAVAIL` for an address, `ESRCH` for a
-    /// route): the state the caller wanted is already there.
+    /// route, `ENOENT` for a neighbour): the state the caller wanted is already there.
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::Kernel { code, .. }
-            if -*code == libc::EADDRNOTAVAIL || -*code == libc::ESRCH)
+            if -*code == libc::EADDRNOTAVAIL || -*code == libc::ESRCH || -*code == libc::ENOENT)
     }
 }
 

@@ -7,6 +7,7 @@
 //! business (and the wire shape `netmon_proto`'s).
 
 mod addr_ops;
+mod bridge_ops;
 mod error;
 mod link_ops;
 mod parse;

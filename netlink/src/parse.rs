@@ -136,10 +136,12 @@ pub fn link_of(m: LinkMessage) -> Link {
         flags: m.header.flags.bits(),
         mac: None,
         kind: None,
+        alias: None,
     };
     for attr in m.attributes {
         match attr {
             LinkAttribute::IfName(n) => link.name = n,
+            LinkAttribute::IfAlias(a) => link.alias = Some(a),
             LinkAttribute::OperState(s) => link.oper_state = oper_state_of(s),
             LinkAttribute::Address(a) => link.mac = Some(a),
             LinkAttribute::LinkInfo(infos) => {

@@ -63,6 +63,8 @@ pub struct Link {
     pub mac: Option<Vec<u8>>,
     /// `IFLA_INFO_KIND` (`veth`, `bridge`, ...) when the kernel says it; physical ports have none.
     pub kind: Option<String>,
+    /// `IFLA_IFALIAS` (`ip link set ... alias`), when set.
+    pub alias: Option<String>,
 }
 
 impl Link {

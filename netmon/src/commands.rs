@@ -1,7 +1,8 @@
 //! What each command of the command channel (upstream-head §4.3) does here: answered at once from
 //! the daemon's state, or a link job (dedicated NICs, a vNIC's MAC) the daemon runs on a blocking
-//! thread. The one place that maps commands to work: status answers, link jobs, DHCP jobs (netmon's DHCP client,
-//! `crate::dhcp`); Wi-Fi and serial devices are answered "not supported". Pure: no I/O.
+//! thread. The one place that maps commands to work: status answers, link jobs, DHCP jobs (netmon's
+//! DHCP client, `crate::dhcp`), proxy-ARP bridge jobs (`crate::proxy_arp`); Wi-Fi DHCP and serial
+//! devices are answered "not supported". Pure: no I/O.
 
 use netmon_proto::{Command, Response};
 use serde_json::{Value, json};
@@ -25,6 +26,8 @@ pub enum Work {
     Nic(NicJob),
     /// A job for the DHCP clients' task.
     Dhcp(DhcpJob),
+    /// A proxy-ARP bridge job for Wi-Fi vNICs (blocking netlink calls, setns).
+    ProxyArp(crate::proxy_arp::Job),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,15 +243,12 @@ pub fn dispatch(command: Command, view: &View) -> Work {
             vnic_name,
         }),
         Command::GetDhcpStatus => Work::Dhcp(DhcpJob::Status),
-        // Wi-Fi (upstream-head §5.4) is not in this netmon.
+        // Wi-Fi DHCP (upstream-head §5.3) is not in this netmon.
         Command::RequestWifiDhcp { .. } => Work::Answer(not_supported("request_wifi_dhcp")),
-        Command::SetupProxyArpBridge { .. } => {
-            Work::Answer(not_supported("setup_proxy_arp_bridge"))
-        }
-        Command::CleanupProxyArpBridge { .. } => {
-            Work::Answer(not_supported("cleanup_proxy_arp_bridge"))
-        }
-        Command::CleanupAllProxyArp => Work::Answer(not_supported("cleanup_all_proxy_arp")),
+        // Wi-Fi proxy-ARP bridges (upstream-head §5.4, §5.7): `crate::proxy_arp`.
+        command @ (Command::SetupProxyArpBridge { .. }
+        | Command::CleanupProxyArpBridge { .. }
+        | Command::CleanupAllProxyArp) => Work::ProxyArp(crate::proxy_arp::Job(command)),
     }
 }
 
@@ -270,6 +270,7 @@ mod tests {
             Work::Answer(r) => r,
             Work::Nic(job) => panic!("{line}: a NIC job {job:?}"),
             Work::Dhcp(job) => panic!("{line}: a DHCP job {job:?}"),
+            Work::ProxyArp(job) => panic!("{line}: a proxy-ARP job {job:?}"),
         }
     }
 
@@ -371,7 +372,6 @@ mod tests {
     fn wifi_and_serial_are_refused_by_name_never_silently() {
         for line in [
             r#"{"command":"request_wifi_dhcp","container_name":"c","vnic_name":"v","parent_interface":"wlan0","container_pid":1,"client_id":"x"}"#,
-            r#"{"command":"cleanup_all_proxy_arp"}"#,
             r#"{"command":"discover_devices"}"#,
         ] {
             let r = answer(line);

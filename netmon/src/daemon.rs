@@ -1,9 +1,9 @@
 //! The event loop: netlink events mark interfaces dirty, the debouncer says when to look, a
 //! fresh dump says what to report, and the server fans the lines out. Commands arrive as jobs
 //! from the client tasks: status ones are answered here, dedicated-NIC ones run on a blocking
-//! thread, one at a time. One task owns all state; nothing runs while nothing changes (no
-//! polling, no timer unless a change is pending). At shutdown, NICs still lent to containers are
-//! returned to the host.
+//! thread, one at a time (proxy-ARP bridge ones likewise). One task owns all state; nothing runs
+//! while nothing changes (no polling, no timer unless a change is pending). At shutdown, NICs
+//! still lent to containers are returned to the host and netmon's proxy-ARP bridges removed.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -21,6 +21,7 @@ use crate::commands::{View, Work, dispatch};
 use crate::debounce::Debouncer;
 use crate::model::Filter;
 use crate::nic::Nics;
+use crate::proxy_arp::Bridges;
 use crate::server::{Clients, Job, Socket, TrustedClients};
 use crate::tracker::Tracker;
 
@@ -59,6 +60,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let nics = Arc::new(Mutex::new(
         Nics::new().context("opening netmon's own network namespace (/proc/self/ns/net)")?,
     ));
+    let bridges = Arc::new(Mutex::new(Bridges::default()));
     // DHCP clients (lease files beside the socket, `dhcp/`, as the original's /var/orchestrator/dhcp);
     // their lease changes go to every client as `dhcp_update` events.
     let lease_dir = cfg
@@ -175,6 +177,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                             let _ = job.reply.send(response);
                         });
                     }
+                    Work::ProxyArp(proxy_job) => {
+                        let bridges = bridges.clone();
+                        running.spawn(async move {
+                            let response = tokio::task::spawn_blocking(move || {
+                                proxy_job.run(&mut bridges.lock().unwrap_or_else(PoisonError::into_inner))
+                            })
+                            .await
+                            .unwrap_or_else(|e| Response::error(format!("netmon failed to run the command: {e}")));
+                            let _ = job.reply.send(response);
+                        });
+                    }
                     Work::Dhcp(dhcp_job) => {
                         let dhcp = dhcp.clone();
                         running.spawn(async move {
@@ -200,6 +213,20 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     });
     if let Err(e) = lent.await {
         tracing::error!("returning dedicated NICs failed: {e}");
+    }
+    // Wi-Fi vNICs' bridges go: netmon leaves nothing of its own on the host (the agent rebuilds
+    // them through the next netmon).
+    let removed = tokio::task::spawn_blocking(move || {
+        bridges
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove_all()
+    });
+    match removed.await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => tracing::info!(bridges = n, "removed the proxy-ARP bridges"),
+        Ok(Err(e)) => tracing::error!("removing the proxy-ARP bridges failed: {e}"),
+        Err(e) => tracing::error!("removing the proxy-ARP bridges failed: {e}"),
     }
     socket.remove().await;
     result

@@ -10,6 +10,7 @@ mod debounce;
 mod dhcp;
 mod model;
 mod nic;
+mod proxy_arp;
 mod server;
 mod tracker;
 

@@ -161,6 +161,7 @@ mod tests {
             flags,
             mac: None,
             kind: None,
+            alias: None,
         }
     }
 

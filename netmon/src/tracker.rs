@@ -157,6 +157,7 @@ mod tests {
                     flags: if up { IFF_UP | IFF_LOWER_UP } else { 0 },
                     mac: None,
                     kind: None,
+                    alias: None,
                 })
                 .collect(),
             addresses: addrs
@@ -354,6 +355,7 @@ mod tests {
             flags: 0,
             mac: None,
             kind: None,
+            alias: None,
         }));
         let now = snap(&[(7, "nm7", true)], &[(7, [10, 202, 7, 1], 24)], &[]);
         let out = t.changes(&now, &[7], "t1");

@@ -1,6 +1,7 @@
 //! The `autonomy-netmon` binary against the real kernel, run inside network namespaces the
-//! tests create (veth pairs only, addresses in 10.202.0.0/16, no traffic leaves them). Its
-//! socket lives in a temp dir; tests talk to it as the agent would.
+//! tests create (veth pairs only, addresses in 10.202.0.0/16 and, for proxy-ARP bridges,
+//! 10.214.1.0/24; no traffic leaves them). Its socket lives in a temp dir; tests talk to it as
+//! the agent would.
 
 // Tests: a failed expectation is the test's message; casts of test data need no checks.
 #![allow(
@@ -1035,4 +1036,125 @@ fn set_vnic_mac_changes_a_live_macvlan_in_a_process_namespace_and_nothing_else()
             .starts_with("Failed to set vNIC MAC: process ")
     );
     assert_eq!(sandbox_mac(&sandbox, "eth1"), "02:00:00:00:07:07");
+}
+
+/// `<ip> <dev>` of every proxy neighbour entry in `ns`.
+fn proxy_entries(ns: &Netns) -> Vec<String> {
+    ns.ip_json(&["-4", "neigh", "show", "proxy"])
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|n| {
+            format!(
+                "{} {}",
+                n["dst"].as_str().unwrap_or("-"),
+                n["dev"].as_str().unwrap_or("-")
+            )
+        })
+        .collect()
+}
+
+fn setup_bridge(container: &str, pid: u32, parent: &str) -> Value {
+    serde_json::json!({"command": "setup_proxy_arp_bridge", "container_name": container,
+        "container_pid": pid, "parent_interface": parent, "ip_address": "10.214.1.50",
+        "gateway": "10.214.1.1", "subnet_mask": "255.255.255.0"})
+}
+
+#[test]
+fn proxy_arp_bridges_are_built_replaced_and_removed_through_the_socket() {
+    let ns = Netns::new("nmw");
+    ns.ip(&[
+        "link", "add", "wl0", "type", "veth", "peer", "name", "wl0lan",
+    ]);
+    ns.ip(&["addr", "add", "10.214.1.2/24", "dev", "wl0"]);
+    ns.ip(&["link", "set", "wl0", "up"]);
+    let mut daemon = Daemon::start(&ns, &[]);
+    let sandbox = Sandbox::start();
+    let pid = sandbox.pid();
+    let mut client = daemon.connect();
+    client.discovery();
+    let own_links = |ns: &Netns| -> Vec<String> {
+        ns_links(ns)
+            .into_iter()
+            .map(|(n, _)| n)
+            .filter(|n| n.starts_with("vpa"))
+            .collect()
+    };
+
+    let built = client.command(setup_bridge("plc-01", pid, "wl0"));
+    assert_eq!(built["success"], true, "{built}");
+    let config = &built["proxy_arp_config"];
+    let veth_host = config["veth_host"].as_str().expect("veth_host").to_owned();
+    assert!(
+        veth_host.starts_with("vpa") && veth_host.len() == 13,
+        "{built}"
+    );
+    assert_eq!(
+        built,
+        serde_json::json!({"success": true, "proxy_arp_config": {"veth_host": veth_host,
+            "veth_container": "eth1", "ip_address": "10.214.1.50", "gateway": "10.214.1.1",
+            "parent_interface": "wl0"}})
+    );
+    assert!(sandbox.links().contains(&("eth1".to_owned(), true)));
+    assert_eq!(own_links(&ns), std::slice::from_ref(&veth_host));
+    assert_eq!(proxy_entries(&ns), ["10.214.1.50 wl0"]);
+    // Asked again: the same bridge, rebuilt, not a second one.
+    assert_eq!(client.command(setup_bridge("plc-01", pid, "wl0")), built);
+    assert_eq!(own_links(&ns), std::slice::from_ref(&veth_host));
+
+    // The original agent names the host end `veth-<8 chars>` whatever netmon built (W3): the
+    // bridge is found from container and address, and the named link is not netmon's to touch.
+    ns.veth("veth-plc-01", "veth-plc-01p");
+    assert_eq!(
+        client.command(serde_json::json!({"command": "cleanup_proxy_arp_bridge",
+            "container_name": "plc-01", "ip_address": "10.214.1.50", "parent_interface": "wl0",
+            "veth_host": "veth-plc-01"})),
+        serde_json::json!({"success": true})
+    );
+    assert!(own_links(&ns).is_empty());
+    assert!(proxy_entries(&ns).is_empty());
+    assert!(!sandbox.links().iter().any(|(n, _)| n == "eth1"));
+    assert!(ns_links(&ns).iter().any(|(n, _)| n == "veth-plc-01"));
+
+    // Refusals in the original's words, or ours where it had none.
+    let mut missing = setup_bridge("plc-01", pid, "wl0");
+    missing["gateway"] = Value::Null;
+    assert_eq!(
+        client.command(missing),
+        serde_json::json!({"success": false, "error": "Missing required parameters for Proxy ARP setup"})
+    );
+    assert_eq!(
+        client.command(setup_bridge("plc-01", pid, "nope0")),
+        serde_json::json!({"success": false,
+            "error": "Proxy ARP bridge setup failed: Device \"nope0\" does not exist."})
+    );
+    assert_eq!(
+        client.command(serde_json::json!({"command": "cleanup_proxy_arp_bridge"})),
+        serde_json::json!({"success": false, "error": "Missing container_name"})
+    );
+    assert!(own_links(&ns).is_empty());
+
+    // cleanup_all counts netmon's bridges only.
+    assert_eq!(
+        client.command(setup_bridge("plc-01", pid, "wl0"))["success"],
+        true
+    );
+    assert_eq!(
+        client.command(serde_json::json!({"command": "cleanup_all_proxy_arp"})),
+        serde_json::json!({"success": true, "veths_removed": 1})
+    );
+    assert!(own_links(&ns).is_empty());
+    assert!(proxy_entries(&ns).is_empty());
+    assert!(ns_links(&ns).iter().any(|(n, _)| n == "veth-plc-01"));
+
+    // netmon leaves none of its bridges behind when it stops.
+    assert_eq!(
+        client.command(setup_bridge("plc-01", pid, "wl0"))["success"],
+        true
+    );
+    drop(client);
+    assert_eq!(daemon.stop(Signal::SIGTERM).code(), Some(0));
+    assert!(own_links(&ns).is_empty());
+    assert!(proxy_entries(&ns).is_empty());
+    assert!(!sandbox.links().iter().any(|(n, _)| n == "eth1"));
 }

@@ -45,6 +45,12 @@ fn default_subnet_mask() -> String {
     "255.255.255.0".to_owned()
 }
 
+/// `null` as absent: the original agent forwards a vNIC's `subnet: null` (upstream-head §5.2,
+/// Defect W4, where the original netmon failed).
+fn subnet_mask_or_default<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_else(default_subnet_mask))
+}
+
 /// The commands netmon takes (upstream-head §4.3), with their fields.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -78,8 +84,11 @@ pub enum Command {
         parent_interface: String,
         ip_address: String,
         gateway: String,
-        /// `255.255.255.0` when absent.
-        #[serde(default = "default_subnet_mask")]
+        /// `255.255.255.0` when absent or `null`.
+        #[serde(
+            default = "default_subnet_mask",
+            deserialize_with = "subnet_mask_or_default"
+        )]
         subnet_mask: String,
     },
     /// Tear down a proxy-ARP bridge; each step runs only when its inputs are given.
@@ -264,7 +273,9 @@ pub fn decode_request(line: &[u8]) -> Result<Request, RequestError> {
         _ => return Err(RequestError::UnknownCommand(None)),
     };
     let id = object.get("id").and_then(Value::as_u64);
-    if let Some(error) = nic_field_error(&name, object) {
+    if let Some(error) =
+        nic_field_error(&name, object).or_else(|| proxy_arp_field_error(&name, object))
+    {
         return Err(RequestError::Field { error, id });
     }
     serde_json::from_value(value).map_err(|e| RequestError::Invalid {
@@ -284,6 +295,42 @@ pub fn valid_interface_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// Python's falsiness, as the original tests its fields: absent, `null`, `""`, `0`, `false`,
+/// `[]`, `{}`.
+fn falsy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => true,
+        Some(Value::String(s)) => s.is_empty(),
+        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
+        Some(Value::Bool(b)) => !b,
+        Some(Value::Array(a)) => a.is_empty(),
+        Some(Value::Object(o)) => o.is_empty(),
+    }
+}
+
+/// The proxy-ARP commands' own checks, in the original's words (upstream-head §4.3).
+fn proxy_arp_field_error(name: &str, object: &Map<String, Value>) -> Option<String> {
+    match name {
+        "setup_proxy_arp_bridge"
+            if [
+                "container_name",
+                "container_pid",
+                "parent_interface",
+                "ip_address",
+                "gateway",
+            ]
+            .iter()
+            .any(|k| falsy(object.get(*k))) =>
+        {
+            Some("Missing required parameters for Proxy ARP setup".to_owned())
+        }
+        "cleanup_proxy_arp_bridge" if falsy(object.get("container_name")) => {
+            Some("Missing container_name".to_owned())
+        }
+        _ => None,
+    }
+}
+
 /// The dedicated-NIC commands' own checks, in the original's order and words (upstream-head
 /// §4.3): "missing" is absent, `null` or falsy (`""`, `0`).
 fn nic_field_error(name: &str, object: &Map<String, Value>) -> Option<String> {
@@ -293,14 +340,6 @@ fn nic_field_error(name: &str, object: &Map<String, Value>) -> Option<String> {
     ) {
         return None;
     }
-    let falsy = |v: Option<&Value>| match v {
-        None | Some(Value::Null) => true,
-        Some(Value::String(s)) => s.is_empty(),
-        Some(Value::Number(n)) => n.as_f64() == Some(0.0),
-        Some(Value::Bool(b)) => !b,
-        Some(Value::Array(a)) => a.is_empty(),
-        Some(Value::Object(o)) => o.is_empty(),
-    };
     match object.get("host_interface") {
         v if falsy(v) => return Some("Missing host_interface".to_owned()),
         Some(Value::String(n)) if !valid_interface_name(n) => {
@@ -384,6 +423,17 @@ mod tests {
         assert!(matches!(
             r.command,
             Command::SetupProxyArpBridge { subnet_mask, .. } if subnet_mask == "255.255.255.0"
+        ));
+        let r = decode(
+            json!({"command": "setup_proxy_arp_bridge", "container_name": "c",
+            "container_pid": "5", "parent_interface": "wlan0", "ip_address": "10.0.0.5",
+            "gateway": "10.0.0.1", "subnet_mask": null}),
+        )
+        .unwrap();
+        assert!(matches!(
+            r.command,
+            Command::SetupProxyArpBridge { subnet_mask, container_pid: Pid(5), .. }
+                if subnet_mask == "255.255.255.0"
         ));
         let r =
             decode(json!({"command": "cleanup_proxy_arp_bridge", "container_name": "c"})).unwrap();
@@ -481,6 +531,39 @@ mod tests {
         for bad in ["", "sixteen-chars-16", "eth 0", "eth0;rm", "ä0", "../x"] {
             assert!(!valid_interface_name(bad), "{bad}");
         }
+        let setup = json!({"command": "setup_proxy_arp_bridge", "container_name": "c",
+            "container_pid": 5, "parent_interface": "wlan0", "ip_address": "10.0.0.5",
+            "gateway": "10.0.0.1"});
+        for key in [
+            "container_name",
+            "container_pid",
+            "parent_interface",
+            "ip_address",
+            "gateway",
+        ] {
+            for absent in [None, Some(Value::Null), Some(json!("")), Some(json!(0))] {
+                let mut v = setup.clone();
+                match absent {
+                    None => drop(v.as_object_mut().unwrap().remove(key)),
+                    Some(a) => v[key] = a,
+                }
+                assert_eq!(
+                    text(decode(v)),
+                    "Missing required parameters for Proxy ARP setup",
+                    "{key}"
+                );
+            }
+        }
+        assert_eq!(
+            text(decode(
+                json!({"command": "cleanup_proxy_arp_bridge", "container_name": ""})
+            )),
+            "Missing container_name"
+        );
+        assert_eq!(
+            text(decode(json!({"command": "cleanup_proxy_arp_bridge"}))),
+            "Missing container_name"
+        );
         let e =
             decode(json!({"command": "move_nic_to_container", "id": 4, "host_interface": "eth1"}))
                 .unwrap_err();
