@@ -14,24 +14,20 @@
 
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
-use test_support::netns::Netns;
+use test_support::{Dnsmasq, Netns, Pool};
 
 /// The pool dnsmasq hands out from (hosts of the parent's /24).
 const POOL: std::ops::RangeInclusive<u8> = 100..=150;
 
-/// dnsmasq in a namespace of its own, on the far end (`<parent>p`) of the parent veth, at
-/// `10.203.<octet>.2`. Field order is drop order: the process, then the namespace.
+/// The LAN: dnsmasq in a namespace of its own, on the far end (`<parent>p`) of the parent veth,
+/// at `10.203.<octet>.2`. Field order is drop order: the server, then the namespace.
 struct Server {
-    proc: Option<Proc>,
-    dir: tempfile::TempDir,
-    ns: Netns,
-    peer: String,
+    dnsmasq: Dnsmasq,
+    _ns: Netns,
     octet: u8,
 }
 
@@ -40,89 +36,39 @@ impl Server {
         let ns = Netns::new("rdh");
         let peer = format!("{}p", parent.name);
         ip(&["link", "set", &peer, "netns", &ns.name]);
-        let me = Server {
-            proc: None,
-            dir: tempfile::tempdir().expect("tempdir"),
-            peer,
-            octet: parent.octet,
-            ns,
+        let addr = |host: u8| format!("10.203.{}.{host}", parent.octet);
+        ns.ip(&["addr", "add", &format!("{}/24", addr(2)), "dev", &peer]);
+        ns.ip(&["link", "set", &peer, "up"]);
+        let pool = Pool {
+            first: addr(*POOL.start()),
+            last: addr(*POOL.end()),
+            router: addr(2),
+            dns: addr(53),
         };
-        me.ns.ip(&[
-            "addr",
-            "add",
-            &format!("{}/24", me.addr(2)),
-            "dev",
-            &me.peer,
-        ]);
-        me.ns.ip(&["link", "set", &me.peer, "up"]);
-        me
+        Server {
+            dnsmasq: Dnsmasq::new(&ns.name, &peer, pool),
+            _ns: ns,
+            octet: parent.octet,
+        }
     }
 
     fn addr(&self, host: u8) -> String {
         format!("10.203.{}.{host}", self.octet)
     }
 
-    fn leases_path(&self) -> PathBuf {
-        self.dir.path().join("dnsmasq.leases")
-    }
-
-    /// (Re)starts dnsmasq, with `mac` reserved at `.<host>` if given; waits until it listens.
+    /// (Re)starts dnsmasq, with `mac` reserved at `.<host>` if given.
     fn start(&mut self, reserved: Option<(&str, u8)>) {
-        self.stop();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.ns.name, "dnsmasq", "--no-daemon"]);
-        cmd.args([
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--user=root",
-            "--bind-interfaces",
-            "--dhcp-authoritative",
-            "--log-dhcp",
-            "--log-facility=-",
-        ]);
-        cmd.arg(format!("--interface={}", self.peer));
-        cmd.arg(format!(
-            "--dhcp-range={},{},255.255.255.0,2m",
-            self.addr(*POOL.start()),
-            self.addr(*POOL.end())
-        ));
-        if let Some((mac, host)) = reserved {
-            cmd.arg(format!("--dhcp-host={mac},{},2m", self.addr(host)));
-        }
-        cmd.arg(format!("--dhcp-option=option:router,{}", self.addr(2)));
-        cmd.arg(format!("--dhcp-option=option:dns-server,{}", self.addr(53)));
-        cmd.args(["--dhcp-option=option:T1,10", "--dhcp-option=option:T2,20"]);
-        cmd.arg(format!("--dhcp-leasefile={}", self.leases_path().display()));
-        cmd.arg(format!(
-            "--pid-file={}",
-            self.dir.path().join("dnsmasq.pid").display()
-        ));
-        let proc = Proc::spawn(cmd);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !proc.out.contains("DHCP, IP range") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "dnsmasq did not start: {}",
-                proc.out.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.proc = Some(proc);
+        let reserved = reserved.map(|(mac, host)| (mac.to_owned(), self.addr(host)));
+        self.dnsmasq
+            .start(reserved.as_ref().map(|(m, a)| (m.as_str(), a.as_str())));
     }
 
-    fn stop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.terminate(Duration::from_secs(5));
-        }
-    }
-
-    /// dnsmasq's lease database (`<expiry> <mac> <ip> <host> <client id>` lines).
     fn leases(&self) -> String {
-        std::fs::read_to_string(self.leases_path()).unwrap_or_default()
+        self.dnsmasq.leases()
     }
 
     fn log(&self) -> String {
-        self.proc.as_ref().map(|p| p.out.text()).unwrap_or_default()
+        self.dnsmasq.log()
     }
 }
 

@@ -10,6 +10,7 @@
 // Test helpers: a failed step panics with its message, which is the test's failure.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dnsmasq;
 pub mod netns;
 pub mod process;
 pub mod wait;
@@ -18,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+pub use dnsmasq::{Dnsmasq, Pool};
 pub use netns::Netns;
 pub use process::{Lines, Proc, SharedExe, run, run_try};
 pub use wait::{eventually, poll};

@@ -16,7 +16,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use netmon_proto::DhcpUpdate;
-use test_support::{Netns, Proc};
+use test_support::dnsmasq::{T1, T2};
+use test_support::{Dnsmasq, Netns, Pool, Proc};
 use tokio::sync::mpsc;
 
 use super::DhcpClients;
@@ -29,20 +30,17 @@ const MOVED: &str = "10.213.0.88";
 const DNS: &str = "10.213.0.53";
 /// A DORA on a loaded 2-core machine takes well under a second; this is the patience.
 const BIND_WAIT: Duration = Duration::from_secs(20);
-/// T1 and T2 dnsmasq sends (seconds).
-const T1: u64 = 10;
-const T2: u64 = 20;
 /// T1 plus margin.
 const RENEW_WAIT: Duration = Duration::from_secs(T1 + 15);
 
 /// The three namespaces, the container's process and dnsmasq. Field order is drop order:
 /// processes first, then namespaces.
 struct Lab {
-    dnsmasq: Option<Proc>,
+    dnsmasq: Dnsmasq,
     container: Proc,
     dir: tempfile::TempDir,
     ctr: Netns,
-    srv: Netns,
+    _srv: Netns,
     _host: Netns,
 }
 
@@ -69,18 +67,24 @@ impl Lab {
         let mut sleep = Command::new("ip");
         sleep.args(["netns", "exec", &ctr.name, "sleep", "600"]);
         let container = Proc::spawn(sleep);
+        let dnsmasq = Dnsmasq::new(
+            &srv.name,
+            "dv0",
+            Pool {
+                first: "10.213.0.100".into(),
+                last: "10.213.0.150".into(),
+                router: SERVER.into(),
+                dns: DNS.into(),
+            },
+        );
         Lab {
-            dnsmasq: None,
+            dnsmasq,
             container,
             dir: tempfile::tempdir().expect("tempdir"),
             ctr,
-            srv,
+            _srv: srv,
             _host: host,
         }
-    }
-
-    fn leases_path(&self) -> PathBuf {
-        self.dir.path().join("dnsmasq.leases")
     }
 
     fn lease_dir(&self) -> PathBuf {
@@ -89,59 +93,20 @@ impl Lab {
 
     /// (Re)starts dnsmasq with `MAC` reserved at `reserved`; waits until it listens.
     fn start_dnsmasq(&mut self, reserved: &str) {
-        self.stop_dnsmasq();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.srv.name, "dnsmasq", "--no-daemon"]);
-        cmd.args([
-            "--conf-file=/dev/null",
-            "--port=0",
-            "--user=root",
-            "--interface=dv0",
-            "--bind-interfaces",
-            "--dhcp-authoritative",
-            "--log-dhcp",
-            "--log-facility=-",
-            "--dhcp-range=10.213.0.100,10.213.0.150,255.255.255.0,2m",
-        ]);
-        cmd.arg(format!("--dhcp-host={MAC},{reserved},2m"));
-        cmd.arg(format!("--dhcp-option=option:router,{SERVER}"));
-        cmd.arg(format!("--dhcp-option=option:dns-server,{DNS}"));
-        cmd.arg(format!("--dhcp-option=option:T1,{T1}"));
-        cmd.arg(format!("--dhcp-option=option:T2,{T2}"));
-        cmd.arg(format!("--dhcp-leasefile={}", self.leases_path().display()));
-        cmd.arg(format!(
-            "--pid-file={}",
-            self.dir.path().join("dnsmasq.pid").display()
-        ));
-        let proc = Proc::spawn(cmd);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while !proc.out.contains("DHCP, IP range") {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "dnsmasq did not start: {}",
-                proc.out.text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        self.dnsmasq = Some(proc);
+        self.dnsmasq.start(Some((MAC, reserved)));
     }
 
     fn stop_dnsmasq(&mut self) {
-        if let Some(mut p) = self.dnsmasq.take() {
-            p.terminate(Duration::from_secs(5));
-        }
+        self.dnsmasq.stop();
     }
 
     fn dnsmasq_log(&self) -> String {
-        self.dnsmasq
-            .as_ref()
-            .map(|p| p.out.text())
-            .unwrap_or_default()
+        self.dnsmasq.log()
     }
 
     /// dnsmasq's lease database (`<expiry> <mac> <ip> <host> <client id>` lines).
     fn server_leases(&self) -> String {
-        std::fs::read_to_string(self.leases_path()).unwrap_or_default()
+        self.dnsmasq.leases()
     }
 
     /// `address/prefix` of every IPv4 address on the container's vNIC.
