@@ -1038,22 +1038,6 @@ fn set_vnic_mac_changes_a_live_macvlan_in_a_process_namespace_and_nothing_else()
     assert_eq!(sandbox_mac(&sandbox, "eth1"), "02:00:00:00:07:07");
 }
 
-/// `<ip> <dev>` of every proxy neighbour entry in `ns`.
-fn proxy_entries(ns: &Netns) -> Vec<String> {
-    ns.ip_json(&["-4", "neigh", "show", "proxy"])
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|n| {
-            format!(
-                "{} {}",
-                n["dst"].as_str().unwrap_or("-"),
-                n["dev"].as_str().unwrap_or("-")
-            )
-        })
-        .collect()
-}
-
 fn setup_bridge(container: &str, pid: u32, parent: &str) -> Value {
     serde_json::json!({"command": "setup_proxy_arp_bridge", "container_name": container,
         "container_pid": pid, "parent_interface": parent, "ip_address": "10.214.1.50",
@@ -1097,7 +1081,7 @@ fn proxy_arp_bridges_are_built_replaced_and_removed_through_the_socket() {
     );
     assert!(sandbox.links().contains(&("eth1".to_owned(), true)));
     assert_eq!(own_links(&ns), std::slice::from_ref(&veth_host));
-    assert_eq!(proxy_entries(&ns), ["10.214.1.50 wl0"]);
+    assert_eq!(ns.proxy_entries(), ["10.214.1.50 wl0"]);
     // Asked again: the same bridge, rebuilt, not a second one.
     assert_eq!(client.command(setup_bridge("plc-01", pid, "wl0")), built);
     assert_eq!(own_links(&ns), std::slice::from_ref(&veth_host));
@@ -1112,7 +1096,7 @@ fn proxy_arp_bridges_are_built_replaced_and_removed_through_the_socket() {
         serde_json::json!({"success": true})
     );
     assert!(own_links(&ns).is_empty());
-    assert!(proxy_entries(&ns).is_empty());
+    assert!(ns.proxy_entries().is_empty());
     assert!(!sandbox.links().iter().any(|(n, _)| n == "eth1"));
     assert!(ns_links(&ns).iter().any(|(n, _)| n == "veth-plc-01"));
 
@@ -1144,7 +1128,7 @@ fn proxy_arp_bridges_are_built_replaced_and_removed_through_the_socket() {
         serde_json::json!({"success": true, "veths_removed": 1})
     );
     assert!(own_links(&ns).is_empty());
-    assert!(proxy_entries(&ns).is_empty());
+    assert!(ns.proxy_entries().is_empty());
     assert!(ns_links(&ns).iter().any(|(n, _)| n == "veth-plc-01"));
 
     // netmon leaves none of its bridges behind when it stops.
@@ -1155,6 +1139,6 @@ fn proxy_arp_bridges_are_built_replaced_and_removed_through_the_socket() {
     drop(client);
     assert_eq!(daemon.stop(Signal::SIGTERM).code(), Some(0));
     assert!(own_links(&ns).is_empty());
-    assert!(proxy_entries(&ns).is_empty());
+    assert!(ns.proxy_entries().is_empty());
     assert!(!sandbox.links().iter().any(|(n, _)| n == "eth1"));
 }

@@ -43,6 +43,41 @@ impl Netns {
             .unwrap_or_else(|e| panic!("ip {args:?} printed no JSON ({e}): {out}"))
     }
 
+    /// `address/prefix` of every IPv4 address on `dev`.
+    pub fn ipv4_addresses(&self, dev: &str) -> Vec<String> {
+        self.ip_json(&["-4", "addr", "show", "dev", dev])
+            .as_array()
+            .expect("array")
+            .iter()
+            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
+            .collect()
+    }
+
+    /// Every IPv4 default route, as `ip -j` prints it (`gateway`, `dev`, `metric`…).
+    pub fn default_routes(&self) -> Vec<Value> {
+        self.ip_json(&["-4", "route", "show", "default"])
+            .as_array()
+            .cloned()
+            .expect("array")
+    }
+
+    /// `<ip> <dev>` of every proxy neighbour entry.
+    pub fn proxy_entries(&self) -> Vec<String> {
+        self.ip_json(&["-4", "neigh", "show", "proxy"])
+            .as_array()
+            .expect("array")
+            .iter()
+            .map(|n| {
+                format!(
+                    "{} {}",
+                    n["dst"].as_str().unwrap_or("-"),
+                    n["dev"].as_str().unwrap_or("-")
+                )
+            })
+            .collect()
+    }
+
     /// A veth pair `a`/`b`, both up.
     pub fn veth(&self, a: &str, b: &str) {
         self.ip(&["link", "add", a, "type", "veth", "peer", "name", b]);

@@ -111,22 +111,13 @@ impl Lab {
 
     /// `address/prefix` of every IPv4 address on the container's vNIC.
     fn addresses(&self) -> Vec<String> {
-        self.ctr
-            .ip_json(&["-4", "addr", "show", "dev", "eth1"])
-            .as_array()
-            .expect("array")
-            .iter()
-            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
-            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
-            .collect()
+        self.ctr.ipv4_addresses("eth1")
     }
 
     /// `gateway dev metric` of every default route in the container.
     fn default_routes(&self) -> Vec<String> {
         self.ctr
-            .ip_json(&["-4", "route", "show", "default"])
-            .as_array()
-            .expect("array")
+            .default_routes()
             .iter()
             .map(|r| {
                 format!(

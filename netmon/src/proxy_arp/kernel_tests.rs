@@ -71,21 +71,12 @@ impl Container {
     }
 
     fn addresses(&self, dev: &str) -> Vec<String> {
-        self.ns
-            .ip_json(&["-4", "addr", "show", "dev", dev])
-            .as_array()
-            .expect("array")
-            .iter()
-            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
-            .map(|a| format!("{}/{}", a["local"].as_str().unwrap_or(""), a["prefixlen"]))
-            .collect()
+        self.ns.ipv4_addresses(dev)
     }
 
     fn default_routes(&self) -> Vec<String> {
         self.ns
-            .ip_json(&["-4", "route", "show", "default"])
-            .as_array()
-            .expect("array")
+            .default_routes()
             .iter()
             .map(|r| {
                 format!(
@@ -183,19 +174,7 @@ impl Lab {
 
     /// `<ip> <dev>` of every proxy neighbour entry on the host.
     fn proxy_entries(&self) -> Vec<String> {
-        self.host
-            .ip_json(&["-4", "neigh", "show", "proxy"])
-            .as_array()
-            .expect("array")
-            .iter()
-            .map(|n| {
-                format!(
-                    "{} {}",
-                    n["dst"].as_str().unwrap_or("-"),
-                    n["dev"].as_str().unwrap_or("-")
-                )
-            })
-            .collect()
+        self.host.proxy_entries()
     }
 
     /// `<dst> <dev>` of every /32 route on the host.
