@@ -7,7 +7,7 @@
 //! persisted as the original persists it; a restarted server with a moved reservation changes the
 //! lease at renewal and the change reaches the status; a runtime restarted (by the agent, or by
 //! its watchdog after a kill from the host) leases again in its new namespace; after a netmon restart and after an agent restart the agent asks for its clients
-//! again and learns the current lease; a delete releases the lease at the server.
+//! again and learns the current lease; a stop and a delete release the lease at the server.
 
 // Tests: a failed expectation is the test's message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -220,11 +220,30 @@ async fn a_dhcp_vnic_is_leased_by_the_lans_server_kept_current_and_released_on_d
     })
     .await;
     w.start_agent().await;
+    w.wait_boot_reconcile().await;
     w.wait_status(&name, |s| {
         shown_ip(s, &net).as_deref() == Some(third.as_str())
     })
     .await;
     assert_eq!(persisted(&w, &name)["dhcp_ip"], third.as_str());
+
+    // stop_device releases the lease at the server; start_device leases it again.
+    let ack = w.call("stop_device", json!({"device_id": name})).await;
+    assert_ne!(ack["status"], "error", "{ack}\n{}", w.logs());
+    eventually(
+        Duration::from_secs(20),
+        "the release of a stopped runtime",
+        || (!srv.leases().contains(&mac)).then_some(()),
+    )
+    .await;
+    assert!(persisted(&w, &name).get("dhcp_ip").is_none());
+    let ack = w.call("start_device", json!({"device_id": name})).await;
+    assert_ne!(ack["status"], "error", "{ack}\n{}", w.logs());
+    w.wait_status(&name, |s| {
+        shown_ip(s, &net).as_deref() == Some(third.as_str())
+    })
+    .await;
+    assert_eq!(addresses_in(&name, &mac), [format!("{third}/24")]);
 
     // Delete: the lease is released at the server.
     let ack = w.call("delete_device", json!({"device_id": name})).await;
