@@ -22,6 +22,17 @@ use test_support::{Netns, Proc};
 
 use super::{Bridges, Setup, host_name};
 
+/// Under qemu-user (the test command's armv7 unit tests) netlink is translated by qemu, which has
+/// no translation for neighbour messages (`RTM_NEWNEIGH` fails with EOPNOTSUPP): the tests that
+/// build a bridge say so and stop there. They run natively on amd64 in the same test command.
+fn neighbour_messages_unsupported() -> bool {
+    let under_qemu = std::env::var_os("ORCH_QEMU_USER").is_some();
+    if under_qemu {
+        eprintln!("skipped: qemu-user translates no netlink neighbour messages (run natively)");
+    }
+    under_qemu
+}
+
 const LAN_HOST: Ipv4Addr = Ipv4Addr::new(10, 214, 0, 1);
 const VNIC_IP: Ipv4Addr = Ipv4Addr::new(10, 214, 0, 50);
 const PARENT: &str = "pw0";
@@ -263,6 +274,9 @@ fn echo(server_ns: File, server_ip: Ipv4Addr, client_ns: File) -> bool {
 
 #[test]
 fn a_bridge_carries_traffic_both_ways_and_cleanup_removes_it_all() {
+    if neighbour_messages_unsupported() {
+        return;
+    }
     let lab = Lab::new(1);
     let c = &lab.containers[0];
     let mut bridges = Bridges::default();
@@ -319,6 +333,9 @@ fn a_bridge_carries_traffic_both_ways_and_cleanup_removes_it_all() {
 
 #[test]
 fn a_second_setup_replaces_the_bridge_and_names_never_collide() {
+    if neighbour_messages_unsupported() {
+        return;
+    }
     let lab = Lab::new(2);
     let mut bridges = Bridges::default();
     let first = lab
@@ -377,6 +394,9 @@ fn a_second_setup_replaces_the_bridge_and_names_never_collide() {
 
 #[test]
 fn cleanup_all_removes_only_netmons_bridges_also_after_a_restart() {
+    if neighbour_messages_unsupported() {
+        return;
+    }
     let lab = Lab::new(2);
     // Not netmon's: a link with a look-alike name, a proxy entry the admin made.
     lab.host.veth("vpa-mine", "vpa-minep");
