@@ -223,6 +223,8 @@ pub fn dispatch(command: Command, view: &View) -> Work {
         }))),
         // Serial device discovery (upstream-head §7.2) is not in this netmon.
         Command::DiscoverDevices => Work::Answer(not_supported("discover_devices")),
+        Command::ProvisionSerialNode { .. } => Work::Answer(not_supported("provision_serial_node")),
+        Command::RemoveSerialNode { .. } => Work::Answer(not_supported("remove_serial_node")),
         // DHCP (upstream-head §4.5): netmon's own client in the runtime's namespace.
         Command::StartDhcp {
             container_name,

@@ -128,6 +128,22 @@ pub enum Command {
         current_mac: String,
         mac_address: String,
     },
+    /// Ours (the original runs `mknod` through Docker exec, which needs a shell in the runtime's
+    /// image): create the character device `major:minor` at `container_path` (absolute, under
+    /// `/dev/`, no `..`) in the mount namespace of `container_pid`, mode 0666, owner root,
+    /// replacing whatever is there. An old netmon answers `Unknown command`.
+    ProvisionSerialNode {
+        container_pid: Pid,
+        container_path: String,
+        major: u32,
+        minor: u32,
+    },
+    /// Ours: remove the device node at `container_path` in the mount namespace of
+    /// `container_pid` (unplug). Only a character device is removed; nothing there is success.
+    RemoveSerialNode {
+        container_pid: Pid,
+        container_path: String,
+    },
     /// Everything netmon runs, in one status object.
     GetStatus,
     /// The netlink reader's state.
@@ -140,7 +156,7 @@ pub enum Command {
 
 impl Command {
     /// Every command name, as sent in the `command` key.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 17] = [
         "start_dhcp",
         "stop_dhcp",
         "request_wifi_dhcp",
@@ -152,6 +168,8 @@ impl Command {
         "return_nic_to_host",
         "check_nic_in_container",
         "set_vnic_mac",
+        "provision_serial_node",
+        "remove_serial_node",
         "get_status",
         "get_netlink_status",
         "get_device_status",

@@ -7,6 +7,7 @@ use serde_json::Value;
 use crate::command::Response;
 use crate::dhcp::DhcpUpdate;
 use crate::interface::InterfaceInfo;
+use crate::serial::{DeviceAction, SerialDevice};
 
 /// An event netmon sends.
 #[derive(Debug, Clone, PartialEq)]
@@ -19,8 +20,13 @@ pub enum Event {
     /// `dhcp_update`: a runtime vNIC's DHCP lease was granted or changed (upstream-head §4.5.4).
     /// Only with a container, a vNIC and an address (§4.6.4: others are ignored).
     DhcpUpdate(DhcpUpdate),
-    /// A well-formed event this side does not handle: another `type` (the Python netmon's
-    /// `device_discovery`…), a change that names no interface, a `dhcp_update` without an address.
+    /// `device_discovery`: every serial device the host has, sent on each new connection.
+    /// Malformed entries are skipped.
+    DeviceDiscovery(Vec<SerialDevice>),
+    /// `device_change`: a serial device was plugged in or removed.
+    DeviceChange(DeviceAction, SerialDevice),
+    /// A well-formed event this side does not handle: another `type`, a change that names no
+    /// interface, a `dhcp_update` without an address, a `device_change` of another action.
     Other,
 }
 
@@ -74,6 +80,8 @@ pub fn decode_message(line: &[u8]) -> Result<Message, DecodeError> {
         Some("network_discovery") => discovery(data)?,
         Some("network_change") => change(data)?,
         Some("dhcp_update") => dhcp_update(data)?,
+        Some("device_discovery") => device_discovery(data)?,
+        Some("device_change") => device_change(data)?,
         _ => Event::Other,
     };
     Ok(Message::Event(event))
@@ -98,6 +106,46 @@ fn discovery(data: Value) -> Result<Event, DecodeError> {
         .filter(|i| !i.interface.is_empty())
         .collect();
     Ok(Event::Discovery(interfaces))
+}
+
+fn device_discovery(data: Value) -> Result<Event, DecodeError> {
+    #[derive(Deserialize)]
+    struct Discovery {
+        #[serde(default)]
+        devices: Vec<Value>,
+    }
+    let discovery: Discovery =
+        serde_json::from_value(data).map_err(|source| DecodeError::BadShape {
+            kind: "device_discovery",
+            source,
+        })?;
+    let devices = discovery
+        .devices
+        .into_iter()
+        .filter_map(|v| serde_json::from_value::<SerialDevice>(v).ok())
+        .filter(|d| !d.path.is_empty())
+        .collect();
+    Ok(Event::DeviceDiscovery(devices))
+}
+
+fn device_change(data: Value) -> Result<Event, DecodeError> {
+    #[derive(Deserialize)]
+    struct Change {
+        action: Value,
+        device: SerialDevice,
+    }
+    let change: Change = serde_json::from_value(data).map_err(|source| DecodeError::BadShape {
+        kind: "device_change",
+        source,
+    })?;
+    // The original ignores other udev actions; so does this side.
+    let Ok(action) = serde_json::from_value::<DeviceAction>(change.action) else {
+        return Ok(Event::Other);
+    };
+    if change.device.path.is_empty() {
+        return Ok(Event::Other);
+    }
+    Ok(Event::DeviceChange(action, change.device))
 }
 
 fn dhcp_update(data: Value) -> Result<Event, DecodeError> {
@@ -235,6 +283,40 @@ mod tests {
         ));
         let no_ip = r#"{"type": "dhcp_update", "data": {"container_name": "plc-01", "vnic_name": "eth0", "ip": ""}}"#;
         assert_eq!(decode(no_ip), Message::Event(Event::Other));
+    }
+
+    #[test]
+    fn device_events_are_read_back() {
+        let d = SerialDevice {
+            major: Some(188),
+            minor: Some(1),
+            ..SerialDevice::removed("/dev/ttyUSB1")
+        };
+        assert_eq!(
+            decode(&crate::device_change_line(DeviceAction::Add, &d)),
+            Message::Event(Event::DeviceChange(DeviceAction::Add, d.clone()))
+        );
+        // The Python netmon's remove of an unknown node.
+        let python = r#"{"type": "device_change", "data": {"action": "remove", "device": {"path": "/dev/ttyUSB1", "by_id": null, "major": null, "minor": null, "subsystem": "tty"}}}"#;
+        assert_eq!(
+            decode(python),
+            Message::Event(Event::DeviceChange(
+                DeviceAction::Remove,
+                SerialDevice::removed("/dev/ttyUSB1")
+            ))
+        );
+        let bind = r#"{"type": "device_change", "data": {"action": "bind", "device": {"path": "/dev/ttyUSB1"}}}"#;
+        assert_eq!(decode(bind), Message::Event(Event::Other));
+        let line = crate::device_discovery_line(&[d.clone()], "t");
+        assert_eq!(
+            decode(&line),
+            Message::Event(Event::DeviceDiscovery(vec![d]))
+        );
+        let odd = r#"{"type": "device_discovery", "data": {"devices": [{"path": 5}, {"path": "/dev/ttyS4"}]}}"#;
+        let Message::Event(Event::DeviceDiscovery(list)) = decode(odd) else {
+            panic!("a discovery")
+        };
+        assert_eq!(list, vec![SerialDevice::removed("/dev/ttyS4")]);
     }
 
     #[test]

@@ -23,6 +23,7 @@ mod duration;
 mod event;
 mod interface;
 mod line;
+mod serial;
 mod time;
 
 pub use command::{
@@ -33,4 +34,5 @@ pub use duration::parse_duration;
 pub use event::{DecodeError, Event, Message, decode_message};
 pub use interface::{InterfaceInfo, InterfaceStatus, InterfaceType, Ipv4Entry};
 pub use line::{MAX_LINE, change_line, discovery_line, request_line, response_line};
+pub use serial::{DeviceAction, SerialDevice, device_change_line, device_discovery_line};
 pub use time::{format_timestamp, timestamp_now};

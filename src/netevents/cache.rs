@@ -341,13 +341,19 @@ impl InterfaceCache {
         let kind = match event {
             Event::Discovery(_) => 0,
             Event::Change(_) => 1,
-            Event::Other | Event::DhcpUpdate(_) => 2,
+            Event::Other
+            | Event::DhcpUpdate(_)
+            | Event::DeviceDiscovery(_)
+            | Event::DeviceChange(..) => 2,
         };
         self.inner.events[kind].fetch_add(1, Ordering::Relaxed);
         let changes = {
             let mut map = self.inner.map.write().unwrap_or_else(|e| e.into_inner());
             match event {
-                Event::Other => return Vec::new(),
+                // Serial devices are handled by the runtime's serial module, not here.
+                Event::Other | Event::DeviceDiscovery(_) | Event::DeviceChange(..) => {
+                    return Vec::new();
+                }
                 // DHCP leases are the runtime's business, not the interface cache's: passed on.
                 Event::DhcpUpdate(update) => {
                     // No subscriber yet (start-up) is not an error: the resync at each netmon
