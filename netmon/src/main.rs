@@ -8,6 +8,7 @@ mod commands;
 mod daemon;
 mod debounce;
 mod dhcp;
+mod firewall;
 mod model;
 mod nic;
 mod proxy_arp;

@@ -10,8 +10,8 @@
 //! neither the global `ip_forward` nor the parent's `proxy_arp` is touched: forwarding on the two
 //! links concerned is all the kernel checks, and the proxy entry answers for exactly the vNIC's
 //! address where `proxy_arp` on the Wi-Fi would answer for everything the host routes elsewhere.
-//! No firewall rule is inserted (the original added FORWARD ACCEPT rules): a host whose firewall
-//! drops forwarded traffic must allow it itself.
+//! The original's FORWARD ACCEPT rules are inserted over nftables netlink (`crate::firewall`):
+//! Docker's hosts drop forwarded traffic by default.
 //!
 //! Fixes of the original's defects: names are derived from a hash of container and address
 //! (W1: `veth-<8 chars>` collided), the container end is created under a temporary name and
@@ -221,6 +221,8 @@ pub struct Bridge {
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
     pub parent: String,
+    /// Why forwarded traffic may still be dropped by the host's firewall, if it may.
+    pub firewall_warning: Option<String>,
 }
 
 impl Bridge {
@@ -328,12 +330,21 @@ impl Bridges {
             }
         };
         self.built.insert(veth_host.clone(), known);
+        // Not fatal, as in the original: the bridge is right, the host's policy is the owner's.
+        let firewall_warning = match crate::firewall::allow(&veth_host, &s.parent) {
+            Ok(_) => None,
+            Err(e) => {
+                tracing::warn!(veth_host = %veth_host, "forwarding not allowed by the firewall: {e}");
+                Some(e)
+            }
+        };
         Ok(Bridge {
             veth_host,
             veth_container,
             ip: s.ip,
             gateway: s.gateway,
             parent: s.parent.clone(),
+            firewall_warning,
         })
     }
 
@@ -351,6 +362,10 @@ impl Bridges {
         });
         if let Some(k) = &known {
             del_proxy(cfg, ops, k.ip, &k.parent);
+        }
+        // Also when the link is gone already (the container died): the rules outlive it.
+        if let Err(e) = crate::firewall::revoke(veth_host) {
+            tracing::warn!(veth_host, "cannot remove FORWARD rules: {e}");
         }
         let Some(link) = link else {
             return false;
@@ -412,10 +427,15 @@ impl Bridges {
         let mut cfg = ConfigSocket::new().map_err(step("netlink"))?;
         let mut ops = LinkOps::new().map_err(step("netlink"))?;
         let names: Vec<String> = self.known(&mut cfg).into_keys().collect();
-        Ok(names
+        let removed = names
             .iter()
             .filter(|name| self.remove(&mut cfg, &mut ops, name))
-            .count())
+            .count();
+        // Rules of bridges no netmon knows any more (their links went with their containers).
+        if let Err(e) = crate::firewall::revoke_all() {
+            tracing::warn!("cannot remove FORWARD rules: {e}");
+        }
+        Ok(removed)
     }
 
     /// Every bridge of netmon's: built by this netmon (also those whose container died, taking
@@ -579,7 +599,13 @@ impl Job {
                     Err(e) => return Response::error(e),
                 };
                 match bridges.setup(&setup) {
-                    Ok(bridge) => Response::ok().with("proxy_arp_config", bridge.config()),
+                    Ok(bridge) => {
+                        let mut answer = Response::ok().with("proxy_arp_config", bridge.config());
+                        if let Some(w) = &bridge.firewall_warning {
+                            answer = answer.with("warning", json!(w));
+                        }
+                        answer
+                    }
                     Err(e) => {
                         tracing::warn!(container = %container_name, ip = %ip_address, "proxy-ARP bridge set-up failed: {e}");
                         Response::error(format!("Proxy ARP bridge setup failed: {e}"))

@@ -510,3 +510,127 @@ fn setups_that_cannot_work_are_refused_before_anything_is_made() {
     assert!(lab.proxy_entries().is_empty());
     drop(host_proc);
 }
+
+/// `iptables -S FORWARD` of the host namespace (the machine's iptables, nft variant: the tables
+/// netmon's rules go to). None when the machine has no such iptables.
+fn host_forward_rules(lab: &Lab) -> Option<Vec<String>> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.host.name,
+            "iptables-nft",
+            "-S",
+            "FORWARD",
+        ])
+        .output()
+        .ok()?;
+    out.status.success().then(|| {
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    })
+}
+
+#[test]
+fn a_host_dropping_forwarded_traffic_gets_accept_rules_for_the_bridge_and_loses_them_on_cleanup() {
+    if neighbour_messages_unsupported() {
+        return;
+    }
+    let lab = Lab::new(1);
+    // The host's firewall as Docker leaves it: forwarded traffic dropped by default.
+    let policy = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.host.name,
+            "iptables-nft",
+            "-P",
+            "FORWARD",
+            "DROP",
+        ])
+        .status();
+    if !policy.is_ok_and(|s| s.success()) {
+        eprintln!("skipped: no iptables-nft on this machine to set the FORWARD policy with");
+        return;
+    }
+    let c = &lab.containers[0];
+    let mut bridges = Bridges::default();
+    let bridge = lab
+        .setup(&mut bridges, "plc-01", 0, VNIC_IP)
+        .expect("set-up");
+    assert_eq!(bridge.firewall_warning, None);
+    assert!(
+        echo(lab.lan_file(), LAN_HOST, c.file()),
+        "container → LAN host"
+    );
+    assert!(
+        echo(c.file(), VNIC_IP, lab.lan_file()),
+        "LAN host → container"
+    );
+    let rules = host_forward_rules(&lab).expect("iptables -S");
+    let veth = &bridge.veth_host;
+    let comment = format!("\"autonomy-netmon proxy-arp {veth}\"");
+    // iptables reads them as its own rules, at the top of the chain.
+    assert_eq!(
+        rules[1..3],
+        [
+            format!("-A FORWARD -i {PARENT} -o {veth} -m comment --comment {comment} -j ACCEPT"),
+            format!("-A FORWARD -i {veth} -o {PARENT} -m comment --comment {comment} -j ACCEPT"),
+        ],
+        "{rules:?}"
+    );
+
+    // Set up again (a restart): still exactly two rules.
+    let again = lab
+        .setup(&mut bridges, "plc-01", 0, VNIC_IP)
+        .expect("set-up again");
+    assert_eq!(&again.veth_host, veth);
+    let ours = |rules: &[String]| {
+        rules
+            .iter()
+            .filter(|r| r.contains("autonomy-netmon"))
+            .count()
+    };
+    assert_eq!(ours(&host_forward_rules(&lab).unwrap()), 2);
+    assert!(echo(c.file(), VNIC_IP, lab.lan_file()), "after the rebuild");
+
+    // Someone else's rule stays; ours go.
+    let foreign = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &lab.host.name,
+            "iptables-nft",
+            "-I",
+            "FORWARD",
+            "-i",
+            "pl9",
+            "-j",
+            "ACCEPT",
+        ])
+        .status()
+        .expect("iptables");
+    assert!(foreign.success());
+    lab.on_host(|| bridges.cleanup("plc-01", Some(VNIC_IP), Some(PARENT), Some(veth)))
+        .expect("cleanup");
+    let rules = host_forward_rules(&lab).unwrap();
+    assert_eq!(ours(&rules), 0, "{rules:?}");
+    assert!(rules.iter().any(|r| r.contains("-i pl9")), "{rules:?}");
+
+    // A bridge whose rules outlived it (netmon restarted, the container died): cleanup_all.
+    let b = lab
+        .setup(&mut bridges, "plc-02", 0, VNIC_IP)
+        .expect("set-up");
+    lab.on_host(|| {
+        let mut cfg = netlink::ConfigSocket::new().unwrap();
+        let mut ops = netlink::LinkOps::new().unwrap();
+        let index = ops.index_of(&b.veth_host).unwrap().unwrap();
+        cfg.del_link(index).unwrap();
+    });
+    assert_eq!(ours(&host_forward_rules(&lab).unwrap()), 2);
+    lab.on_host(|| Bridges::default().remove_all())
+        .expect("cleanup all");
+    assert_eq!(ours(&host_forward_rules(&lab).unwrap()), 0);
+}
