@@ -279,7 +279,8 @@ fn host_topics_report_netmon_ports_as_todays_original() {
         "{ack}"
     );
 
-    // A vNIC on the Wi-Fi port is refused, naming it (before the engine is asked).
+    // A static vNIC on the Wi-Fi port without the gateway its proxy-ARP bridge routes through is
+    // refused, naming it (before the engine is asked).
     id += 1;
     let ack = server.call(
         "create_new_runtime",
@@ -287,14 +288,15 @@ fn host_topics_report_netmon_ports_as_todays_original() {
             json!({"correlation_id": id, "container_name": unique("rtcmp"), "vnic_configs": [
             {"name": "e0", "parent_interface": "cmpa0", "network_mode": "static",
              "ip": "10.203.190.50", "subnet": "255.255.255.0", "gateway": "10.203.190.1"},
-            {"name": "w0", "parent_interface": "wlan5", "network_mode": "dhcp"}]}),
+            {"name": "w0", "parent_interface": "wlan5", "network_mode": "static",
+             "ip": "10.203.199.9"}]}),
         ],
         id,
     );
     assert_error_ack(
         &ack,
         "create_new_runtime",
-        "Invalid vnic_configs[1].parent_interface: wlan5 is a Wi-Fi interface: MACVLAN does not pass traffic on Wi-Fi parents",
+        "Invalid vnic_configs[1].gateway: a static vNIC on the Wi-Fi interface wlan5 needs a gateway (its proxy-ARP bridge routes through it)",
     );
 
     // A port that loses its addresses stays known, with none.

@@ -31,7 +31,7 @@ impl Runtimes {
     }
 }
 
-async fn accept(rt: &Runtimes, spec: CreateSpec) -> Result<(), Error> {
+async fn accept(rt: &Runtimes, mut spec: CreateSpec) -> Result<(), Error> {
     // Refused now rather than failing later: netmon knows the host's interfaces.
     let parents: Vec<&str> = spec.vnics.iter().map(|v| v.parent.as_str()).collect();
     let wait = rt.config().subnet_wait;
@@ -44,22 +44,9 @@ async fn accept(rt: &Runtimes, spec: CreateSpec) -> Result<(), Error> {
         .into());
     }
     // MACVLAN needs a parent that passes frames for several MACs; a Wi-Fi station passes its own
-    // only, so such a runtime would be created and never reachable (upstream-head §5: the original
-    // bridges it with proxy ARP, which this agent does not do yet).
-    if let Some(v) = spec
-        .vnics
-        .iter()
-        .find(|v| rt.interfaces().is_wifi(&v.parent))
-    {
-        return Err(spec::SpecError {
-            field: format!("vnic_configs[{}].parent_interface", v.index),
-            message: format!(
-                "{} is a Wi-Fi interface: MACVLAN does not pass traffic on Wi-Fi parents",
-                v.parent
-            ),
-        }
-        .into());
-    }
+    // only: such vNICs get netmon's proxy-ARP bridge instead (`super::wifi`), decided now, once,
+    // and marked on the vNIC as the original marks it.
+    mark_wifi(rt, &mut spec)?;
     super::dedicated::check(rt, &spec).await?;
     let name = spec.name.clone();
     // An operation already running on the name wins over "in use" (a create in flight is not yet
@@ -107,6 +94,38 @@ async fn accept(rt: &Runtimes, spec: CreateSpec) -> Result<(), Error> {
     let span = info_span!("create_runtime", runtime = %name);
     rt.spawn(async move { run(&worker, spec, create_id, op).await }.instrument(span));
     Ok(())
+}
+
+/// Marks every vNIC as Wi-Fi (proxy ARP) or not, in the spec and in what is persisted. A static
+/// Wi-Fi vNIC needs its gateway: the bridge routes the runtime through it.
+fn mark_wifi(rt: &Runtimes, spec: &mut CreateSpec) -> Result<(), Error> {
+    for v in &mut spec.vnics {
+        let wifi = rt.interfaces().is_wifi(&v.parent);
+        if wifi && v.mode == Mode::Static && v.gateway.or(v.parent_gateway).is_none() {
+            return Err(spec::SpecError {
+                field: v.field("gateway"),
+                message: format!(
+                    "a static vNIC on the Wi-Fi interface {} needs a gateway (its proxy-ARP \
+                     bridge routes through it)",
+                    v.parent
+                ),
+            }
+            .into());
+        }
+        super::wifi::mark(&mut v.raw, wifi);
+        if let Some(o) = spec
+            .raw_vnics
+            .get_mut(v.index)
+            .and_then(|o| o.as_object_mut())
+        {
+            super::wifi::mark(o, wifi);
+        }
+    }
+    Ok(())
+}
+
+fn is_wifi(v: &VnicSpec) -> bool {
+    super::vnic::is_proxy_arp(&v.raw)
 }
 
 /// What this operation made, for the rollback.
@@ -234,14 +253,16 @@ async fn steps(
     let requested: Vec<VnicSpec> = spec
         .vnics
         .iter()
-        .filter(|v| !generated.contains(&v.index))
+        .filter(|v| !generated.contains(&v.index) && !is_wifi(v))
         .cloned()
         .collect();
     check_macs_free(rt, &requested).await?;
     let internal = macvlan::ensure_internal(rt, name).await?;
     made.internal_network = internal.created;
     let mut resolved: Vec<(usize, Ipv4Net, Option<Ipv4Addr>)> = Vec::new();
-    for v in &spec.vnics {
+    // Wi-Fi vNICs have no Docker network: netmon bridges them once the container runs.
+    let macvlan_vnics: Vec<&VnicSpec> = spec.vnics.iter().filter(|v| !is_wifi(v)).collect();
+    for v in &macvlan_vnics {
         let (subnet, gateway) = match v.macvlan_subnet() {
             Some(x) => x,
             None => subnet_from_netmon(rt, &v.parent, v.gateway.or(v.parent_gateway)).await?,
@@ -252,7 +273,7 @@ async fn steps(
     let pairs: Vec<(usize, Ipv4Net)> = resolved.iter().map(|r| (r.0, r.1)).collect();
     spec::check_distinct_networks(&spec.vnics, &pairs)?;
     let mut attachments = Vec::new();
-    for (v, (_, subnet, gateway)) in spec.vnics.iter().zip(&resolved) {
+    for (v, (_, subnet, gateway)) in macvlan_vnics.iter().zip(&resolved) {
         let net = macvlan::ensure(rt, &v.parent, *subnet, *gateway).await?;
         if net.created {
             made.macvlans.push(net.name.clone());
@@ -447,11 +468,25 @@ async fn steps(
     }
     // After the commit (a lease is recorded on the persisted vNIC): a failure is retried, not a
     // reason to remove a runtime that runs.
-    if spec.vnics.iter().any(|v| v.mode == Mode::Dhcp) {
+    if spec
+        .vnics
+        .iter()
+        .any(|v| v.mode == Mode::Dhcp && !is_wifi(v))
+    {
         op.step("starting_dhcp", format!("starting DHCP for {name}"));
         if let Err(e) = super::dhcp::ensure(rt, name).await {
             op.warn(e);
         }
+    }
+    if spec.vnics.iter().any(is_wifi) {
+        op.step(
+            "wifi_bridges",
+            format!("building the Wi-Fi proxy-ARP bridges of {name}"),
+        );
+        super::wifi::ensure(rt, name)
+            .await
+            .into_iter()
+            .for_each(|w| op.warn(w));
     }
     Ok(())
 }
@@ -469,7 +504,8 @@ fn give_macs(spec: &mut CreateSpec, per_endpoint_macs: bool) -> Vec<usize> {
     let mut generated = Vec::new();
     let any_requested = spec.vnics.iter().any(|v| v.mac.is_some());
     for (i, v) in spec.vnics.iter_mut().enumerate() {
-        if v.mac.is_some() || (!per_endpoint_macs && (any_requested || i > 0)) {
+        // A Wi-Fi vNIC is a veth netmon makes: no endpoint to give a MAC to.
+        if is_wifi(v) || v.mac.is_some() || (!per_endpoint_macs && (any_requested || i > 0)) {
             continue;
         }
         let mac = match (v.mode, v.ip) {

@@ -92,8 +92,8 @@ pub(super) async fn remove_runtime(
     for w in super::dedicated::release(rt, name, owned.container.as_ref()).await {
         op.warn(w);
     }
-    // Its DHCP leases are released while its vNICs are still there.
-    for w in super::dhcp::stop(rt, name).await {
+    // Its DHCP leases are released and its Wi-Fi bridges removed while its vNICs are still there.
+    for w in super::host_side::before_stop(rt, name).await {
         op.warn(w);
     }
     // The MACVLAN networks it is on, to check afterwards whether anyone else still uses them.

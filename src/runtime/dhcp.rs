@@ -16,8 +16,8 @@
 //!   still there.
 //!
 //! A lease is written to the vNIC under the state store's lock (read-modify-write), so a
-//! concurrent writer cannot erase it. Never does: DHCP itself, or anything to a Wi-Fi
-//! (proxy-ARP) vNIC, which this agent does not manage.
+//! concurrent writer cannot erase it. Wi-Fi (proxy-ARP) vNICs lease on the host's Wi-Fi instead
+//! (`super::wifi`); their leases are recorded here too.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -116,7 +116,7 @@ impl Retries {
 
     /// Schedules the next attempt for `name`: 1 s after the first failure, then doubling up to
     /// 5 min, each ±30 % so a fleet that lost its DHCP server does not retry in step.
-    fn schedule(&self, name: &str) {
+    pub(super) fn schedule(&self, name: &str) {
         let mut due = self.lock();
         let attempt = due.get(name).map_or(0, |(a, _)| a + 1);
         let base = RETRY_FIRST
@@ -308,10 +308,12 @@ pub(super) async fn record(rt: &Runtimes, update: &DhcpUpdate) {
     let result = rt
         .state()
         .update_vnics(runtime, |list| {
-            let Some(o) = list.iter_mut().filter_map(Value::as_object_mut).find(|o| {
-                o.get("name").and_then(Value::as_str) == Some(vnic_name.as_str())
-                    && !vnic::is_proxy_arp(o)
-            }) else {
+            // Wi-Fi vNICs' leases too: netmon's host-side client (`request_wifi_dhcp`).
+            let Some(o) = list
+                .iter_mut()
+                .filter_map(Value::as_object_mut)
+                .find(|o| o.get("name").and_then(Value::as_str) == Some(vnic_name.as_str()))
+            else {
                 return false;
             };
             let mut changed = false;
@@ -387,6 +389,9 @@ pub(super) async fn follow_netmon(rt: Runtimes) {
                     }
                     if let Err(e) = ensure(&rt, &name).await {
                         warn!(runtime = %name, "{e}");
+                    }
+                    for w in super::wifi::ensure(&rt, &name).await {
+                        warn!(runtime = %name, "{w}");
                     }
                 }
             }

@@ -3,7 +3,8 @@
 //! moved in again, the persisted MACs set again where the engine gave its own, and the DHCP clients
 //! started for it again. One place, so every path that starts a runtime (create, power actions,
 //! the watchdog, the engine's restart policy) does all of it, in order: DHCP last, because netmon's
-//! client finds the vNIC by its MAC.
+//! client finds the vNIC by its MAC; Wi-Fi vNICs' proxy-ARP bridges (or their host-side DHCP
+//! clients) with them.
 
 use tracing::warn;
 
@@ -20,6 +21,7 @@ pub(super) async fn after_start(rt: &Runtimes, name: &str) -> Vec<String> {
     if let Err(e) = super::dhcp::ensure(rt, name).await {
         warnings.push(e);
     }
+    warnings.extend(super::wifi::ensure(rt, name).await);
     warnings
 }
 
@@ -42,5 +44,16 @@ pub(super) async fn resync(rt: &Runtimes) {
         if let Err(e) = super::dhcp::ensure(rt, &name).await {
             warn!(runtime = %name, "{e}");
         }
+        for w in super::wifi::ensure(rt, &name).await {
+            warn!(runtime = %name, "{w}");
+        }
     }
+}
+
+/// Before the runtime's container stops (stop, restart, delete): its DHCP leases released and
+/// its Wi-Fi bridges torn down while its vNICs are still there. Returns warnings.
+pub(super) async fn before_stop(rt: &Runtimes, name: &str) -> Vec<String> {
+    let mut warnings = super::dhcp::stop(rt, name).await;
+    warnings.extend(super::wifi::stop(rt, name).await);
+    warnings
 }

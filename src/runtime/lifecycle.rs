@@ -94,7 +94,7 @@ async fn apply(rt: &Runtimes, name: &str, power: Power) -> Result<Vec<String>, E
     }
     if power != Power::Start {
         // Released while the vNIC is still there; a restart leases again once it runs.
-        for w in super::dhcp::stop(rt, name).await {
+        for w in super::host_side::before_stop(rt, name).await {
             op.warn(w);
         }
     }

@@ -65,6 +65,7 @@ mod selfdestruct;
 mod selfid;
 mod status;
 mod watchdog;
+mod wifi;
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;

@@ -134,6 +134,18 @@ async fn run(rt: &Runtimes, op: OpHandle) {
         return;
     }
 
+    // Every bridge netmon still has (the runtimes' went with them; those of runtimes it no longer
+    // knows too), while it runs: its stop would do the same, but a netmon stopped by force would not.
+    let answer = rt
+        .interfaces()
+        .command(crate::netevents::NetmonCommand::CleanupAllProxyArp)
+        .await;
+    if !answer.success && rt.interfaces().is_connected() {
+        op.warn(format!(
+            "could not remove netmon's Wi-Fi bridges: {}",
+            answer.error.unwrap_or_default()
+        ));
+    }
     let netmon = &rt.config().netmon_container;
     op.step("deleting_netmon", format!("removing {netmon}"));
     let force = RemoveContainerOptions {

@@ -63,7 +63,12 @@ async fn device_status(rt: &Runtimes, device_id: &str) -> Result<Map<String, Val
     if c.state.running {
         warnings.extend(lease_warnings(vnics.as_deref().unwrap_or_default()));
     }
-    warnings.extend(proxy_arp_warnings(vnics));
+    // The original's pseudo-networks of Wi-Fi vNICs (they have no Docker network).
+    if let Some(Value::Object(networks)) = body.get_mut("networks") {
+        for (name, shown) in super::wifi::status_networks(vnics.as_deref().unwrap_or_default()) {
+            networks.insert(name, shown);
+        }
+    }
     if let Some(r) = record {
         for w in &r.warnings {
             if !warnings.contains(w) {
@@ -89,6 +94,7 @@ fn show_leases(body: &mut Map<String, Value>, vnics: &[Value]) {
         let Some(lease) = vnics.iter().filter_map(Value::as_object).find(|o| {
             o.get("dhcp_ip")
                 .is_some_and(|ip| ip.as_str().is_some_and(|s| !s.is_empty()))
+                && !vnic::is_proxy_arp(o)
                 && super::dhcp::serves(o, network)
         }) else {
             continue;
@@ -173,29 +179,6 @@ fn standing_warnings(
         }
     }
     out
-}
-
-/// A warning per vNIC the original agent attached through its proxy-ARP bridge (adopted runtimes):
-/// this agent neither re-homes nor rebuilds it, and the cloud should know.
-fn proxy_arp_warnings(vnics: Option<Vec<Value>>) -> Vec<String> {
-    vnics
-        .unwrap_or_default()
-        .iter()
-        .enumerate()
-        .filter_map(|(i, v)| {
-            let v = v.as_object()?;
-            vnic::is_proxy_arp(v).then(|| {
-                format!(
-                    "vnic_configs[{i}] ({}): a proxy-ARP bridge on Wi-Fi parent {} made by the \
-                     original agent; this agent does not manage it (not re-homed, not rebuilt)",
-                    v.get("name").and_then(Value::as_str).unwrap_or("?"),
-                    v.get("parent_interface")
-                        .and_then(Value::as_str)
-                        .unwrap_or("?"),
-                )
-            })
-        })
-        .collect()
 }
 
 /// Whether the operation record, rather than the container, is the device's status: a create,

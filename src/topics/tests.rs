@@ -474,8 +474,8 @@ async fn host_interfaces_come_from_the_netmon_cache() {
             iface("br-abc", "172.18.0.1", "172.18.0.0/16")]}}),
     );
     assert!(matches!(
-        decode_message(br#"{"type": "device_discovery"}"#).unwrap(),
-        Message::Event(Event::Other)
+        decode_message(br#"{"type": "device_discovery", "data": {"devices": []}}"#).unwrap(),
+        Message::Event(Event::DeviceDiscovery(d)) if d.is_empty()
     ));
     let out = ack(
         &a,
