@@ -309,3 +309,38 @@ async fn wifi_leases_by_client_id_become_bridges_never_host_addresses_and_stop_r
     assert_eq!(lab.parent_addresses(), Vec::<String>::new());
     assert_eq!(lab.host.proxy_entries(), Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn a_wifi_lease_is_renewed_at_t1_by_broadcast_without_touching_the_parent() {
+    if under_qemu() {
+        return;
+    }
+    let lab = Lab::new();
+    let (mut clients, mut rx) = lab.clients();
+    let pid = lab.containers[0].pid();
+    let r = clients
+        .request_wifi("plc", "wifi0", PARENT, pid, "plc:wifi0")
+        .await;
+    assert_eq!(r, Ok(format!("WiFi DHCP client started on {PARENT}")));
+    assert_eq!(next_update(&mut rx).await.ip, FIRST);
+    // T1 is 10 s: the renewal (a broadcast REQUEST asking for the address by option 50) is
+    // acknowledged for the same address; nothing changed, so nothing is announced.
+    let acks = |log: &str| log.matches(&format!("DHCPACK(wl0) {FIRST}")).count();
+    let deadline =
+        tokio::time::Instant::now() + Duration::from_secs(test_support::dnsmasq::T1 + 15);
+    while acks(&lab.dnsmasq.log()) < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no renewal: {}",
+            lab.dnsmasq.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        rx.try_recv().is_err(),
+        "a renewal without change is not announced"
+    );
+    assert_eq!(clients.status()["plc:wifi0"]["state"], "bound");
+    assert_eq!(lab.parent_addresses(), Vec::<String>::new());
+    clients.stop("plc", "wifi0").await.expect("stopped");
+}
