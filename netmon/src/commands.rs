@@ -1,8 +1,8 @@
 //! What each command of the command channel (upstream-head §4.3) does here: answered at once from
 //! the daemon's state, or a link job (dedicated NICs, a vNIC's MAC) the daemon runs on a blocking
 //! thread. The one place that maps commands to work: status answers, link jobs, DHCP jobs (netmon's
-//! DHCP client, `crate::dhcp`), proxy-ARP bridge jobs (`crate::proxy_arp`); Wi-Fi DHCP and serial
-//! devices are answered "not supported". Pure: no I/O.
+//! DHCP client, `crate::dhcp`, also for Wi-Fi vNICs), proxy-ARP bridge jobs (`crate::proxy_arp`);
+//! serial devices are answered "not supported". Pure: no I/O.
 
 use netmon_proto::{Command, Response};
 use serde_json::{Value, json};
@@ -42,6 +42,14 @@ pub enum DhcpJob {
         container_name: String,
         vnic_name: String,
     },
+    /// `request_wifi_dhcp`.
+    Wifi {
+        container_name: String,
+        vnic_name: String,
+        parent: String,
+        pid: u32,
+        client_id: String,
+    },
     /// `get_dhcp_status`.
     Status,
     /// `get_status`: this object with the DHCP clients' status as `dhcp`.
@@ -69,6 +77,16 @@ impl DhcpJob {
                 container_name,
                 vnic_name,
             } => answer(dhcp.stop(&container_name, &vnic_name).await),
+            DhcpJob::Wifi {
+                container_name,
+                vnic_name,
+                parent,
+                pid,
+                client_id,
+            } => answer(
+                dhcp.request_wifi(&container_name, &vnic_name, &parent, pid, &client_id)
+                    .await,
+            ),
             DhcpJob::Status => Response::ok().with("status", dhcp.status().await),
             DhcpJob::FullStatus(mut status) => {
                 status["dhcp"] = dhcp.status().await;
@@ -245,8 +263,20 @@ pub fn dispatch(command: Command, view: &View) -> Work {
             vnic_name,
         }),
         Command::GetDhcpStatus => Work::Dhcp(DhcpJob::Status),
-        // Wi-Fi DHCP (upstream-head §5.3) is not in this netmon.
-        Command::RequestWifiDhcp { .. } => Work::Answer(not_supported("request_wifi_dhcp")),
+        // Wi-Fi DHCP (upstream-head §5.3): netmon's client on the host's Wi-Fi, option 61.
+        Command::RequestWifiDhcp {
+            container_name,
+            vnic_name,
+            parent_interface,
+            container_pid,
+            client_id,
+        } => Work::Dhcp(DhcpJob::Wifi {
+            container_name,
+            vnic_name,
+            parent: parent_interface,
+            pid: container_pid.0,
+            client_id,
+        }),
         // Wi-Fi proxy-ARP bridges (upstream-head §5.4, §5.7): `crate::proxy_arp`.
         command @ (Command::SetupProxyArpBridge { .. }
         | Command::CleanupProxyArpBridge { .. }
@@ -307,6 +337,18 @@ mod tests {
         assert_eq!(
             dhcp_job(r#"{"command":"get_dhcp_status"}"#),
             DhcpJob::Status
+        );
+        assert_eq!(
+            dhcp_job(
+                r#"{"command":"request_wifi_dhcp","container_name":"c","vnic_name":"v","parent_interface":"wlan0","container_pid":1,"client_id":"c:v"}"#
+            ),
+            DhcpJob::Wifi {
+                container_name: "c".into(),
+                vnic_name: "v".into(),
+                parent: "wlan0".into(),
+                pid: 1,
+                client_id: "c:v".into()
+            }
         );
     }
 
@@ -371,21 +413,13 @@ mod tests {
     }
 
     #[test]
-    fn wifi_and_serial_are_refused_by_name_never_silently() {
-        for line in [
-            r#"{"command":"request_wifi_dhcp","container_name":"c","vnic_name":"v","parent_interface":"wlan0","container_pid":1,"client_id":"x"}"#,
-            r#"{"command":"discover_devices"}"#,
-        ] {
-            let r = answer(line);
-            assert!(!r.success, "{line}");
-            assert!(
-                r.error
-                    .as_deref()
-                    .unwrap()
-                    .ends_with("is not supported by this netmon yet"),
-                "{r:?}"
-            );
-        }
+    fn serial_is_refused_by_name_never_silently() {
+        let r = answer(r#"{"command":"discover_devices"}"#);
+        assert!(!r.success);
+        assert_eq!(
+            r.error.as_deref(),
+            Some("discover_devices is not supported by this netmon yet")
+        );
     }
 
     #[test]

@@ -21,7 +21,7 @@ use crate::commands::{View, Work, dispatch};
 use crate::debounce::Debouncer;
 use crate::model::Filter;
 use crate::nic::Nics;
-use crate::proxy_arp::Bridges;
+use crate::proxy_arp::SharedBridges;
 use crate::server::{Clients, Job, Socket, TrustedClients};
 use crate::tracker::Tracker;
 
@@ -60,7 +60,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let nics = Arc::new(Mutex::new(
         Nics::new().context("opening netmon's own network namespace (/proc/self/ns/net)")?,
     ));
-    let bridges = Arc::new(Mutex::new(Bridges::default()));
+    // One registry for both: the proxy-ARP commands and the Wi-Fi DHCP clients' leases.
+    let bridges = SharedBridges::default();
     // DHCP clients (lease files beside the socket, `dhcp/`, as the original's /var/orchestrator/dhcp);
     // their lease changes go to every client as `dhcp_update` events.
     let lease_dir = cfg
@@ -68,7 +69,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .parent()
         .map_or_else(|| PathBuf::from("dhcp"), |d| d.join("dhcp"));
     let (updates_tx, mut updates) = mpsc::unbounded_channel();
-    let (dhcp, dhcp_task) = crate::dhcp::spawn(lease_dir, updates_tx);
+    let (dhcp, dhcp_task) = crate::dhcp::spawn(lease_dir, updates_tx, bridges.clone());
     let (jobs_tx, mut jobs) = mpsc::channel::<Job>(JOB_QUEUE);
     let mut running = JoinSet::new();
     let mut clients = Clients::new(jobs_tx);
@@ -181,7 +182,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                         let bridges = bridges.clone();
                         running.spawn(async move {
                             let response = tokio::task::spawn_blocking(move || {
-                                proxy_job.run(&mut bridges.lock().unwrap_or_else(PoisonError::into_inner))
+                                proxy_job.run(&mut bridges.lock())
                             })
                             .await
                             .unwrap_or_else(|e| Response::error(format!("netmon failed to run the command: {e}")));
@@ -216,12 +217,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     // Wi-Fi vNICs' bridges go: netmon leaves nothing of its own on the host (the agent rebuilds
     // them through the next netmon).
-    let removed = tokio::task::spawn_blocking(move || {
-        bridges
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove_all()
-    });
+    let removed = tokio::task::spawn_blocking(move || bridges.lock().remove_all());
     match removed.await {
         Ok(Ok(0)) => {}
         Ok(Ok(n)) => tracing::info!(bridges = n, "removed the proxy-ARP bridges"),

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use netlink::{ConfigSocket, LinkOps, in_netns};
 use netmon_proto::{Command, Response, valid_interface_name};
@@ -243,6 +244,21 @@ impl Bridge {
 #[derive(Debug, Default)]
 pub struct Bridges {
     built: BTreeMap<String, Known>,
+}
+
+/// The one registry of netmon's bridges, shared by the two places that change them: the
+/// proxy-ARP commands (`setup_proxy_arp_bridge`, ...) and the Wi-Fi DHCP clients (a lease
+/// builds or moves its vNIC's bridge). Both go through this lock, so a set-up and a clean-up of
+/// the same bridge never interleave. Lock it only on a blocking thread: the calls are blocking
+/// netlink calls in the calling thread's namespace.
+#[derive(Debug, Clone, Default)]
+pub struct SharedBridges(Arc<Mutex<Bridges>>);
+
+impl SharedBridges {
+    pub fn lock(&self) -> MutexGuard<'_, Bridges> {
+        // A panic half-way through a set-up leaves nothing the next call does not check anew.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A step that failed: `<what>: <why>`.

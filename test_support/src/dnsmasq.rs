@@ -49,6 +49,16 @@ impl Dnsmasq {
 
     /// (Re)starts the server, with `(mac, address)` reserved if given; waits until it listens.
     pub fn start(&mut self, reserved: Option<(&str, &str)>) {
+        let hosts: Vec<String> = reserved
+            .map(|(mac, ip)| format!("{mac},{ip}"))
+            .into_iter()
+            .collect();
+        self.start_hosts(&hosts);
+    }
+
+    /// (Re)starts the server with these reservations (`--dhcp-host=` values without the lease
+    /// time: `<mac>,<ip>` or `id:<client id>,<ip>`); waits until it listens.
+    pub fn start_hosts(&mut self, hosts: &[String]) {
         self.stop();
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.ns, "dnsmasq", "--no-daemon"]);
@@ -67,8 +77,8 @@ impl Dnsmasq {
             "--dhcp-range={},{},255.255.255.0,2m",
             p.first, p.last
         ));
-        if let Some((mac, ip)) = reserved {
-            cmd.arg(format!("--dhcp-host={mac},{ip},2m"));
+        for host in hosts {
+            cmd.arg(format!("--dhcp-host={host},2m"));
         }
         cmd.arg(format!("--dhcp-option=option:router,{}", p.router));
         cmd.arg(format!("--dhcp-option=option:dns-server,{}", p.dns));

@@ -30,6 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use super::codec;
 use super::lease_file::{self, LeaseFile};
 use super::machine::{Action, Destination, Lease, LossReason, Machine, Remembered};
+use super::wifi::Wifi;
 
 /// Attempts to find the interface by MAC, and the pause between them (upstream-head §4.5.1:
 /// Docker may still be moving the vNIC into the namespace).
@@ -47,7 +48,8 @@ const SERVER_PORT: u16 = 67;
 pub struct Spec {
     pub container_name: String,
     pub vnic_name: String,
-    pub mac: [u8; 6],
+    pub target: Target,
+    /// The container's process (for a Wi-Fi client: when it started; [`Wifi`] has the current).
     pub pid: u32,
     /// Where lease files go (`/var/orchestrator/dhcp`).
     pub lease_dir: PathBuf,
@@ -58,15 +60,48 @@ impl Spec {
     pub fn key(&self) -> String {
         format!("{}:{}", self.container_name, self.vnic_name)
     }
+}
 
-    /// The MAC as the original writes it: lower-case, colon-separated.
-    pub fn mac_text(&self) -> String {
-        self.mac
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect::<Vec<_>>()
-            .join(":")
+/// Where a client asks and what it does with a lease.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A MACVLAN vNIC, found by its MAC in the container's namespace; the lease goes on it.
+    Vnic { mac: [u8; 6] },
+    /// A Wi-Fi vNIC: the host's parent, in the host's namespace; the lease goes to the bridge,
+    /// never on the parent.
+    Wifi(Wifi),
+}
+
+impl Target {
+    /// Whether the client may change its interface (addresses, routes). Never on the host's
+    /// Wi-Fi: its addresses are the host's.
+    pub fn configures_interface(&self) -> bool {
+        matches!(self, Target::Vnic { .. })
     }
+
+    /// What the client puts on its interface for `lease`: nothing on the host's Wi-Fi.
+    fn configuration(&self, lease: &Lease) -> Option<Applied> {
+        self.configures_interface().then(|| Applied {
+            ip: lease.ip,
+            prefix: lease.prefix,
+            gateway: lease.gateway(),
+        })
+    }
+
+    pub fn wifi(&self) -> Option<&Wifi> {
+        match self {
+            Target::Wifi(w) => Some(w),
+            Target::Vnic { .. } => None,
+        }
+    }
+}
+
+/// A MAC as the original writes it: lower-case, colon-separated.
+pub fn mac_text(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 /// Why a client could not start; the texts are the original's answers (upstream-head §4.5.1).
@@ -86,6 +121,8 @@ pub enum StartError {
     },
     #[error("Interface with MAC {0} not found in container after {FIND_TRIES} retries")]
     InterfaceNotFound(String),
+    #[error("Interface {0} not found")]
+    ParentNotFound(String),
     #[error("DHCP client set-up failed: {0}")]
     Setup(String),
 }
@@ -168,6 +205,11 @@ impl Client {
         }
     }
 
+    /// The update to announce again on request (a Wi-Fi bridge rebuilt for a new PID).
+    pub fn set_last_update(&self, update: DhcpUpdate) {
+        lock(&self.status).last_update = Some(update);
+    }
+
     /// The client's status now.
     pub fn status(&self) -> Status {
         lock(&self.status).clone()
@@ -220,6 +262,10 @@ struct Runner {
     spec: Spec,
     ifname: String,
     index: u32,
+    /// The interface's MAC: chaddr, and whose replies are ours.
+    mac: [u8; 6],
+    /// Option 61.
+    client_id: Vec<u8>,
     udp: UdpSocket,
     rtnl: ConfigSocket,
     stop: UnixStream,
@@ -234,7 +280,8 @@ struct Runner {
 }
 
 impl Runner {
-    /// Enters the namespace, finds the interface by MAC, opens the sockets.
+    /// Enters the namespace (the container's, or for Wi-Fi the host's), finds the interface (by
+    /// MAC, or for Wi-Fi the parent by name), opens the sockets.
     fn open(
         spec: Spec,
         stop: UnixStream,
@@ -242,18 +289,23 @@ impl Runner {
         updates: mpsc::UnboundedSender<DhcpUpdate>,
     ) -> Result<Runner, StartError> {
         let pid = spec.pid;
-        let ns = File::open(format!("/proc/{pid}/ns/net")).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => StartError::NamespaceNotFound(pid),
-            io::ErrorKind::PermissionDenied => StartError::PermissionDenied(pid),
-            _ => StartError::Namespace { pid, source: e },
-        })?;
-        let pidfd = pidfd_open(pid);
-        nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
-            StartError::Namespace {
-                pid,
-                source: e.into(),
+        let entered = match &spec.target {
+            Target::Vnic { .. } => {
+                let ns = container_netns(pid)?;
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)
             }
+            Target::Wifi(w) => nix::sched::setns(&*w.netns, nix::sched::CloneFlags::CLONE_NEWNET),
+        };
+        entered.map_err(|e| StartError::Namespace {
+            pid,
+            source: e.into(),
         })?;
+        // A Wi-Fi client outlives the container's process: a restart brings a new PID to the
+        // same lease (`request_wifi_dhcp` again), a deletion sends `stop_dhcp`.
+        let pidfd = match spec.target {
+            Target::Vnic { .. } => pidfd_open(pid),
+            Target::Wifi(_) => None,
+        };
         let mut rtnl = ConfigSocket::new().map_err(|e| StartError::Setup(e.to_string()))?;
         let mut found = None;
         for attempt in 0..FIND_TRIES {
@@ -261,20 +313,35 @@ impl Runner {
                 std::thread::sleep(FIND_PAUSE);
             }
             let links = rtnl.links().map_err(|e| StartError::Setup(e.to_string()))?;
-            found = links
-                .into_iter()
-                .find(|l| l.mac.as_deref() == Some(&spec.mac[..]));
+            found = links.into_iter().find(|l| match &spec.target {
+                Target::Vnic { mac } => l.mac.as_deref() == Some(&mac[..]),
+                Target::Wifi(w) => l.name == w.parent,
+            });
             if found.is_some() {
                 break;
             }
         }
-        let link = found.ok_or_else(|| StartError::InterfaceNotFound(spec.mac_text()))?;
+        let link = found.ok_or_else(|| match &spec.target {
+            Target::Vnic { mac } => StartError::InterfaceNotFound(mac_text(*mac)),
+            Target::Wifi(w) => StartError::ParentNotFound(w.parent.clone()),
+        })?;
+        let mac: [u8; 6] = link
+            .mac
+            .as_deref()
+            .and_then(|m| m.try_into().ok())
+            .ok_or_else(|| StartError::Setup(format!("{} has no Ethernet address", link.name)))?;
+        let client_id = match &spec.target {
+            Target::Vnic { .. } => codec::mac_client_id(mac),
+            Target::Wifi(w) => w.client_id.clone(),
+        };
         let udp = client_socket(&link.name).map_err(setup)?;
         let lease_path = lease_file::path(&spec.lease_dir, &spec.container_name, &spec.vnic_name);
         let seed = u64::from(rand::random::<u32>()) << 32 | u64::from(spec.pid);
         Ok(Runner {
             ifname: link.name,
             index: link.index,
+            mac,
+            client_id,
             udp,
             rtnl,
             stop,
@@ -299,14 +366,12 @@ impl Runner {
         let key = self.spec.key();
         tracing::info!(key, interface = self.ifname, "DHCP client started");
         let remembered = self.remembered();
-        self.clear_placeholders(remembered.as_ref().map(|r| r.lease.ip));
+        if self.spec.target.configures_interface() {
+            self.clear_placeholders(remembered.as_ref().map(|r| r.lease.ip));
+        }
         if let Some(r) = &remembered {
             // The address is on the interface already: what the client holds until told otherwise.
-            self.applied = Some(Applied {
-                ip: r.lease.ip,
-                prefix: r.lease.prefix,
-                gateway: r.lease.gateway(),
-            });
+            self.applied = self.spec.target.configuration(&r.lease);
         }
         let actions = self.machine.start(self.now(), remembered);
         if !self.perform(actions) {
@@ -383,7 +448,7 @@ impl Runner {
                         };
                         let reply = buf
                             .get(..len)
-                            .and_then(|b| codec::decode(b, self.spec.mac, source));
+                            .and_then(|b| codec::decode(b, self.mac, source));
                         if let Some(reply) = reply {
                             tracing::debug!(key, ?reply, "DHCP reply");
                             let actions = self.machine.on_reply(self.now(), reply);
@@ -411,6 +476,10 @@ impl Runner {
     fn remembered(&mut self) -> Option<Remembered> {
         let file = lease_file::read(&self.lease_path)?;
         let (lease, age) = file.lease(OffsetDateTime::now_utc())?;
+        if !self.spec.target.configures_interface() {
+            // Never on the host's Wi-Fi: the file is all there is.
+            return Some(Remembered { lease, age });
+        }
         let on_interface = self.rtnl.ipv4_addresses().ok()?.iter().any(|a| {
             a.index == self.index && a.address == lease.ip && a.prefix_len == lease.prefix
         });
@@ -451,7 +520,11 @@ impl Runner {
         for action in actions {
             match action {
                 Action::Send(packet) => {
-                    let bytes = codec::encode(&packet, self.spec.mac);
+                    let packet = match self.spec.target {
+                        Target::Vnic { .. } => packet,
+                        Target::Wifi(_) => packet.for_host(),
+                    };
+                    let bytes = codec::encode_with_id(&packet, self.mac, &self.client_id);
                     let to = match packet.to {
                         Destination::Broadcast => Ipv4Addr::BROADCAST,
                         Destination::Unicast(ip) => ip,
@@ -499,7 +572,14 @@ impl Runner {
         }
         lock(&self.status).last_ip = Some(lease.ip.to_string());
         let changed = self.reported.as_ref().is_none_or(|r| !r.same_report(lease));
-        if changed {
+        // A Wi-Fi lease becomes the vNIC's bridge: rebuilt when the lease changed, built at a
+        // renewal when an earlier attempt failed (the container was not up yet, ...).
+        let bridge = self
+            .spec
+            .target
+            .wifi()
+            .and_then(|w| w.bound(&self.spec.container_name, lease, changed));
+        if changed || bridge.is_some() {
             tracing::info!(
                 key,
                 "DHCP lease {}/{} on {} (gateway {}, {} s)",
@@ -512,7 +592,11 @@ impl Runner {
             let update = DhcpUpdate {
                 container_name: self.spec.container_name.clone(),
                 vnic_name: self.spec.vnic_name.clone(),
-                mac_address: Some(self.spec.mac_text()),
+                // Wi-Fi: the original's null (the MAC in the request is the host's).
+                mac_address: match self.spec.target {
+                    Target::Vnic { mac } => Some(mac_text(mac)),
+                    Target::Wifi(_) => None,
+                },
                 ip: file.ip.clone(),
                 mask: file.mask.clone(),
                 prefix: file.prefix,
@@ -520,7 +604,7 @@ impl Runner {
                 dns: file.dns.clone(),
                 lease_time: file.lease.clone(),
                 timestamp: file.timestamp.clone(),
-                proxy_arp_config: None,
+                proxy_arp_config: bridge.as_ref().map(crate::proxy_arp::Bridge::config),
             };
             lock(&self.status).last_update = Some(update.clone());
             let _ = self.updates.send(update);
@@ -537,6 +621,9 @@ impl Runner {
             _ => tracing::warn!(key, "DHCP lease {} lost ({reason:?})", lease.ip),
         }
         self.unapply();
+        if let Some(w) = self.spec.target.wifi() {
+            w.lost(&self.spec.container_name);
+        }
         self.reported = None;
         let mut status = lock(&self.status);
         status.last_ip = None;
@@ -548,10 +635,8 @@ impl Runner {
     /// Puts the lease's address and default route on the interface, replacing what the client
     /// put there before. Idempotent: a renewal refreshes without removing anything.
     fn apply(&mut self, lease: &Lease) -> netlink::Result<()> {
-        let new = Applied {
-            ip: lease.ip,
-            prefix: lease.prefix,
-            gateway: lease.gateway(),
+        let Some(new) = self.spec.target.configuration(lease) else {
+            return Ok(());
         };
         self.rtnl.add_ipv4_address(self.index, new.ip, new.prefix)?;
         if let Some(old) = self.applied.take() {
@@ -586,6 +671,15 @@ impl Runner {
             tracing::warn!(key = self.spec.key(), "cannot remove {}: {e}", old.ip);
         }
     }
+}
+
+/// The container's namespace, with the original's texts for what can be wrong.
+pub fn container_netns(pid: u32) -> Result<File, StartError> {
+    File::open(format!("/proc/{pid}/ns/net")).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => StartError::NamespaceNotFound(pid),
+        io::ErrorKind::PermissionDenied => StartError::PermissionDenied(pid),
+        _ => StartError::Namespace { pid, source: e },
+    })
 }
 
 fn ignore_missing(r: netlink::Result<()>) -> netlink::Result<()> {
@@ -634,4 +728,52 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
     #[allow(unsafe_code)]
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proxy_arp::SharedBridges;
+
+    fn lease() -> Lease {
+        Lease {
+            ip: Ipv4Addr::new(10, 215, 0, 50),
+            prefix: 24,
+            routers: vec![Ipv4Addr::new(10, 215, 0, 1)],
+            dns: Vec::new(),
+            domain: None,
+            mtu: None,
+            broadcast: None,
+            server: Ipv4Addr::new(10, 215, 0, 1),
+            lease_time: 120,
+            renew: 60,
+            rebind: 105,
+        }
+    }
+
+    #[test]
+    fn on_the_host_wifi_a_lease_never_becomes_interface_configuration() {
+        let ns = File::open("/proc/self/ns/net").expect("own namespace");
+        let wifi = Target::Wifi(Wifi::new(
+            "wlan0".into(),
+            b"plc:eth1".to_vec(),
+            1,
+            Arc::new(ns),
+            SharedBridges::default(),
+        ));
+        assert!(!wifi.configures_interface());
+        assert_eq!(wifi.configuration(&lease()), None);
+        let vnic = Target::Vnic {
+            mac: [2, 0, 0, 0, 0, 1],
+        };
+        assert!(vnic.configures_interface());
+        assert_eq!(
+            vnic.configuration(&lease()),
+            Some(Applied {
+                ip: Ipv4Addr::new(10, 215, 0, 50),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(10, 215, 0, 1)),
+            })
+        );
+    }
 }

@@ -27,8 +27,24 @@ const REQUESTED: [OptionCode; 8] = [
 /// The prefix when a server sends no (or a non-contiguous) subnet mask: the original script's.
 const DEFAULT_PREFIX: u8 = 24;
 
-/// Encodes `packet` from the client with hardware address `mac`.
+/// busybox's default client identifier: type 1 (Ethernet) and the MAC.
+pub fn mac_client_id(mac: [u8; 6]) -> Vec<u8> {
+    let mut id = vec![1u8];
+    id.extend_from_slice(&mac);
+    id
+}
+
+/// Encodes `packet` from the client with hardware address `mac` (client identifier `01` + MAC).
+#[allow(dead_code)] // for the tests and the `dhcp_reply` fuzz target
 pub fn encode(packet: &Packet, mac: [u8; 6]) -> Vec<u8> {
+    encode_with_id(packet, mac, &mac_client_id(mac))
+}
+
+/// Encodes `packet` from the client with hardware address `mac` and option 61 = `client_id`,
+/// exactly those bytes (a Wi-Fi vNIC's: the UTF-8 of `<container>:<vnic>`, no type byte, as the
+/// original's `udhcpc -x 0x3d:<hex>`, upstream-head §5.3). At most 255 bytes (an option's
+/// length); the caller checks.
+pub fn encode_with_id(packet: &Packet, mac: [u8; 6], client_id: &[u8]) -> Vec<u8> {
     let zero = Ipv4Addr::UNSPECIFIED;
     let ciaddr = match packet.message {
         Message::Request {
@@ -50,9 +66,7 @@ pub fn encode(packet: &Packet, mac: [u8; 6]) -> Vec<u8> {
         Message::Release { .. } => MessageType::Release,
     };
     opts.insert(DhcpOption::MessageType(kind));
-    let mut client_id = vec![1u8];
-    client_id.extend_from_slice(&mac);
-    opts.insert(DhcpOption::ClientIdentifier(client_id));
+    opts.insert(DhcpOption::ClientIdentifier(client_id.to_vec()));
     match &packet.message {
         Message::Discover => {
             opts.insert(DhcpOption::ParameterRequestList(REQUESTED.to_vec()));
@@ -252,6 +266,31 @@ mod tests {
                 1, 2, 0x42, 0xac, 0x11, 0, 2
             ]))
         );
+        assert!(m.opts().get(OptionCode::Hostname).is_none());
+    }
+
+    #[test]
+    fn a_wifi_client_id_is_option_61_with_exactly_the_utf8_bytes_and_the_host_mac() {
+        let bytes = encode_with_id(
+            &Packet {
+                xid: 7,
+                message: Message::Discover,
+                to: Destination::Broadcast,
+            },
+            MAC,
+            "plc-01:wlan-ü".as_bytes(),
+        );
+        let m = v4::Message::from_bytes(&bytes).expect("decodes");
+        assert_eq!(&m.chaddr()[..6], &MAC);
+        assert_eq!(
+            m.opts().get(OptionCode::ClientIdentifier),
+            Some(&DhcpOption::ClientIdentifier(
+                b"plc-01:wlan-\xc3\xbc".to_vec()
+            ))
+        );
+        // On the wire: code 61, the length, the bytes; no type byte before them.
+        let wire = [&[61u8, 14][..], b"plc-01:wlan-\xc3\xbc"].concat();
+        assert!(bytes.windows(wire.len()).any(|w| w == wire));
         assert!(m.opts().get(OptionCode::Hostname).is_none());
     }
 

@@ -142,7 +142,14 @@ impl Lab {
 
 fn clients(lab: &Lab) -> (DhcpClients, mpsc::UnboundedReceiver<DhcpUpdate>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (DhcpClients::new(lab.lease_dir(), tx), rx)
+    (
+        DhcpClients::new(
+            lab.lease_dir(),
+            tx,
+            crate::proxy_arp::SharedBridges::default(),
+        ),
+        rx,
+    )
 }
 
 async fn next_update(rx: &mut mpsc::UnboundedReceiver<DhcpUpdate>, wait: Duration) -> DhcpUpdate {

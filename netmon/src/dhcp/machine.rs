@@ -120,6 +120,33 @@ pub struct Packet {
     pub to: Destination,
 }
 
+impl Packet {
+    /// The packet as a client on the host's Wi-Fi sends it for a vNIC (upstream-head §5.3): the
+    /// leased address is not the host's (it lives in a container behind a proxy-ARP bridge), so
+    /// a reply sent to it (RFC 2131 §4.1: to `ciaddr` when set) would be routed into the
+    /// container, never to the client. So a renewal or rebinding asks in the INIT-REBOOT form
+    /// (option 50, no `ciaddr`, no server id; servers extend the lease just the same) with the
+    /// broadcast flag, and everything goes out broadcast, which needs no address on the parent.
+    /// A RELEASE keeps `ciaddr` (servers find the lease by it; no reply comes).
+    pub fn for_host(self) -> Packet {
+        let message = match self.message {
+            Message::Request {
+                ciaddr: Some(ip), ..
+            } => Message::Request {
+                requested: Some(ip),
+                server: None,
+                ciaddr: None,
+            },
+            other => other,
+        };
+        Packet {
+            xid: self.xid,
+            message,
+            to: Destination::Broadcast,
+        }
+    }
+}
+
 /// Why a lease was given up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LossReason {
@@ -1046,6 +1073,26 @@ mod tests {
         let mut idle = Machine::new(1);
         let _ = idle.start(S(0), None);
         assert!(idle.stop().is_empty());
+    }
+
+    #[test]
+    fn for_the_host_renewals_ask_by_option_50_and_everything_is_broadcast() {
+        let mut m = bound(120);
+        let renew = only_packet(&m.on_timeout(Duration::from_secs(61))).for_host();
+        assert_eq!(renew.to, Destination::Broadcast);
+        assert_eq!(
+            renew.message,
+            Message::Request {
+                requested: Some(Ipv4Addr::new(10, 213, 0, 50)),
+                server: None,
+                ciaddr: None
+            }
+        );
+        let release = only_packet(&m.stop()).for_host();
+        assert_eq!(release.to, Destination::Broadcast);
+        assert!(
+            matches!(release.message, Message::Release { ip, .. } if ip == Ipv4Addr::new(10, 213, 0, 50))
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use super::DhcpClients;
+use crate::proxy_arp::SharedBridges;
 
 /// Requests waiting for the task (callers wait when it is full).
 const QUEUE: usize = 16;
@@ -29,6 +30,14 @@ enum Request {
         vnic_name: String,
         reply: oneshot::Sender<Result<String, String>>,
     },
+    Wifi {
+        container_name: String,
+        vnic_name: String,
+        parent: String,
+        container_pid: u32,
+        client_id: String,
+        reply: oneshot::Sender<Result<String, String>>,
+    },
     Status {
         reply: oneshot::Sender<Value>,
     },
@@ -44,15 +53,16 @@ pub struct DhcpHandle {
 }
 
 /// Starts the task owning the clients (lease files in `lease_dir`, every lease change sent to
-/// `updates`). It ends after [`DhcpHandle::shutdown`] or when every handle is dropped (then it
+/// `updates`, Wi-Fi leases' bridges built through `bridges`). It ends after [`DhcpHandle::shutdown`] or when every handle is dropped (then it
 /// shuts the clients down too).
 pub fn spawn(
     lease_dir: PathBuf,
     updates: mpsc::UnboundedSender<DhcpUpdate>,
+    bridges: SharedBridges,
 ) -> (DhcpHandle, JoinHandle<()>) {
     let (tx, mut rx) = mpsc::channel(QUEUE);
     let task = tokio::spawn(async move {
-        let mut clients = DhcpClients::new(lease_dir, updates);
+        let mut clients = DhcpClients::new(lease_dir, updates, bridges);
         while let Some(request) = rx.recv().await {
             match request {
                 Request::Start {
@@ -73,6 +83,25 @@ pub fn spawn(
                     reply,
                 } => {
                     let _ = reply.send(clients.stop(&container_name, &vnic_name).await);
+                }
+                Request::Wifi {
+                    container_name,
+                    vnic_name,
+                    parent,
+                    container_pid,
+                    client_id,
+                    reply,
+                } => {
+                    let r = clients
+                        .request_wifi(
+                            &container_name,
+                            &vnic_name,
+                            &parent,
+                            container_pid,
+                            &client_id,
+                        )
+                        .await;
+                    let _ = reply.send(r);
                 }
                 Request::Status { reply } => {
                     let _ = reply.send(clients.status());
@@ -124,6 +153,29 @@ impl DhcpHandle {
             .unwrap_or_else(|| Err(GONE.into()))
     }
 
+    /// `request_wifi_dhcp` ([`DhcpClients::request_wifi`]).
+    pub async fn request_wifi(
+        &self,
+        container_name: &str,
+        vnic_name: &str,
+        parent: &str,
+        container_pid: u32,
+        client_id: &str,
+    ) -> Result<String, String> {
+        let (reply, answer) = oneshot::channel();
+        let request = Request::Wifi {
+            container_name: container_name.to_owned(),
+            vnic_name: vnic_name.to_owned(),
+            parent: parent.to_owned(),
+            container_pid,
+            client_id: client_id.to_owned(),
+            reply,
+        };
+        self.ask(request, answer)
+            .await
+            .unwrap_or_else(|| Err(GONE.into()))
+    }
+
     /// `get_dhcp_status`'s `status` object ([`DhcpClients::status`]); `{}` once stopped.
     pub async fn status(&self) -> Value {
         let (reply, answer) = oneshot::channel();
@@ -153,7 +205,7 @@ mod tests {
     #[tokio::test]
     async fn the_handle_answers_as_the_clients_do_and_after_shutdown_says_so() {
         let (tx, _rx) = mpsc::unbounded_channel();
-        let (handle, task) = spawn(PathBuf::from("/nonexistent"), tx);
+        let (handle, task) = spawn(PathBuf::from("/nonexistent"), tx, SharedBridges::default());
         let other = handle.clone();
         assert_eq!(
             other.start("plc", "eth0", "02:00:00:00:00:01", 0).await,
