@@ -39,8 +39,12 @@ CONTAINER_MTLS_DIR=/root/.mtls
 # serving its socket need none; dedicated NICs do: NET_ADMIN to move a link between network
 # namespaces and set it up, SYS_ADMIN to enter a runtime's namespace (setns) to give it back,
 # SYS_PTRACE to open /proc/<pid>/ns/net of a runtime that holds capabilities netmon lacks. With
-# --pid host, so a runtime's PID is netmon's too. Not --privileged.
-NETMON_CAPS=(NET_ADMIN SYS_ADMIN SYS_PTRACE)
+# --pid host, so a runtime's PID is netmon's too. Serial ports: MKNOD to create a port's node in a
+# runtime's /dev, SYS_CHROOT (with SYS_ADMIN) to setns into the runtime's mount namespace for it,
+# and the host's /dev read-only (NETMON_MOUNTS) to see the ports and their by-id links. Not --privileged.
+NETMON_CAPS=(NET_ADMIN SYS_ADMIN SYS_PTRACE MKNOD SYS_CHROOT)
+# Read-only is enough: netmon only stats the host's nodes; it creates nodes in runtimes' own /dev.
+NETMON_MOUNTS=(-v /dev:/dev:ro)
 
 # --- output --------------------------------------------------------------------------------------
 c_red="" c_green="" c_yellow="" c_bold="" c_off=""
@@ -438,6 +442,7 @@ netmon_run_args() {
   local args=(--name "$NETMON_NAME" --network host --pid host --label edge.autonomy.role=netmon --cap-drop ALL)
   local cap
   for cap in "${NETMON_CAPS[@]}"; do args+=(--cap-add "$cap"); done
+  args+=("${NETMON_MOUNTS[@]}")
   mapfile -t -O ${#args[@]} args < <(common_run_options)
   args+=(-e "NETMON_SOCKET=$STATE_DIR/netmon.sock" "$NETMON_IMAGE")
   printf '%s\n' "${args[@]}"

@@ -7,7 +7,8 @@
 # runtime, checked and given back through the command channel. Everything it makes is named
 # nicchk<pid>* and removed at the end.
 #
-# Usage (root):  scripts/check-netmon-privileges.sh [CAP...]   (default: NET_ADMIN SYS_ADMIN SYS_PTRACE)
+# Usage (root):  scripts/check-netmon-privileges.sh [CAP...]   (default: NET_ADMIN SYS_ADMIN SYS_PTRACE;
+# the installer adds MKNOD and SYS_CHROOT for serial ports, which this script does not exercise)
 # Runs a static build of the current sources (glibc static-pie, built here) in the busybox test
 # image (scripts/test-images.sh).
 set -euo pipefail

@@ -183,8 +183,8 @@ async fn a_first_install_runs_the_agent_and_a_second_run_keeps_its_identity() {
         );
     }
     assert_eq!(netmon["HostConfig"]["NetworkMode"], "host");
-    // Dedicated NICs (docs/netmon.md "Privileges"): the host PID namespace and three capabilities,
-    // never --privileged; the agent gets none.
+    // Dedicated NICs and serial ports (docs/netmon.md "Privileges"): the host PID namespace and
+    // five capabilities, never --privileged; the agent gets none.
     assert_eq!(netmon["HostConfig"]["PidMode"], "host");
     let caps = |c: &Value| -> Vec<String> {
         let mut v: Vec<String> = c["HostConfig"]["CapAdd"]
@@ -198,7 +198,22 @@ async fn a_first_install_runs_the_agent_and_a_second_run_keeps_its_identity() {
         v.sort();
         v
     };
-    assert_eq!(caps(&netmon), ["NET_ADMIN", "SYS_ADMIN", "SYS_PTRACE"]);
+    assert_eq!(
+        caps(&netmon),
+        [
+            "MKNOD",
+            "NET_ADMIN",
+            "SYS_ADMIN",
+            "SYS_CHROOT",
+            "SYS_PTRACE"
+        ]
+    );
+    // Serial ports: the host's /dev, read-only (docs/netmon.md "Serial ports").
+    assert!(
+        mounts(&netmon).contains(&("/dev".into(), "/dev".into(), false)),
+        "{:?}",
+        mounts(&netmon)
+    );
     assert!(caps(&agent).is_empty(), "{:?}", caps(&agent));
     for c in [&agent, &netmon] {
         assert_eq!(c["HostConfig"]["Privileged"], false);

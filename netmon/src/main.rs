@@ -12,6 +12,7 @@ mod firewall;
 mod model;
 mod nic;
 mod proxy_arp;
+mod serial;
 mod server;
 mod tracker;
 

@@ -164,10 +164,14 @@ impl Client {
         }
     }
 
+    /// The greeting: `network_discovery` (its interfaces returned), then `device_discovery`.
     fn discovery(&mut self) -> Vec<Value> {
         let msg = self.next(EVENT_WAIT).expect("discovery on connect");
         assert_eq!(msg["type"], "network_discovery", "{msg}");
         keys_are(&msg["data"], &["interfaces", "timestamp"]);
+        let devices = self.next(EVENT_WAIT).expect("device discovery on connect");
+        assert_eq!(devices["type"], "device_discovery", "{devices}");
+        keys_are(&devices["data"], &["devices", "timestamp"]);
         msg["data"]["interfaces"]
             .as_array()
             .expect("interfaces")
@@ -175,11 +179,16 @@ impl Client {
     }
 
     /// Every `network_change` data until none arrives for [`QUIET`] (waiting up to
-    /// [`EVENT_WAIT`] for the first).
+    /// [`EVENT_WAIT`] for the first). Serial `device_change` lines are skipped: the kernel's
+    /// uevents reach every namespace of the initial user namespace, so any tty event on this
+    /// machine (another test's, a hot-plug) reaches these netmons too.
     fn changes(&mut self) -> Vec<Value> {
         let mut out = Vec::new();
         let mut wait = EVENT_WAIT;
         while let Some(msg) = self.next(wait) {
+            if msg["type"] == "device_change" {
+                continue;
+            }
             assert_eq!(msg["type"], "network_change", "{msg}");
             out.push(msg["data"].clone());
             wait = QUIET;
