@@ -1,8 +1,9 @@
 //! What each command of the command channel (upstream-head §4.3) does here: answered at once from
 //! the daemon's state, or a link job (dedicated NICs, a vNIC's MAC) the daemon runs on a blocking
 //! thread. The one place that maps commands to work: status answers, link jobs, DHCP jobs (netmon's
-//! DHCP client, `crate::dhcp`), proxy-ARP bridge jobs (`crate::proxy_arp`); Wi-Fi DHCP and serial
-//! devices are answered "not supported". Pure: no I/O.
+//! DHCP client, `crate::dhcp`), proxy-ARP bridge jobs (`crate::proxy_arp`), serial jobs
+//! (`crate::serial`: enumeration, device nodes in containers); Wi-Fi DHCP is answered "not
+//! supported". Pure: no I/O.
 
 use netmon_proto::{Command, Response};
 use serde_json::{Value, json};
@@ -15,6 +16,8 @@ pub struct View {
     pub clients: usize,
     /// Names of interfaces with a change waiting for its debounce.
     pub pending_changes: Vec<String>,
+    /// The serial ports' status object (`crate::serial::Devices::status`).
+    pub devices: Value,
 }
 
 /// The work a command calls for.
@@ -28,6 +31,8 @@ pub enum Work {
     Dhcp(DhcpJob),
     /// A proxy-ARP bridge job for Wi-Fi vNICs (blocking netlink calls, setns).
     ProxyArp(crate::proxy_arp::Job),
+    /// A serial job (blocking: sysfs reads, a thread in a container's mount namespace).
+    Serial(crate::serial::Job),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -162,15 +167,15 @@ fn not_supported(command: &str) -> Response {
     Response::error(format!("{command} is not supported by this netmon yet"))
 }
 
-/// The serial device monitor's state: there is none in this netmon.
-fn device_status() -> Value {
-    json!({"running": false, "pyudev_available": false, "cached_devices": 0, "devices": []})
-}
-
 /// netlink's state: the daemon answers only while its netlink reader runs (it stops on a
 /// netlink failure it cannot recover from, and overruns are resynchronised at once).
 fn netlink_status() -> Value {
     json!({"running": true, "degraded": false, "consecutive_errors": 0, "socket_active": true})
+}
+
+/// A validated serial job, or its refusal.
+fn serial(job: Result<crate::serial::Job, String>) -> Work {
+    job.map_or_else(|e| Work::Answer(Response::error(e)), Work::Serial)
 }
 
 /// Maps a command to its work.
@@ -213,18 +218,33 @@ pub fn dispatch(command: Command, view: &View) -> Work {
             (Err(e), _) | (_, Err(e)) => Work::Answer(Response::error(e)),
         },
         Command::GetNetlinkStatus => Work::Answer(Response::ok().with("status", netlink_status())),
-        Command::GetDeviceStatus => Work::Answer(Response::ok().with("status", device_status())),
+        Command::GetDeviceStatus => {
+            Work::Answer(Response::ok().with("status", view.devices.clone()))
+        }
         Command::GetStatus => Work::Dhcp(DhcpJob::FullStatus(json!({
             "netlink": netlink_status(),
             "dhcp": {},
-            "devices": device_status(),
+            "devices": view.devices.clone(),
             "clients_connected": view.clients,
             "pending_changes": view.pending_changes,
         }))),
-        // Serial device discovery (upstream-head §7.2) is not in this netmon.
-        Command::DiscoverDevices => Work::Answer(not_supported("discover_devices")),
-        Command::ProvisionSerialNode { .. } => Work::Answer(not_supported("provision_serial_node")),
-        Command::RemoveSerialNode { .. } => Work::Answer(not_supported("remove_serial_node")),
+        // Serial ports (upstream-head §7.2, §7.5): `crate::serial`.
+        Command::DiscoverDevices => Work::Serial(crate::serial::Job::Discover),
+        Command::ProvisionSerialNode {
+            container_pid,
+            container_path,
+            major,
+            minor,
+        } => serial(crate::serial::Job::provision(
+            container_pid.0,
+            container_path,
+            major,
+            minor,
+        )),
+        Command::RemoveSerialNode {
+            container_pid,
+            container_path,
+        } => serial(crate::serial::Job::remove(container_pid.0, container_path)),
         // DHCP (upstream-head §4.5): netmon's own client in the runtime's namespace.
         Command::StartDhcp {
             container_name,
@@ -267,9 +287,11 @@ mod tests {
             &View {
                 clients: 2,
                 pending_changes: vec!["eth1".into()],
+                devices: json!({"running": true, "cached_devices": 1}),
             },
         ) {
             Work::Answer(r) => r,
+            Work::Serial(job) => panic!("{line}: a serial job {job:?}"),
             Work::Nic(job) => panic!("{line}: a NIC job {job:?}"),
             Work::Dhcp(job) => panic!("{line}: a DHCP job {job:?}"),
             Work::ProxyArp(job) => panic!("{line}: a proxy-ARP job {job:?}"),
@@ -370,22 +392,79 @@ mod tests {
         }
     }
 
+    fn serial_job(line: &str) -> crate::serial::Job {
+        let request = decode_request(line.as_bytes()).unwrap();
+        match dispatch(request.command, &View::default()) {
+            Work::Serial(job) => job,
+            other => panic!("{line}: {other:?}"),
+        }
+    }
+
     #[test]
-    fn wifi_and_serial_are_refused_by_name_never_silently() {
-        for line in [
-            r#"{"command":"request_wifi_dhcp","container_name":"c","vnic_name":"v","parent_interface":"wlan0","container_pid":1,"client_id":"x"}"#,
-            r#"{"command":"discover_devices"}"#,
+    fn serial_commands_are_served_not_refused_as_unsupported() {
+        use crate::serial::Job;
+        assert_eq!(
+            serial_job(r#"{"command":"discover_devices"}"#),
+            Job::Discover
+        );
+        assert_eq!(
+            serial_job(
+                r#"{"command":"provision_serial_node","container_pid":42,"container_path":"/dev/modbus0","major":188,"minor":3}"#
+            ),
+            Job::Provision {
+                pid: 42,
+                path: "/dev/modbus0".into(),
+                major: 188,
+                minor: 3
+            }
+        );
+        assert_eq!(
+            serial_job(
+                r#"{"command":"remove_serial_node","container_pid":42,"container_path":"/dev/modbus0"}"#
+            ),
+            Job::Remove {
+                pid: 42,
+                path: "/dev/modbus0".into()
+            }
+        );
+        // Refusals say why, before any work.
+        for (line, error) in [
+            (
+                r#"{"command":"provision_serial_node","container_pid":42,"container_path":"/etc/passwd","major":188,"minor":3}"#,
+                "Invalid container_path",
+            ),
+            (
+                r#"{"command":"provision_serial_node","container_pid":42,"container_path":"/dev/x","major":204,"minor":64}"#,
+                "Invalid major 204",
+            ),
+            (
+                r#"{"command":"remove_serial_node","container_pid":42,"container_path":"/dev/../x"}"#,
+                "Invalid container_path",
+            ),
         ] {
             let r = answer(line);
             assert!(!r.success, "{line}");
-            assert!(
-                r.error
-                    .as_deref()
-                    .unwrap()
-                    .ends_with("is not supported by this netmon yet"),
-                "{r:?}"
-            );
+            assert!(r.error.as_deref().unwrap().starts_with(error), "{r:?}");
         }
+        let r = answer(r#"{"command":"get_device_status"}"#);
+        assert!(r.success, "{r:?}");
+        assert_eq!(r.data["status"]["running"], true);
+        assert_eq!(r.data["status"]["cached_devices"], 1);
+    }
+
+    #[test]
+    fn wifi_dhcp_is_refused_by_name_never_silently() {
+        let r = answer(
+            r#"{"command":"request_wifi_dhcp","container_name":"c","vnic_name":"v","parent_interface":"wlan0","container_pid":1,"client_id":"x"}"#,
+        );
+        assert!(!r.success);
+        assert!(
+            r.error
+                .as_deref()
+                .unwrap()
+                .ends_with("is not supported by this netmon yet"),
+            "{r:?}"
+        );
     }
 
     #[test]
@@ -394,6 +473,7 @@ mod tests {
         let view = View {
             clients: 2,
             pending_changes: vec!["eth1".into()],
+            devices: json!({"running": false, "cached_devices": 0}),
         };
         let Work::Dhcp(DhcpJob::FullStatus(status)) = dispatch(request.command, &view) else {
             panic!("get_status carries the DHCP clients' status");
@@ -401,8 +481,7 @@ mod tests {
         assert_eq!(status["clients_connected"], 2);
         assert_eq!(status["pending_changes"], json!(["eth1"]));
         assert_eq!(status["netlink"]["running"], true);
-        let r = answer(r#"{"command":"get_device_status"}"#);
-        assert_eq!(r.data["status"]["running"], false);
+        assert_eq!(status["devices"]["cached_devices"], 0);
         let r = answer(r#"{"command":"get_netlink_status"}"#);
         assert_eq!(r.data["status"]["socket_active"], true);
     }

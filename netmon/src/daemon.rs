@@ -4,6 +4,8 @@
 //! thread, one at a time (proxy-ARP bridge ones likewise). One task owns all state; nothing runs
 //! while nothing changes (no polling, no timer unless a change is pending). At shutdown, NICs
 //! still lent to containers are returned to the host and netmon's proxy-ARP bridges removed.
+//! Serial ports: listed to each new client after its network discovery, hot-plug changes (from
+//! `crate::serial::watch`) broadcast; their jobs run on blocking threads.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -11,7 +13,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use netlink::{Event, EventStream, RouteSocket};
-use netmon_proto::{Response, change_line, dhcp_update_line, discovery_line, timestamp_now};
+use netmon_proto::{
+    Response, SerialDevice, change_line, device_discovery_line, dhcp_update_line, discovery_line,
+    timestamp_now,
+};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -22,6 +27,7 @@ use crate::debounce::Debouncer;
 use crate::model::Filter;
 use crate::nic::Nics;
 use crate::proxy_arp::Bridges;
+use crate::serial::{Change, Devices, Roots};
 use crate::server::{Clients, Job, Socket, TrustedClients};
 use crate::tracker::Tracker;
 
@@ -49,6 +55,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let mut tracker = Tracker::new(cfg.filter);
     let snap = route.snapshot().await.context("initial netlink dump")?;
     tracker.set_baseline(&snap, &timestamp_now());
+
+    // Serial ports: like rtnetlink, subscribe before the first enumeration. Without uevents
+    // (no host network, an old kernel) only hot-plug is lost: each client still gets a fresh list.
+    let roots = Roots::default();
+    let mut devices = Devices::default();
+    let (mut device_changes, watcher) = match crate::serial::watch(roots.clone()) {
+        Ok((changes, task)) => {
+            devices.watching = true;
+            (Some(changes), Some(task))
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot open the kernel's uevent socket ({e}): no serial hot-plug events; \
+                 serial ports are still listed to each new client"
+            );
+            (None, None)
+        }
+    };
+    devices.replace(&serial_ports(&roots).await);
 
     let socket = Socket::bind(&cfg.socket).await?;
     tracing::info!(
@@ -139,8 +164,14 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                     Ok(snap) => {
                         let ts = timestamp_now();
                         let interfaces = tracker.discovery(&snap, &ts);
-                        let id = clients.add(stream, Arc::from(discovery_line(&interfaces, &ts)));
-                        tracing::debug!(client = id, interfaces = interfaces.len(), "client connected");
+                        // The greeting (upstream-head §4.1): network_discovery, then
+                        // device_discovery from a fresh enumeration, before anything is read.
+                        let ports = serial_ports(&roots).await;
+                        devices.replace(&ports);
+                        let mut greeting = discovery_line(&interfaces, &ts);
+                        greeting.push_str(&device_discovery_line(&ports, &timestamp_now()));
+                        let id = clients.add(stream, Arc::from(greeting));
+                        tracing::debug!(client = id, interfaces = interfaces.len(), serial_ports = ports.len(), "client connected");
                     }
                     Err(e) => tracing::error!("netlink dump for a new client failed: {e}"),
                 },
@@ -159,10 +190,24 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                 );
                 clients.broadcast(&Arc::from(dhcp_update_line(&update)));
             }
+            change = next_change(&mut device_changes) => match change {
+                Some(change) => {
+                    match &change {
+                        Change::Added(d) => tracing::info!(path = %d.path, by_id = ?d.by_id, clients = clients.len(), "serial port added"),
+                        Change::Removed(path) => tracing::info!(%path, clients = clients.len(), "serial port removed"),
+                    }
+                    clients.broadcast(&Arc::from(devices.apply(change)));
+                }
+                None => {
+                    device_changes = None;
+                    devices.watching = false;
+                }
+            },
             Some(job) = jobs.recv() => {
                 let view = View {
                     clients: clients.len(),
                     pending_changes: debouncer.pending().into_iter().filter_map(|i| tracker.name_of(i).map(str::to_owned)).collect(),
+                    devices: devices.status(),
                 };
                 match dispatch(job.command, &view) {
                     Work::Answer(response) => { let _ = job.reply.send(response); }
@@ -188,6 +233,15 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
                             let _ = job.reply.send(response);
                         });
                     }
+                    Work::Serial(serial_job) => {
+                        let roots = roots.clone();
+                        running.spawn(async move {
+                            let response = tokio::task::spawn_blocking(move || serial_job.run(&roots))
+                                .await
+                                .unwrap_or_else(|e| Response::error(format!("netmon failed to run the command: {e}")));
+                            let _ = job.reply.send(response);
+                        });
+                    }
                     Work::Dhcp(dhcp_job) => {
                         let dhcp = dhcp.clone();
                         running.spawn(async move {
@@ -199,6 +253,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             Some(_) = running.join_next(), if !running.is_empty() => {}
         }
     };
+    if let Some(watcher) = watcher {
+        watcher.abort();
+    }
     clients.shutdown().await;
     running.shutdown().await;
     // DHCP clients end keeping their leases: the next netmon resumes them (INIT-REBOOT).
@@ -230,6 +287,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     }
     socket.remove().await;
     result
+}
+
+/// The serial ports there are now (sysfs and `/dev` reads, off the event loop).
+async fn serial_ports(roots: &Roots) -> Vec<SerialDevice> {
+    let roots = roots.clone();
+    tokio::task::spawn_blocking(move || crate::serial::enumerate(&roots))
+        .await
+        .unwrap_or_else(|e| {
+            tracing::error!("enumerating serial ports failed: {e}");
+            Vec::new()
+        })
+}
+
+/// The next hot-plug change; `None` once the watcher has ended; pending forever without one.
+async fn next_change(changes: &mut Option<mpsc::Receiver<Change>>) -> Option<Change> {
+    match changes {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// After lost events: every interface we know of, and every link there is now, gets a fresh look.

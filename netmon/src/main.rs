@@ -11,6 +11,7 @@ mod dhcp;
 mod model;
 mod nic;
 mod proxy_arp;
+mod serial;
 mod server;
 mod tracker;
 

@@ -206,7 +206,7 @@ impl Clients {
         self.senders.len()
     }
 
-    /// Adds a client; `first` (the discovery line) is the first thing it receives.
+    /// Adds a client; `first` (the greeting: the discovery lines) is the first thing it receives.
     pub fn add(&mut self, stream: UnixStream, first: Arc<str>) -> u64 {
         let id = self.next_id;
         self.next_id += 1;

@@ -164,10 +164,14 @@ impl Client {
         }
     }
 
+    /// The greeting: `network_discovery` (its interfaces returned), then `device_discovery`.
     fn discovery(&mut self) -> Vec<Value> {
         let msg = self.next(EVENT_WAIT).expect("discovery on connect");
         assert_eq!(msg["type"], "network_discovery", "{msg}");
         keys_are(&msg["data"], &["interfaces", "timestamp"]);
+        let devices = self.next(EVENT_WAIT).expect("device discovery on connect");
+        assert_eq!(devices["type"], "device_discovery", "{devices}");
+        keys_are(&devices["data"], &["devices", "timestamp"]);
         msg["data"]["interfaces"]
             .as_array()
             .expect("interfaces")

@@ -307,7 +307,7 @@ mod tests {
         );
         let bind = r#"{"type": "device_change", "data": {"action": "bind", "device": {"path": "/dev/ttyUSB1"}}}"#;
         assert_eq!(decode(bind), Message::Event(Event::Other));
-        let line = crate::device_discovery_line(&[d.clone()], "t");
+        let line = crate::device_discovery_line(std::slice::from_ref(&d), "t");
         assert_eq!(
             decode(&line),
             Message::Event(Event::DeviceDiscovery(vec![d]))
