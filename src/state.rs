@@ -8,6 +8,9 @@
 //!   4-space indentation, insertion order, no trailing newline;
 //! - `dedicated_nics.json` (upstream-head §6.6): `{ "<runtime>": {"host_interface": "<if>"} }`, the
 //!   host NIC lent to each runtime, 2-space indentation;
+//! - `data/serial_configs.json` (upstream-head §7.6): `{ "<runtime>": {"serial_ports": [ <port>, … ]} }`,
+//!   each port `{name, device_id, container_path, status, current_host_path, major, minor}`,
+//!   2-space indentation; an entry leaves only with `delete_device` (not with self-destruct);
 //! - `stopped_runtimes.json` (ours): `["<runtime>", …]`, the runtimes stopped by `stop_device`, so the
 //!   boot reconcile does not start them again;
 //! - `pending_operations.json` (ours): the intent journal, `{"operations": {"<runtime>": <Intent>},
@@ -43,6 +46,8 @@ pub const VNICS_FILE: &str = "runtime_vnics.json";
 pub const CLIENTS_FILE: &str = "data/clients.json";
 /// File name of the dedicated-NIC records, directly under the state dir.
 pub const DEDICATED_FILE: &str = "dedicated_nics.json";
+/// Path of the serial port records, relative to the state dir.
+pub const SERIAL_FILE: &str = "data/serial_configs.json";
 /// File name of the stopped-by-request set, directly under the state dir.
 pub const STOPPED_FILE: &str = "stopped_runtimes.json";
 /// File name of the intent journal, directly under the state dir.
@@ -138,6 +143,7 @@ struct Files {
     stopped: Vec<String>,
     pending: Pending,
     dedicated: Map<String, Value>,
+    serial: Map<String, Value>,
 }
 
 /// The single owner of the state files. Cheap to share behind an `Arc`.
@@ -329,6 +335,63 @@ impl StateStore {
         }
         self.write(DEDICATED_FILE, encode_vnics(&next)).await?;
         f.dedicated = next;
+        Ok(())
+    }
+
+    /// Every runtime's serial entry (`{"serial_ports": [...]}`), in file order.
+    pub async fn serial_configs(&self) -> Map<String, Value> {
+        self.files.lock().await.serial.clone()
+    }
+
+    /// One runtime's serial entry, if it has one.
+    pub async fn serial_entry(&self, runtime: &str) -> Option<Value> {
+        self.files.lock().await.serial.get(runtime).cloned()
+    }
+
+    /// Sets (or replaces, keeping its position) a runtime's serial entry and rewrites
+    /// `data/serial_configs.json`.
+    pub async fn set_serial_entry(&self, runtime: &str, entry: Value) -> Result<(), StateError> {
+        let mut f = self.files.lock().await;
+        let mut next = f.serial.clone();
+        next.insert(runtime.to_owned(), entry);
+        self.write(SERIAL_FILE, encode_vnics(&next)).await?;
+        f.serial = next;
+        Ok(())
+    }
+
+    /// Changes a runtime's serial entry under the store's lock (read-modify-write, so concurrent
+    /// status updates of two ports cannot erase each other). `edit` returns whether it changed
+    /// anything; the file is rewritten only then. `Ok(false)` when the runtime has no entry.
+    pub async fn update_serial_entry(
+        &self,
+        runtime: &str,
+        edit: impl FnOnce(&mut Value) -> bool,
+    ) -> Result<bool, StateError> {
+        let mut f = self.files.lock().await;
+        let Some(current) = f.serial.get(runtime) else {
+            return Ok(false);
+        };
+        let mut entry = current.clone();
+        if !edit(&mut entry) {
+            return Ok(false);
+        }
+        let mut next = f.serial.clone();
+        next.insert(runtime.to_owned(), entry);
+        self.write(SERIAL_FILE, encode_vnics(&next)).await?;
+        f.serial = next;
+        Ok(true)
+    }
+
+    /// Removes a runtime's serial entry (`delete_device`); a no-op when it has none.
+    pub async fn forget_serial(&self, runtime: &str) -> Result<(), StateError> {
+        let mut f = self.files.lock().await;
+        if !f.serial.contains_key(runtime) {
+            return Ok(());
+        }
+        let mut next = f.serial.clone();
+        next.shift_remove(runtime);
+        self.write(SERIAL_FILE, encode_vnics(&next)).await?;
+        f.serial = next;
         Ok(())
     }
 
@@ -532,6 +595,9 @@ fn load_all(dir: &Path) -> Loaded {
     if let Some(v) = load_one(&dir.join(DEDICATED_FILE), decode_dedicated, &mut warnings)? {
         files.dedicated = v;
     }
+    if let Some(v) = load_one(&dir.join(SERIAL_FILE), decode_serial, &mut warnings)? {
+        files.serial = v;
+    }
     Ok((files, warnings))
 }
 
@@ -582,6 +648,18 @@ fn decode_dedicated(bytes: &[u8]) -> Result<Decoded<Map<String, Value>>, String>
         .iter()
         .filter(|(_, e)| !e.get("host_interface").is_some_and(Value::is_string))
         .map(|(k, _)| format!("entry {k:?} is not a {{\"host_interface\"}} object"))
+        .collect();
+    Ok((map, odd))
+}
+
+/// Decodes `data/serial_configs.json`, like [`decode_vnics`]: entries that are not
+/// `{"serial_ports": [...]}` objects are kept verbatim and reported.
+pub fn decode_serial(bytes: &[u8]) -> Result<Decoded<Map<String, Value>>, String> {
+    let map = decode_object(bytes)?;
+    let odd = map
+        .iter()
+        .filter(|(_, e)| !e.get("serial_ports").is_some_and(Value::is_array))
+        .map(|(k, _)| format!("entry {k:?} is not a {{\"serial_ports\": [...]}} object"))
         .collect();
     Ok((map, odd))
 }
@@ -832,6 +910,57 @@ mod tests {
             .collect();
         assert!(leftovers.is_empty(), "{leftovers:?}");
         assert_eq!(std::fs::read(dir.path().join(VNICS_FILE)).unwrap(), b"{}");
+    }
+
+    #[tokio::test]
+    async fn serial_entries_round_trip_in_the_originals_layout_and_forget_leaves_them() {
+        let dir = tempfile::tempdir().unwrap();
+        // What the Python agent writes (json.dump indent=2).
+        let original = "{\n  \"plc-01\": {\n    \"serial_ports\": [\n      {\n        \"name\": \"modbus\",\n        \"device_id\": \"usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0\",\n        \"container_path\": \"/dev/modbus0\",\n        \"status\": \"connected\",\n        \"current_host_path\": \"/dev/ttyUSB0\",\n        \"major\": 188,\n        \"minor\": 0\n      }\n    ]\n  }\n}";
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        std::fs::write(dir.path().join(SERIAL_FILE), original).unwrap();
+        let s = StateStore::open(dir.path()).await.unwrap();
+        assert!(s.warnings().is_empty(), "{:?}", s.warnings());
+        let e = s.serial_entry("plc-01").await.unwrap();
+        assert_eq!(e["serial_ports"][0]["major"], 188);
+        s.set_serial_entry("plc-02", json!({"serial_ports": []}))
+            .await
+            .unwrap();
+        // Rewritten byte for byte as the original would, the new entry after the old one.
+        s.forget_serial("plc-02").await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join(SERIAL_FILE)).unwrap(),
+            original
+        );
+        let changed = s
+            .update_serial_entry("plc-01", |e| {
+                e["serial_ports"][0]["status"] = json!("disconnected");
+                true
+            })
+            .await
+            .unwrap();
+        assert!(changed);
+        assert!(!s.update_serial_entry("nope", |_| true).await.unwrap());
+        // `forget` (every other file) leaves the serial entry: only delete_device removes it.
+        s.forget("plc-01").await.unwrap();
+        let s2 = StateStore::open(dir.path()).await.unwrap();
+        assert_eq!(
+            s2.serial_entry("plc-01").await.unwrap()["serial_ports"][0]["status"],
+            "disconnected"
+        );
+        s2.forget_serial("plc-01").await.unwrap();
+        assert!(
+            StateStore::open(dir.path())
+                .await
+                .unwrap()
+                .serial_configs()
+                .await
+                .is_empty()
+        );
+        // Missing file: empty, nothing reported.
+        let empty = tempfile::tempdir().unwrap();
+        let s3 = StateStore::open(empty.path()).await.unwrap();
+        assert!(s3.serial_configs().await.is_empty() && s3.warnings().is_empty());
     }
 
     #[tokio::test]

@@ -162,18 +162,18 @@ fn delete_orchestrator_acks_accepted_and_emits_command_received_for_the_older_cl
 }
 
 #[test]
-fn fields_the_agent_cannot_honour_are_refused_by_name() {
+fn an_unsafe_serial_container_path_is_refused_by_name() {
     let (_pki, mut server, _agent) = cloud_and_agent();
     let vnic = json!({"name": "e0", "parent_interface": "eth0", "network_mode": "dhcp"});
     let id = 1;
     let msg = json!({"correlation_id": id, "container_name": unique("rtcmp"),
         "vnic_configs": [vnic],
-        "serial_configs": [{"name": "s0", "device_id": "usb-FTDI-1", "container_path": "/dev/ttyS0"}]});
+        "serial_configs": [{"name": "s0", "device_id": "usb-FTDI-1", "container_path": "/dev/../etc/shadow"}]});
     let ack = server.call("create_new_runtime", vec![msg], id);
     assert_error_ack(
         &ack,
         "create_new_runtime",
-        "Invalid serial_configs: serial port passthrough is not supported by this agent yet",
+        "Invalid serial_configs[0].container_path: \"/dev/../etc/shadow\" must not contain empty, . or .. components",
     );
     assert_eq!(ack[0]["correlation_id"], id);
 }

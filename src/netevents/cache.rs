@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use netmon_proto::{DhcpUpdate, Event, InterfaceInfo, InterfaceType};
+use netmon_proto::{DeviceAction, DhcpUpdate, Event, InterfaceInfo, InterfaceType, SerialDevice};
 use tokio::sync::{broadcast, watch};
 
 /// Interface-name prefixes the agent treats as virtual (upstream §12 item 3).
@@ -141,8 +141,25 @@ struct Inner {
     connections: watch::Sender<u64>,
     /// `dhcp_update` events, for the runtime side (which persists the leases).
     dhcp: broadcast::Sender<DhcpUpdate>,
+    /// The host's serial devices as netmon last reported them, keyed by node path, in the order
+    /// they were first reported.
+    serial: RwLock<Vec<SerialDevice>>,
+    /// Serial device events, sent after `serial` is updated, for the runtime side (which makes
+    /// the device nodes in its containers).
+    devices: broadcast::Sender<DeviceEvent>,
     /// Lines read from netmon: discoveries, changes, other events, lines that did not decode.
     events: [AtomicU64; 4],
+}
+
+/// A serial device event, passed on after the device cache took it in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceEvent {
+    /// A fresh enumeration (each netmon connection): the cache was replaced.
+    Discovery,
+    /// A device was plugged in.
+    Added(SerialDevice),
+    /// A device went away; the device as the cache knew it (with its by-id name) when it did.
+    Removed(SerialDevice),
 }
 
 /// How many lines of each kind the agent read from netmon since it started.
@@ -193,6 +210,8 @@ impl InterfaceCache {
                 commands: super::commands::NetmonCommands::default(),
                 connections: watch::channel(0).0,
                 dhcp: broadcast::channel(64).0,
+                serial: RwLock::new(Vec::new()),
+                devices: broadcast::channel(64).0,
                 events: Default::default(),
             }),
         }
@@ -350,8 +369,16 @@ impl InterfaceCache {
         let changes = {
             let mut map = self.inner.map.write().unwrap_or_else(|e| e.into_inner());
             match event {
-                // Serial devices are handled by the runtime's serial module, not here.
-                Event::Other | Event::DeviceDiscovery(_) | Event::DeviceChange(..) => {
+                Event::Other => return Vec::new(),
+                // Kept here (what the host has), acted on by the runtime side: passed on.
+                Event::DeviceDiscovery(devices) => {
+                    drop(map);
+                    self.apply_devices(DeviceEvent::Discovery, Some(devices));
+                    return Vec::new();
+                }
+                Event::DeviceChange(action, device) => {
+                    drop(map);
+                    self.apply_device_change(action, device);
                     return Vec::new();
                 }
                 // DHCP leases are the runtime's business, not the interface cache's: passed on.
@@ -429,6 +456,62 @@ impl InterfaceCache {
         }
     }
 
+    /// The host's serial devices as netmon last reported them (devices without a by-id name
+    /// included), in the order they were first reported.
+    pub fn serial_devices(&self) -> Vec<SerialDevice> {
+        self.inner
+            .serial
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The serial device events from now on (sent after [`InterfaceCache::serial_devices`]
+    /// reflects them). A receiver more than 64 behind gets `Lagged`: resync from the cache then.
+    pub fn subscribe_devices(&self) -> broadcast::Receiver<DeviceEvent> {
+        self.inner.devices.subscribe()
+    }
+
+    fn apply_device_change(&self, action: DeviceAction, device: SerialDevice) {
+        let event = {
+            let mut list = self.inner.serial.write().unwrap_or_else(|e| e.into_inner());
+            match action {
+                DeviceAction::Add => {
+                    // Keyed by node path: a by-id-less `ttyS` port is a device too (Defect S3).
+                    match list.iter_mut().find(|d| d.path == device.path) {
+                        Some(d) => *d = device.clone(),
+                        None => list.push(device.clone()),
+                    }
+                    DeviceEvent::Added(device)
+                }
+                DeviceAction::Remove => {
+                    let at = list.iter().position(|d| {
+                        d.path == device.path || (device.by_id.is_some() && d.by_id == device.by_id)
+                    });
+                    // The cached object knows the by-id name a bare remove report lacks.
+                    DeviceEvent::Removed(at.map_or(device, |i| list.remove(i)))
+                }
+            }
+        };
+        self.apply_devices(event, None);
+    }
+
+    /// Replaces the device list (discovery) and passes the event on.
+    fn apply_devices(&self, event: DeviceEvent, fresh: Option<Vec<SerialDevice>>) {
+        if let Some(devices) = fresh {
+            let mut list = self.inner.serial.write().unwrap_or_else(|e| e.into_inner());
+            list.clear();
+            for d in devices {
+                if !list.iter().any(|x| x.path == d.path) {
+                    list.push(d);
+                }
+            }
+        }
+        // No subscriber yet (start-up) is not an error: the runtime side resyncs from the cache
+        // when it starts following.
+        let _ = self.inner.devices.send(event);
+    }
+
     /// The `dhcp_update` events netmon sends from now on.
     pub fn subscribe_dhcp(&self) -> broadcast::Receiver<DhcpUpdate> {
         self.inner.dhcp.subscribe()
@@ -457,6 +540,42 @@ mod tests {
             netmon_proto::Message::Event(e) => e,
             other => panic!("not an event: {other:?}"),
         }
+    }
+
+    #[test]
+    fn serial_devices_are_cached_by_path_with_or_without_by_id_and_passed_on() {
+        use netmon_proto::{device_change_line, device_discovery_line};
+        let cache = InterfaceCache::new();
+        let mut rx = cache.subscribe_devices();
+        let dev = |path: &str, by_id: Option<&str>| SerialDevice {
+            by_id: by_id.map(str::to_owned),
+            major: Some(4),
+            minor: Some(64),
+            ..SerialDevice::removed(path)
+        };
+        let s0 = dev("/dev/ttyS0", None);
+        let usb = dev("/dev/ttyUSB0", Some("/dev/serial/by-id/usb-x"));
+        apply(
+            &cache,
+            &device_discovery_line(&[s0.clone(), usb.clone()], "t"),
+        );
+        assert_eq!(cache.serial_devices(), vec![s0.clone(), usb.clone()]);
+        assert_eq!(rx.try_recv().unwrap(), DeviceEvent::Discovery);
+        // A bare remove report (netmon had no details) still names the cached device.
+        apply(
+            &cache,
+            &device_change_line(DeviceAction::Remove, &SerialDevice::removed("/dev/ttyUSB0")),
+        );
+        assert_eq!(rx.try_recv().unwrap(), DeviceEvent::Removed(usb.clone()));
+        assert_eq!(cache.serial_devices(), vec![s0.clone()]);
+        apply(&cache, &device_change_line(DeviceAction::Add, &usb));
+        apply(&cache, &device_change_line(DeviceAction::Add, &usb));
+        assert_eq!(rx.try_recv().unwrap(), DeviceEvent::Added(usb.clone()));
+        assert_eq!(cache.serial_devices(), vec![s0.clone(), usb.clone()]);
+        // The interface cache is not touched.
+        assert!(cache.list().is_empty() && !cache.is_discovered());
+        apply(&cache, &device_discovery_line(&[], "t"));
+        assert!(cache.serial_devices().is_empty());
     }
 
     #[test]

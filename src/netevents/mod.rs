@@ -21,12 +21,13 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::net::UnixStream;
 
 pub use cache::{
-    EventCounts, HostAddress, InterfaceCache, MissingParent, NetworkChange, VIRTUAL_PREFIXES,
-    is_virtual, missing_parent,
+    DeviceEvent, EventCounts, HostAddress, InterfaceCache, MissingParent, NetworkChange,
+    VIRTUAL_PREFIXES, is_virtual, missing_parent,
 };
 pub use commands::COMMAND_TIMEOUT;
 pub use netmon_proto::{
-    Command as NetmonCommand, DhcpUpdate, InterfaceInfo, Ipv4Entry, MAX_LINE, Pid,
+    Command as NetmonCommand, DeviceAction, DhcpUpdate, InterfaceInfo, Ipv4Entry, MAX_LINE, Pid,
+    SerialDevice,
 };
 pub use trust::TrustedPeers;
 

@@ -450,6 +450,15 @@ async fn steps(
         )),
     }
     rt.state().set_stopped(name, false).await?;
+    // Before the commit, so a committed runtime never lacks its ports; a new runtime of this
+    // name has exactly the ports it asks for (an entry self-destruct left must not apply to it).
+    if spec.serial.is_empty() {
+        rt.state().forget_serial(name).await?;
+    } else {
+        rt.state()
+            .set_serial_entry(name, super::serial::entry_for(&spec.serial))
+            .await?;
+    }
     // The commit mark: from here on the runtime is kept whatever happens.
     rt.state().set_vnics(name, persisted).await?;
     if !unset_macs.is_empty() {
@@ -468,6 +477,16 @@ async fn steps(
     }
     // After the commit (a lease is recorded on the persisted vNIC): a failure is retried, not a
     // reason to remove a runtime that runs.
+    if !spec.serial.is_empty() {
+        op.step(
+            "provisioning_serial_ports",
+            format!("making the serial device nodes of {name}"),
+        );
+        super::serial_nodes::ensure(rt, name)
+            .await
+            .into_iter()
+            .for_each(|w| op.warn(w));
+    }
     if spec
         .vnics
         .iter()
@@ -738,10 +757,14 @@ async fn rollback(rt: &Runtimes, name: &str, made: &Made) {
             warn!(runtime = name, error = %e, "rollback: cannot remove the container");
         }
     }
-    if made.state
-        && let Err(e) = rt.state().forget(name).await
-    {
-        warn!(runtime = name, error = %e, "rollback: cannot clean the state files");
+    if made.state {
+        if let Err(e) = rt.state().forget(name).await {
+            warn!(runtime = name, error = %e, "rollback: cannot clean the state files");
+        }
+        // Written by this create before its commit (a runtime that never was has no ports).
+        if let Err(e) = rt.state().forget_serial(name).await {
+            warn!(runtime = name, error = %e, "rollback: cannot remove its serial entry");
+        }
     }
     if made.internal_network
         && let Err(e) = macvlan::remove_internal(rt, name, false).await

@@ -45,11 +45,15 @@ async fn accept(rt: &Runtimes, name: String) -> Result<(), Error> {
     rt.spawn(
         async move {
             let done = match remove_runtime(&worker, &owned, stop, &op).await {
-                Ok(()) => worker
-                    .state()
-                    .clear_intent(&owned.name, None)
-                    .await
-                    .map_err(Error::from),
+                // The intent goes last: a failure before it leaves the delete to be finished.
+                Ok(()) => match forget_serial(&worker, &owned.name).await {
+                    Ok(()) => worker
+                        .state()
+                        .clear_intent(&owned.name, None)
+                        .await
+                        .map_err(Error::from),
+                    Err(e) => Err(e),
+                },
                 Err(e) => Err(e),
             };
             match done {
@@ -63,6 +67,12 @@ async fn accept(rt: &Runtimes, name: String) -> Result<(), Error> {
         .instrument(span),
     );
     Ok(())
+}
+
+/// `delete_device` removes the runtime's serial entry (upstream-head §9.2); the shared
+/// [`remove_runtime`] does not, because self-destruct leaves it (§7.6).
+pub(super) async fn forget_serial(rt: &Runtimes, name: &str) -> Result<(), Error> {
+    rt.state().forget_serial(name).await.map_err(Error::from)
 }
 
 /// How the container is stopped before it is removed.

@@ -1,7 +1,7 @@
 //! What the host side gives a runtime each time its container starts, and again whenever netmon
 //! (re)connects: a new container process is a new network namespace, so the dedicated NIC must be
-//! moved in again, the persisted MACs set again where the engine gave its own, and the DHCP clients
-//! started for it again. One place, so every path that starts a runtime (create, power actions,
+//! moved in again, the persisted MACs set again where the engine gave its own, its serial device
+//! nodes made again (a fresh `/dev`), and the DHCP clients started for it again. One place, so every path that starts a runtime (create, power actions,
 //! the watchdog, the engine's restart policy) does all of it, in order: DHCP last, because netmon's
 //! client finds the vNIC by its MAC; Wi-Fi vNICs' proxy-ARP bridges (or their host-side DHCP
 //! clients) with them.
@@ -10,14 +10,16 @@ use tracing::warn;
 
 use super::{Runtimes, naming};
 
-/// After the runtime's container started: its dedicated NIC into its namespace, its MACs, then
-/// its DHCP clients. Returns what could not be done (each also retried where that makes sense).
+/// After the runtime's container started: its dedicated NIC into its namespace, its MACs, its
+/// serial nodes, then its DHCP clients. Returns what could not be done (each also retried where that makes sense).
 pub(super) async fn after_start(rt: &Runtimes, name: &str) -> Vec<String> {
     let mut warnings = Vec::new();
     if let Err(e) = super::dedicated::ensure_lent(rt, name).await {
         warnings.push(e);
     }
     warnings.extend(super::macfix::ensure(rt, name).await);
+    // A new container has a fresh /dev: its serial nodes go in again (Defect S2).
+    warnings.extend(super::serial_nodes::ensure(rt, name).await);
     if let Err(e) = super::dhcp::ensure(rt, name).await {
         warnings.push(e);
     }

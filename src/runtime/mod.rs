@@ -35,6 +35,7 @@
 
 pub mod command;
 pub mod debug;
+pub mod serial;
 pub mod spec;
 
 /// Modules public only with the `test-support` feature (integration tests, benchmark examples):
@@ -63,6 +64,7 @@ mod rebuild;
 mod reconcile;
 mod selfdestruct;
 mod selfid;
+mod serial_nodes;
 mod status;
 mod watchdog;
 mod wifi;
@@ -230,6 +232,8 @@ struct Inner {
     dhcp_retries: dhcp::Retries,
     /// The vNIC MACs netmon set because the engine could not (`macfix`).
     fixed_macs: macfix::Fixed,
+    /// One serial sync at a time, so an unplug cannot interleave with a provisioning.
+    serial_lock: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for Runtimes {
@@ -288,6 +292,7 @@ impl Runtimes {
                 census: Mutex::new(None),
                 dhcp_retries: dhcp::Retries::default(),
                 fixed_macs: macfix::Fixed::default(),
+                serial_lock: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -542,6 +547,12 @@ impl Runtimes {
         self.spawn(watchdog::run(rt));
         self.spawn(dedicated::follow_netmon(self.clone()));
         self.spawn(dhcp::follow_netmon(self.clone()));
+        self.spawn(serial_nodes::follow_netmon(self.clone()));
+    }
+
+    /// Serializes the serial syncs (`serial_nodes`).
+    pub(crate) async fn serial_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.serial_lock.lock().await
     }
 
     /// The pending retries of failed DHCP starts.

@@ -356,11 +356,14 @@ async fn finish_delete(rt: &Runtimes, name: &str, started_at: &str, adopted: boo
         Stop::Graceful(grace)
     };
     let done = match delete::remove_runtime(rt, &owned, stop, &op).await {
-        Ok(()) => rt
-            .state()
-            .clear_intent(name, None)
-            .await
-            .map_err(super::Error::from),
+        Ok(()) => match delete::forget_serial(rt, name).await {
+            Ok(()) => rt
+                .state()
+                .clear_intent(name, None)
+                .await
+                .map_err(super::Error::from),
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     match done {

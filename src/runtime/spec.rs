@@ -55,6 +55,8 @@ pub struct CreateSpec {
     /// `dedicated_interface`: a host NIC to move into the runtime's network namespace
     /// (upstream-head §6); a valid interface name (checked by the topic's contract).
     pub dedicated_interface: Option<String>,
+    /// `serial_configs` (upstream-head §7.1), validated by [`super::serial::parse_configs`].
+    pub serial: Vec<super::serial::SerialSpec>,
 }
 
 /// Validates a create request: the name, every vNIC, and the vNICs against each other.
@@ -93,6 +95,7 @@ pub fn parse_create(
         runtime_version: runtime_version.map(str::to_owned),
         raw_vnics: vnic_configs.iter().cloned().map(Value::Object).collect(),
         dedicated_interface: None,
+        serial: Vec::new(),
     })
 }
 

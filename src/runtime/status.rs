@@ -53,6 +53,13 @@ async fn device_status(rt: &Runtimes, device_id: &str) -> Result<Map<String, Val
     if let Some(nic) = rt.state().dedicated_nic(device_id).await {
         body.insert("dedicated_interface".into(), json!(nic));
     }
+    // upstream-head §7.7: only when it has ports.
+    if let Some(entry) = rt.state().serial_entry(device_id).await {
+        let ports = super::serial::status_entries(&entry);
+        if !ports.is_empty() {
+            body.insert("serial_ports".into(), json!(ports));
+        }
+    }
     // What the watchdog knows (crash loop, recent crashes, last exit code, log tail).
     body.extend(rt.watchdog().status_fields(device_id));
     // Standing warnings read from the container and the state files, so they survive agent

@@ -1,9 +1,10 @@
 //! `create_new_runtime` (upstream §2.1, §12 item 8, upstream-head §9.1): today's contract (both
 //! vNIC field generations, spec README §1; an empty vNIC list is a runtime on its internal
-//! network only), a refusal of the fields this agent cannot honour yet, then the runtime's complete
-//! validation into a [`CreateSpec`], all before anything is asked of the engine. Answered
-//! `{status: "creating", container_id, message}` once the runtime service accepted it; the work
-//! goes on in the background and is reported by `get_device_status`.
+//! network only; serial ports, upstream-head §7.1), then the runtime's complete validation into a
+//! [`CreateSpec`], all before anything is asked of the engine. Answered `{status: "creating",
+//! container_id, message}` (plus `serial_configs_count` when it has serial ports) once the runtime
+//! service accepted it; the work goes on in the background and is reported by
+//! `get_device_status`.
 
 use serde_json::{Map, Value, json};
 
@@ -11,6 +12,7 @@ use super::contract::{
     self, BaseMessage, ContractError, Field, Kind, opt, opt_string, req, single_object, string,
 };
 use super::{Services, Topic, answer};
+use crate::runtime::serial;
 use crate::runtime::spec::{self, CreateSpec};
 
 /// One vNIC. Both field generations are accepted (spec README §1): 3d2c700's `ip_address`,
@@ -32,6 +34,15 @@ pub const VNIC: &[Field] = &[
     opt("mac", Kind::Str),
 ];
 
+/// One serial port (upstream-head §7.1). Types here; what the values may be is
+/// [`crate::runtime::serial`]'s. `baud_rate` is accepted and unused, as in the original.
+pub const SERIAL: &[Field] = &[
+    req("name", Kind::Str),
+    req("device_id", Kind::Str),
+    req("container_path", Kind::Str),
+    opt("baud_rate", Kind::Number),
+];
+
 /// `create_new_runtime` (upstream §2.1, §12 item 8).
 pub const CONTRACT: &[Field] = &[
     opt("correlation_id", Kind::Number),
@@ -39,7 +50,7 @@ pub const CONTRACT: &[Field] = &[
     opt("requested_at", Kind::Date),
     req("container_name", Kind::NonEmptyStr),
     req("vnic_configs", Kind::List(&Kind::Object(VNIC))),
-    opt("serial_configs", Kind::List(&Kind::Any)),
+    opt("serial_configs", Kind::List(&Kind::Object(SERIAL))),
     opt("runtime_version", Kind::Str),
     opt("dedicated_interface", Kind::InterfaceName),
 ];
@@ -62,7 +73,11 @@ impl CreateNewRuntime {
             .and_then(Value::as_array)
             .map(|items| items.iter().filter_map(Value::as_object).cloned().collect())
             .unwrap_or_default();
-        refuse_unsupported(map)?;
+        let serial_configs: Vec<Map<String, Value>> = map
+            .get("serial_configs")
+            .and_then(Value::as_array)
+            .map(|items| items.iter().filter_map(Value::as_object).cloned().collect())
+            .unwrap_or_default();
         let runtime_version = opt_string(map, "runtime_version");
         let mut spec =
             spec::parse_create(&container_name, &vnic_configs, runtime_version.as_deref())
@@ -71,28 +86,16 @@ impl CreateNewRuntime {
                     message: e.message,
                 })?;
         spec.dedicated_interface = opt_string(map, "dedicated_interface");
+        spec.serial =
+            serial::parse_configs(&serial_configs).map_err(|e| ContractError::Invalid {
+                field: e.field,
+                message: e.message,
+            })?;
         Ok(Self {
             base: BaseMessage::from_checked(map),
             spec,
         })
     }
-}
-
-/// Fields the original acts on that this agent cannot honour yet: refused by name rather than
-/// ignored, so the cloud never believes a runtime has what it asked for. `null` and an empty list
-/// ask for nothing and pass.
-fn refuse_unsupported(map: &Map<String, Value>) -> Result<(), ContractError> {
-    if map
-        .get("serial_configs")
-        .and_then(Value::as_array)
-        .is_some_and(|list| !list.is_empty())
-    {
-        return Err(ContractError::Invalid {
-            field: "serial_configs".into(),
-            message: "serial port passthrough is not supported by this agent yet".into(),
-        });
-    }
-    Ok(())
 }
 
 impl Topic for CreateNewRuntime {
@@ -108,7 +111,8 @@ impl Topic for CreateNewRuntime {
 
     async fn apply(self, services: &Services) -> Value {
         let name = self.spec.name.clone();
-        tracing::info!(vnics = self.spec.vnics.len(), version = ?self.spec.runtime_version, "create requested");
+        let serial_ports = self.spec.serial.len();
+        tracing::info!(vnics = self.spec.vnics.len(), serial_ports, version = ?self.spec.runtime_version, "create requested");
         let result = services.runtime.create(self.spec).await.map(|()| {
             let mut body = Map::new();
             body.insert("status".into(), json!("creating"));
@@ -117,6 +121,9 @@ impl Topic for CreateNewRuntime {
                 "message".into(),
                 json!(format!("Container creation started for {name}")),
             );
+            if serial_ports > 0 {
+                body.insert("serial_configs_count".into(), json!(serial_ports));
+            }
             body
         });
         answer(Self::NAME, &self.base.correlation_id, result)
@@ -336,42 +343,79 @@ mod tests {
     }
 
     #[test]
-    fn fields_the_agent_cannot_honour_yet_are_refused_by_name() {
-        for (key, value, needle) in [
+    fn serial_configs_are_validated_and_reach_the_runtime() {
+        let port = json!({"name": "modbus", "device_id": "ttyS0", "container_path": "/dev/modbus0",
+                          "baud_rate": 9600});
+        let mut m = obj(create());
+        m.insert("serial_configs".into(), json!([port]));
+        let req = parse(&m).unwrap();
+        assert_eq!(req.spec.serial.len(), 1);
+        assert_eq!(req.spec.serial[0].container_path, "/dev/modbus0");
+        for (value, needle) in [
             (
-                "serial_configs",
-                json!([{"name": "s", "device_id": "usb-1", "container_path": "/dev/ttyS0"}]),
-                "Invalid serial_configs: serial port passthrough is not supported",
+                json!("x"),
+                "Invalid field type: Value must be a list. (field: serial_configs)",
             ),
-            ("serial_configs", json!("x"), "Value must be a list."),
             (
-                "dedicated_interface",
-                json!("a b"),
-                "Value must be an interface name",
+                json!([5]),
+                "Value must be an object. (field: serial_configs[0])",
+            ),
+            (
+                json!([{"name": "a", "device_id": "ttyS0"}]),
+                "Missing required field: 'Missing key: serial_configs[0].container_path'",
+            ),
+            (
+                json!([{"name": "a", "device_id": 1, "container_path": "/dev/a"}]),
+                "Value must be a string. (field: serial_configs[0].device_id)",
+            ),
+            (
+                json!([{"name": "a", "device_id": "ttyS0", "container_path": "/dev/a", "baud_rate": "fast"}]),
+                "Value must be a number. (field: serial_configs[0].baud_rate)",
+            ),
+            (
+                json!([{"name": "a", "device_id": "ttyS0", "container_path": "/etc/shadow"}]),
+                "Invalid serial_configs[0].container_path: ",
+            ),
+            (
+                json!([{"name": "a", "device_id": "ttyS0", "container_path": "/dev/../etc/x"}]),
+                "Invalid serial_configs[0].container_path: ",
+            ),
+            (
+                json!([{"name": "", "device_id": "ttyS0", "container_path": "/dev/a"}]),
+                "Invalid serial_configs[0].name: ",
+            ),
+            (
+                json!([{"name": "a", "device_id": "tty S0", "container_path": "/dev/a"}]),
+                "Invalid serial_configs[0].device_id: ",
+            ),
+            (
+                json!([port, {"name": "modbus", "device_id": "ttyS1", "container_path": "/dev/b"}]),
+                "Invalid serial_configs[1].name: ",
             ),
         ] {
             let mut m = obj(create());
-            m.insert(key.into(), value);
+            m.insert("serial_configs".into(), value.clone());
             let e = err(parse(&m));
-            assert!(e.contains(needle), "{key}: {e}");
+            assert!(e.contains(needle), "{value}: {e}");
         }
-        // They ask for nothing, or (a dedicated NIC) something this agent does: accepted.
-        for (key, value) in [
-            ("serial_configs", json!([])),
-            ("serial_configs", json!(null)),
-            ("dedicated_interface", json!(null)),
-            ("dedicated_interface", json!("eth2")),
-        ] {
+        // They ask for nothing: accepted.
+        for value in [json!([]), json!(null)] {
             let mut m = obj(create());
-            m.insert(key.into(), value);
-            let parsed = parse(&m).unwrap_or_else(|e| panic!("{key}: {e}"));
-            if key == "dedicated_interface" {
-                assert_eq!(
-                    parsed.spec.dedicated_interface.as_deref(),
-                    m[key].as_str(),
-                    "the dedicated NIC reaches the runtime"
-                );
-            }
+            m.insert("serial_configs".into(), value);
+            assert!(parse(&m).unwrap().spec.serial.is_empty());
+        }
+    }
+
+    #[test]
+    fn a_dedicated_interface_must_be_an_interface_name_and_reaches_the_runtime() {
+        let mut m = obj(create());
+        m.insert("dedicated_interface".into(), json!("a b"));
+        assert!(err(parse(&m)).contains("Value must be an interface name"));
+        for value in [json!(null), json!("eth2")] {
+            let mut m = obj(create());
+            m.insert("dedicated_interface".into(), value.clone());
+            let parsed = parse(&m).unwrap();
+            assert_eq!(parsed.spec.dedicated_interface.as_deref(), value.as_str());
         }
     }
 

@@ -25,6 +25,7 @@ mod get_consumption_device;
 mod get_consumption_orchestrator;
 mod get_device_status;
 mod get_host_interfaces;
+mod get_serial_devices;
 mod heartbeat;
 mod power;
 mod run_command;
@@ -142,6 +143,7 @@ const TOPICS: &[Entry] = &[
     entry::<get_consumption_orchestrator::GetConsumptionOrchestrator>(),
     entry::<delete_orchestrator::DeleteOrchestrator>(),
     entry::<get_host_interfaces::GetHostInterfaces>(),
+    entry::<get_serial_devices::GetSerialDevices>(),
 ];
 
 fn parse_erased<T: Topic>(args: &[Value]) -> Parsed {

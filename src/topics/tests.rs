@@ -11,7 +11,7 @@ use super::*;
 use crate::cloud::OutboundForTest;
 use crate::runtime::RuntimeConfig;
 use crate::usage::Usage;
-use netmon_proto::{Event, Message, decode_message};
+use netmon_proto::{Message, decode_message};
 
 /// The services with a runtime service whose engine does not answer (every engine call fails at
 /// once), and `interfaces` as netmon's cache. The state dir lives as long as the returned guard.
@@ -473,10 +473,6 @@ async fn host_interfaces_come_from_the_netmon_cache() {
             iface("eth0", "10.204.1.5", "10.204.1.0/24"),
             iface("br-abc", "172.18.0.1", "172.18.0.0/16")]}}),
     );
-    assert!(matches!(
-        decode_message(br#"{"type": "device_discovery", "data": {"devices": []}}"#).unwrap(),
-        Message::Event(Event::DeviceDiscovery(d)) if d.is_empty()
-    ));
     let out = ack(
         &a,
         &link,
@@ -508,6 +504,61 @@ async fn host_interfaces_come_from_the_netmon_cache() {
         .collect();
     assert_eq!(names, ["br-abc", "eth0", "wlan0"]);
     assert_eq!(out["interfaces"][1]["addresses"][0]["prefixlen"], 24);
+}
+
+#[tokio::test]
+async fn serial_devices_come_from_the_netmon_cache_by_id_ones_only() {
+    let (link, _rx) = Link::for_test();
+    let cache = InterfaceCache::new();
+    let (a, _dir) = app_with(cache.clone()).await;
+    let out = ack(
+        &a,
+        &link,
+        "get_serial_devices",
+        vec![json!({"correlation_id": 4})],
+    )
+    .await;
+    assert_eq!(
+        out,
+        json!({"action": "get_serial_devices", "correlation_id": 4, "status": "success",
+               "devices": [], "count": 0})
+    );
+    netmon(
+        &cache,
+        json!({"type": "device_discovery", "data": {"timestamp": "t", "devices": [
+            {"path": "/dev/ttyS0", "by_id": null, "major": 4, "minor": 64, "subsystem": "tty"},
+            {"path": "/dev/ttyUSB0", "by_id": "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0",
+             "major": 188, "minor": 0, "vendor_id": "0403", "product_id": "6001", "serial": "A50285BI",
+             "subsystem": "tty", "manufacturer": "FTDI", "product": "FT232R_USB_UART"}]}}),
+    );
+    let out = ack(
+        &a,
+        &link,
+        "get_serial_devices",
+        vec![json!({"correlation_id": 5})],
+    )
+    .await;
+    assert_eq!(
+        out,
+        json!({"action": "get_serial_devices", "correlation_id": 5, "status": "success",
+               "devices": [{"path": "/dev/ttyUSB0",
+                            "device_id": "/dev/serial/by-id/usb-FTDI_FT232R_USB_UART_A50285BI-if00-port0",
+                            "vendor_id": "0403", "product_id": "6001", "serial": "A50285BI",
+                            "manufacturer": "FTDI", "product": "FT232R_USB_UART"}],
+               "count": 1})
+    );
+    assert_eq!(
+        keys(&out),
+        ["action", "correlation_id", "status", "devices", "count"]
+    );
+    let bad = ack(
+        &a,
+        &link,
+        "get_serial_devices",
+        vec![json!({"correlation_id": "x"})],
+    )
+    .await;
+    assert_eq!(bad["status"], "error");
 }
 
 #[tokio::test]
@@ -577,6 +628,7 @@ fn validate_knows_every_topic_and_nothing_else() {
         "restart_device",
         "get_device_status",
         "get_host_interfaces",
+        "get_serial_devices",
     ] {
         assert!(names.contains(&t), "{t}");
     }
