@@ -8,7 +8,10 @@
 //! Shown: the bridge (address, default route in the runtime; /32 route, proxy entry, FORWARD
 //! rules on the host), the original's `wifi_<parent>_<vnic>` pseudo-network in the status and
 //! the persisted marks and `_proxy_arp_config`; a restart (new namespace) rebuilds it; a delete
-//! removes every piece of it from the host.
+//! removes every piece of it from the host. A `dhcp` Wi-Fi vNIC is leased by the LAN's server
+//! (dnsmasq in the LAN namespace) through netmon's client on the host's Wi-Fi, keyed by the
+//! original's client id `<runtime>:<vnic>`, bridged with the leased address, and released on
+//! delete; the Wi-Fi itself never gets the lease.
 
 // Tests: a failed expectation is the test's message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -19,7 +22,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use support::*;
-use test_support::Netns;
+use test_support::{Dnsmasq, Netns, Pool};
 
 /// The LAN host at the far end of the Wi-Fi stand-in (`.2`, also the vNIC's gateway).
 struct Lan {
@@ -264,4 +267,86 @@ async fn a_static_wifi_vnic_is_bridged_by_proxy_arp_rebuilt_after_a_restart_and_
         forward_rules(&veth)
     );
     assert!(!lan.pings(&vnic_ip));
+}
+
+/// `id:<hex>` of a client id, as dnsmasq takes it (a literal `id:a:b` is read as hex bytes).
+fn dnsmasq_id(client_id: &str) -> String {
+    let hex: Vec<String> = client_id.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("id:{}", hex.join(":"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dhcp_wifi_vnic_is_leased_by_client_id_bridged_with_the_lease_and_released_on_delete() {
+    let parent = Veth::named(&unique("wlx"), 176);
+    let lan = Lan::new(&parent);
+    let name = unique("rtwdh");
+    // The LAN's server keys the reservation on the original's client id only.
+    let reserved = lan.addr(77);
+    let mut dnsmasq = Dnsmasq::new(
+        &lan.ns.name,
+        &format!("{}p", parent.name),
+        Pool {
+            first: lan.addr(100),
+            last: lan.addr(150),
+            router: lan.addr(2),
+            dns: lan.addr(53),
+        },
+    );
+    dnsmasq.start_hosts(&[format!("{},{reserved}", dnsmasq_id(&format!("{name}:wl1")))]);
+    let mut w = World::start().await;
+    w.create_runtime(
+        &name,
+        json!([{"name": "wl1", "parent_interface": parent.name, "network_mode": "dhcp"}]),
+    )
+    .await;
+
+    let pseudo = format!("wifi_{}_wl1", parent.name);
+    let s = w
+        .wait_status(&name, |s| {
+            s["networks"][&pseudo]["ip_address"] == reserved.as_str()
+        })
+        .await;
+    assert_eq!(
+        s["networks"][&pseudo]["gateway"],
+        lan.addr(2).as_str(),
+        "{s}"
+    );
+    let v = persisted(&w, &name);
+    assert_eq!(v["dhcp_ip"], reserved.as_str(), "{v}");
+    assert_eq!(
+        v["_proxy_arp_config"]["ip_address"],
+        reserved.as_str(),
+        "{v}"
+    );
+    // The runtime has the lease; the host's Wi-Fi only its own address.
+    assert!(
+        in_runtime(&name, &["-4", "addr", "show"])
+            .to_string()
+            .contains(&reserved)
+    );
+    let host_addrs =
+        run_try("ip", &["-4", "addr", "show", "dev", &parent.name]).unwrap_or_default();
+    assert!(!host_addrs.contains(&reserved), "{host_addrs}");
+    assert!(
+        retried(|| lan.pings(&reserved)).await,
+        "LAN host → runtime\n{}",
+        w.logs()
+    );
+
+    // Delete: released at the server, bridge gone.
+    let veth = v["_proxy_arp_config"]["veth_host"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ack = w.call("delete_device", json!({"device_id": name})).await;
+    assert_eq!(ack["status"], "deleting", "{ack}");
+    w.wait_status(&name, |s| s["status"] == "not_found").await;
+    assert!(
+        retried(|| !dnsmasq.leases().contains(&reserved)).await,
+        "{}\n{}",
+        dnsmasq.leases(),
+        dnsmasq.log()
+    );
+    assert!(dnsmasq.log().contains("DHCPRELEASE"), "{}", dnsmasq.log());
+    assert!(retried(|| !host_links().contains(&veth)).await);
 }
