@@ -55,42 +55,21 @@ impl Lan {
 
     /// One ping from the LAN host; true when answered.
     fn pings(&self, ip: &str) -> bool {
-        run_try(
-            "ip",
-            &[
-                "netns",
-                "exec",
-                &self.ns.name,
-                "/bin/busybox",
-                "ping",
-                "-c",
-                "1",
-                "-W",
-                "1",
-                ip,
-            ],
-        )
-        .is_some()
+        pings(&["ip", "netns", "exec", &self.ns.name], ip)
     }
 }
 
 /// One ping from inside the runtime; true when answered.
 fn runtime_pings(name: &str, ip: &str) -> bool {
-    run_try(
-        "docker",
-        &[
-            "exec",
-            name,
-            "/bin/busybox",
-            "ping",
-            "-c",
-            "1",
-            "-W",
-            "1",
-            ip,
-        ],
-    )
-    .is_some()
+    pings(&["docker", "exec", name], ip)
+}
+
+/// One busybox ping (`-c 1 -W 1`) run through `via` (a namespace or a container); true when
+/// answered.
+fn pings(via: &[&str], ip: &str) -> bool {
+    let mut args = via[1..].to_vec();
+    args.extend(["/bin/busybox", "ping", "-c", "1", "-W", "1", ip]);
+    run_try(via[0], &args).is_some()
 }
 
 /// Retries `f` for up to 15 s (ARP through proxies, a bridge being rebuilt).

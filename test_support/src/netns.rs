@@ -27,6 +27,29 @@ impl Netns {
         ns
     }
 
+    /// A process held in this namespace (`sleep 600`, killed on drop), returned once it is in
+    /// it: what a test hands code that enters a runtime's namespace through its PID.
+    pub fn holder(&self) -> crate::Proc {
+        use std::os::unix::fs::MetadataExt;
+        use std::time::{Duration, Instant};
+        let inode = |path: &str| std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()));
+        let mut sleep = Command::new("ip");
+        sleep.args(["netns", "exec", &self.name, "sleep", "600"]);
+        let proc = crate::Proc::spawn(sleep);
+        // `ip netns exec` enters the namespace, then execs sleep: wait for the first.
+        let want = inode(&format!("/run/netns/{}", self.name));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while inode(&format!("/proc/{}/ns/net", proc.id())) != want {
+            assert!(
+                Instant::now() < deadline,
+                "the holder of {} never entered it",
+                self.name
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        proc
+    }
+
     /// `ip -n <ns> <args>`, asserting success.
     pub fn ip(&self, args: &[&str]) {
         let mut full = vec!["-n", self.name.as_str()];

@@ -9,9 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::fs::File;
-use std::os::unix::fs::MetadataExt;
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use netmon_proto::DhcpUpdate;
 use test_support::{Dnsmasq, Netns, Pool, Proc};
@@ -45,10 +43,6 @@ fn hex(bytes: &[u8]) -> String {
         .join(":")
 }
 
-fn inode(path: &str) -> Option<(u64, u64)> {
-    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
-}
-
 /// A container: the process holding its namespace (dropped first), and the namespace.
 struct Container {
     proc: Proc,
@@ -58,18 +52,7 @@ struct Container {
 impl Container {
     fn new() -> Container {
         let ns = Netns::new("dwc");
-        let mut sleep = Command::new("ip");
-        sleep.args(["netns", "exec", &ns.name, "sleep", "600"]);
-        let proc = Proc::spawn(sleep);
-        let want = inode(&format!("/run/netns/{}", ns.name));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while inode(&format!("/proc/{}/ns/net", proc.id())) != want {
-            assert!(
-                Instant::now() < deadline,
-                "the container never entered its namespace"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let proc = ns.holder();
         Container { proc, ns }
     }
 

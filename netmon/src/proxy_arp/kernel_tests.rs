@@ -53,19 +53,7 @@ impl Container {
         ns.veth("eth0", "eth0peer");
         ns.ip(&["addr", "add", "10.214.9.2/24", "dev", "eth0"]);
         ns.ip(&["route", "add", "default", "via", "10.214.9.1"]);
-        let mut sleep = Command::new("ip");
-        sleep.args(["netns", "exec", &ns.name, "sleep", "600"]);
-        let proc = Proc::spawn(sleep);
-        // `ip netns exec` enters the namespace, then execs sleep: wait for the first.
-        let want = inode(&format!("/run/netns/{}", ns.name));
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while inode(&format!("/proc/{}/ns/net", proc.id())) != want {
-            assert!(
-                Instant::now() < deadline,
-                "the container process never entered its namespace"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let proc = ns.holder();
         Container { proc, ns }
     }
 
