@@ -122,6 +122,15 @@ fn forward_rules(veth: &str) -> Vec<String> {
         .collect()
 }
 
+/// The Wi-Fi stand-in down and up again, as a reconnect does: the kernel flushes its proxy
+/// entries; waits until they are gone so the test sees them come back, not stay.
+fn flap(parent: &str) {
+    ip(&["link", "set", parent, "down"]);
+    assert!(proxy_entries(parent).is_empty());
+    std::thread::sleep(Duration::from_secs(1));
+    ip(&["link", "set", parent, "up"]);
+}
+
 fn persisted(w: &World, name: &str) -> Value {
     let text = w
         .read_state("runtime_vnics.json")
@@ -206,6 +215,16 @@ async fn a_static_wifi_vnic_is_bridged_by_proxy_arp_rebuilt_after_a_restart_and_
         retried(|| runtime_pings(&name, &gateway)).await,
         "runtime → LAN host"
     );
+
+    // The Wi-Fi goes down and comes back (a reconnect): the kernel flushed the proxy entry, the
+    // agent has the bridge built again.
+    flap(&parent.name);
+    assert!(
+        retried(|| lan.pings(&vnic_ip)).await,
+        "LAN host → runtime after the Wi-Fi came back\n{}",
+        w.logs()
+    );
+    assert!(proxy_entries(&parent.name).contains(&vnic_ip));
 
     // A restart is a new namespace: the agent has the bridge built again in it.
     let old_pid = pid_of(&name);
@@ -309,6 +328,14 @@ async fn a_dhcp_wifi_vnic_is_leased_by_client_id_bridged_with_the_lease_and_rele
     assert!(
         retried(|| lan.pings(&reserved)).await,
         "LAN host → runtime\n{}",
+        w.logs()
+    );
+
+    // The Wi-Fi comes back on the same network: the bridge again from the lease.
+    flap(&parent.name);
+    assert!(
+        retried(|| lan.pings(&reserved)).await,
+        "LAN host → runtime after the Wi-Fi came back\n{}",
         w.logs()
     );
 

@@ -547,6 +547,7 @@ impl Runtimes {
         self.spawn(watchdog::run(rt));
         self.spawn(dedicated::follow_netmon(self.clone()));
         self.spawn(dhcp::follow_netmon(self.clone()));
+        self.spawn(wifi::follow_parents(self.clone()));
         self.spawn(serial_nodes::follow_netmon(self.clone()));
     }
 

@@ -14,14 +14,20 @@
 //! again after every start rebuilds it (Defect W5; netmon replaces a bridge of the same runtime
 //! and address, W12, and rebuilds a held Wi-Fi lease's bridge for a new PID, W6).
 //!
+//! The Wi-Fi itself coming back (a reconnect, a replugged dongle: the kernel flushes the proxy
+//! entry when the link goes down) or joining another network is followed too
+//! ([`follow_parents`]): the bridges on it are built again, and a `dhcp` vNIC on a new network
+//! leases afresh (the original rebuilt only when the address changed, W6).
+//!
 //! The vNICs are marked at create as the original marks them (`_interface_type`, `_is_wifi`,
 //! `_network_method`), and those marks, not the interface's current type, decide later on.
 
 use serde_json::{Map, Value, json};
-use tracing::{debug, info};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, info, warn};
 
 use super::{Runtimes, vnic};
-use crate::netevents::{NetmonCommand, Pid};
+use crate::netevents::{InterfaceInfo, NetmonCommand, NetworkChange, Pid};
 
 /// The netmask sent when a static Wi-Fi vNIC has none (the original's default).
 const DEFAULT_MASK: &str = "255.255.255.0";
@@ -205,6 +211,159 @@ async fn ensure_one(rt: &Runtimes, name: &str, pid: u32, v: &WifiVnic) -> Result
     }
 }
 
+/// Usable: up (no down/removed status) with an IPv4 address.
+fn usable(i: Option<&InterfaceInfo>) -> bool {
+    i.is_some_and(|i| i.is_reportable() && i.has_ipv4())
+}
+
+/// What a change of a Wi-Fi parent asks of the bridges on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reattach {
+    /// Back on the same network: the bridges built again (the leases still hold).
+    Rebuild,
+    /// On another network: static bridges built again, `dhcp` vNICs lease afresh.
+    NewNetwork,
+}
+
+fn reattach_for(change: &NetworkChange) -> Option<Reattach> {
+    if !usable(change.current.as_ref()) {
+        return None;
+    }
+    let was_usable = usable(change.previous.as_ref());
+    if was_usable && change.subnet_changed() {
+        Some(Reattach::NewNetwork)
+    } else if !was_usable {
+        Some(
+            if change.subnet_changed()
+                && change
+                    .previous
+                    .as_ref()
+                    .is_some_and(InterfaceInfo::has_ipv4)
+            {
+                Reattach::NewNetwork
+            } else {
+                Reattach::Rebuild
+            },
+        )
+    } else {
+        None
+    }
+}
+
+/// For the life of the service: when a Wi-Fi parent comes back or changes network, the Wi-Fi
+/// vNICs on it are attached again (module docs). A lagging subscription rebuilds every Wi-Fi
+/// runtime's bridges.
+pub(super) async fn follow_parents(rt: Runtimes) {
+    let mut changes = rt.interfaces().subscribe();
+    loop {
+        let (parent, how) = match changes.recv().await {
+            Ok(change) => match reattach_for(&change) {
+                Some(how) => (Some(change.interface), how),
+                None => continue,
+            },
+            Err(RecvError::Lagged(n)) => {
+                warn!(
+                    missed = n,
+                    "missed network changes; rebuilding every Wi-Fi bridge"
+                );
+                (None, Reattach::Rebuild)
+            }
+            Err(RecvError::Closed) => return,
+        };
+        let all = rt.state().vnics().await;
+        for (name, list) in all {
+            let list = list.as_array().cloned().unwrap_or_default();
+            let on_parent: Vec<WifiVnic> = wifi_vnics(&list)
+                .into_iter()
+                .filter(|v| parent.as_ref().is_none_or(|p| &v.parent == p))
+                .collect();
+            // An operation in flight attaches them itself once the container runs.
+            if on_parent.is_empty() || rt.ops().running(&name).is_some() {
+                continue;
+            }
+            for w in reattach(&rt, &name, &list, &on_parent, how).await {
+                warn!(runtime = %name, "{w}");
+            }
+        }
+    }
+}
+
+async fn reattach(
+    rt: &Runtimes,
+    name: &str,
+    list: &[Value],
+    vnics: &[WifiVnic],
+    how: Reattach,
+) -> Vec<String> {
+    let pid = match rt.docker().inspect_container(name).await {
+        Ok(c) if c.state.running => match u32::try_from(c.state.pid) {
+            Ok(pid) if pid > 0 => pid,
+            _ => return Vec::new(),
+        },
+        _ => return Vec::new(),
+    };
+    let mut warnings = Vec::new();
+    for v in vnics {
+        info!(runtime = name, vnic = %v.name, parent = %v.parent, ?how, "Wi-Fi parent changed: attaching the vNIC again");
+        let lease = list.get(v.index).and_then(Value::as_object).and_then(|o| {
+            Some((
+                text(o, "dhcp_ip")?,
+                text(o, "dhcp_gateway")?.split_whitespace().next()?,
+            ))
+        });
+        let result = match (&v.fixed, lease, how) {
+            // Same network, a lease held: its bridge again, from the lease (netmon's client
+            // has no reason to announce it again).
+            (None, Some((ip, gateway)), Reattach::Rebuild) => {
+                // The lease is on the Wi-Fi's network: its prefix is the Wi-Fi's.
+                let mask = rt
+                    .interfaces()
+                    .get(&v.parent)
+                    .and_then(|i| i.ipv4_addresses.first().map(|a| a.prefixlen.to_string()))
+                    .unwrap_or_else(|| DEFAULT_MASK.to_owned());
+                let answer = rt
+                    .interfaces()
+                    .command(NetmonCommand::SetupProxyArpBridge {
+                        container_name: name.to_owned(),
+                        container_pid: Pid(pid),
+                        parent_interface: v.parent.clone(),
+                        ip_address: ip.to_owned(),
+                        gateway: gateway.to_owned(),
+                        subnet_mask: mask,
+                    })
+                    .await;
+                if answer.success {
+                    Ok(())
+                } else {
+                    Err(answer.error.unwrap_or_default())
+                }
+            }
+            // Another network: the old lease is worthless, lease afresh.
+            (None, _, Reattach::NewNetwork) => {
+                let _ = rt
+                    .interfaces()
+                    .command(NetmonCommand::StopDhcp {
+                        container_name: name.to_owned(),
+                        vnic_name: v.name.clone(),
+                    })
+                    .await;
+                ensure_one(rt, name, pid, v).await
+            }
+            _ => ensure_one(rt, name, pid, v).await,
+        };
+        if let Err(e) = result {
+            warnings.push(format!(
+                "vnic_configs[{}] ({}): Wi-Fi bridge on {} not rebuilt (retrying): {e}",
+                v.index, v.name, v.parent
+            ));
+        }
+    }
+    if !warnings.is_empty() {
+        rt.dhcp_retries().schedule(name);
+    }
+    warnings
+}
+
 /// Tears down the runtime's Wi-Fi bridges and stops their host-side DHCP clients (the lease is
 /// released): before a stop, restart or delete. Returns warnings.
 pub(super) async fn stop(rt: &Runtimes, name: &str) -> Vec<String> {
@@ -319,6 +478,48 @@ mod tests {
         assert!(w[0].bridge.is_some());
         assert_eq!(w[1].fixed, None, "dhcp is the default mode");
         assert_eq!(w[2].fixed.as_ref().unwrap().subnet_mask, "255.255.0.0");
+    }
+
+    #[test]
+    fn a_parent_coming_back_rebuilds_and_a_new_network_leases_afresh() {
+        let info = |addr: Option<&str>, status: Option<&str>| -> InterfaceInfo {
+            let mut v = json!({"interface": "wlan0", "ipv4_addresses": []});
+            if let Some(a) = addr {
+                v["ipv4_addresses"] = json!([{"address": a, "prefixlen": 24,
+                    "subnet": format!("{}.0/24", a.rsplit_once('.').unwrap().0),
+                    "network_address": "x"}]);
+                v["gateway"] = json!(format!("{}.1", a.rsplit_once('.').unwrap().0));
+            }
+            if let Some(s) = status {
+                v["status"] = json!(s);
+            }
+            serde_json::from_value(v).unwrap()
+        };
+        let change = |p: Option<InterfaceInfo>, c: Option<InterfaceInfo>| NetworkChange {
+            interface: "wlan0".into(),
+            previous: p,
+            current: c,
+        };
+        let up = || Some(info(Some("192.168.1.5"), None));
+        let down = || Some(info(Some("192.168.1.5"), Some("down")));
+        let elsewhere = || Some(info(Some("10.0.7.5"), None));
+        assert_eq!(reattach_for(&change(down(), up())), Some(Reattach::Rebuild));
+        assert_eq!(reattach_for(&change(None, up())), Some(Reattach::Rebuild));
+        assert_eq!(
+            reattach_for(&change(Some(info(None, None)), up())),
+            Some(Reattach::Rebuild)
+        );
+        assert_eq!(
+            reattach_for(&change(up(), elsewhere())),
+            Some(Reattach::NewNetwork)
+        );
+        assert_eq!(
+            reattach_for(&change(down(), elsewhere())),
+            Some(Reattach::NewNetwork)
+        );
+        assert_eq!(reattach_for(&change(up(), up())), None);
+        assert_eq!(reattach_for(&change(up(), down())), None);
+        assert_eq!(reattach_for(&change(up(), None)), None);
     }
 
     #[test]
