@@ -1,20 +1,24 @@
 #!/usr/bin/env bash
 # Builds the local images the tests use. No registry is reachable here, so images are made from
-# files on this machine. Idempotent: an image that already exists is kept.
+# files on this machine. Idempotent: an image that exists is kept (the busybox one is rebuilt when
+# its applet list changes).
 #   orchestrator-test/busybox:latest   a rootfs with Debian's static busybox (sleep, sh, httpd, ...)
 #   127.0.0.1:9/orchestrator-test/busybox:latest   the same image under a loopback "registry" name:
 #       code under test that pulls before using a local image (the agent does) then fails at once on
 #       127.0.0.1:9 instead of sending any traffic off the machine, and falls back to the local image.
 set -euo pipefail
 image=orchestrator-test/busybox:latest
-if ! docker image inspect "$image" >/dev/null 2>&1; then
+# Rebuilt when the applet list changes (the label records it).
+applets="sh sleep true cat ls httpd ip ifconfig wget nc rm mknod chmod"
+if [ "$(docker image inspect --format '{{ index .Config.Labels "orchestrator-test.applets" }}' "$image" 2>/dev/null)" != "$applets" ]; then
   tmp=$(mktemp -d)
   trap 'rm -rf "$tmp"' EXIT
   mkdir -p "$tmp/bin" "$tmp/tmp" "$tmp/etc"
   cp /bin/busybox "$tmp/bin/busybox"
-  for applet in sh sleep true cat ls httpd ip ifconfig wget nc; do ln -s busybox "$tmp/bin/$applet"; done
+  for applet in $applets; do ln -s busybox "$tmp/bin/$applet"; done
   echo 'root:x:0:0:root:/:/bin/sh' >"$tmp/etc/passwd"
-  tar -C "$tmp" -c . | docker import --change 'CMD ["/bin/sleep","3600"]' - "$image" >/dev/null
+  tar -C "$tmp" -c . | docker import --change 'CMD ["/bin/sleep","3600"]' \
+    --change "LABEL orchestrator-test.applets=\"$applets\"" - "$image" >/dev/null
 fi
 docker tag "$image" "127.0.0.1:9/$image"
 echo "test images: $image, 127.0.0.1:9/$image"

@@ -175,3 +175,92 @@ async fn a_serial_port_follows_plug_unplug_and_restarts_and_leaves_with_the_runt
         serde_json::from_str(&w.read_state("data/serial_configs.json").unwrap()).unwrap();
     assert!(persisted.get(&name).is_none(), "{persisted}");
 }
+
+/// The Python netmon as far as serial goes: it greets with a discovery of no interfaces and of
+/// `ttyS0`, sends what the test pushes, and answers every command with its `Unknown command`
+/// (it has none of netmon's node commands).
+async fn old_netmon(
+    socket: std::path::PathBuf,
+    mut push: tokio::sync::mpsc::UnboundedReceiver<String>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket).expect("bind the netmon socket");
+    let (stream, _) = listener.accept().await.expect("the agent connects");
+    let (read, mut write) = stream.into_split();
+    let tty = json!({"path": "/dev/ttyS0", "by_id": null, "major": 4, "minor": 64,
+        "vendor_id": null, "product_id": null, "serial": null, "subsystem": "tty",
+        "manufacturer": null, "product": null});
+    let greeting = format!(
+        "{}\n{}\n",
+        json!({"type": "network_discovery", "data": {"interfaces": [], "timestamp": "t"}}),
+        json!({"type": "device_discovery", "data": {"devices": [tty], "timestamp": "t"}})
+    );
+    write.write_all(greeting.as_bytes()).await.unwrap();
+    let mut lines = BufReader::new(read).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => {
+                let Ok(Some(line)) = line else { return };
+                let command: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+                let answer = json!({"success": false, "error":
+                    format!("Unknown command: {}", command["command"].as_str().unwrap_or("None"))});
+                if write.write_all(format!("{answer}\n").as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            pushed = push.recv() => {
+                let Some(pushed) = pushed else { return };
+                write.write_all(format!("{pushed}\n").as_bytes()).await.unwrap();
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_older_netmon_the_node_is_made_and_removed_by_docker_exec() {
+    let mut w = World::start().await;
+    let name = unique("rtsero");
+    w.stop_netmon();
+    let (push, pushed) = tokio::sync::mpsc::unbounded_channel();
+    let fake = tokio::spawn(old_netmon(w.state_dir.join("netmon.sock"), pushed));
+    let ack = w
+        .call(
+            "create_new_runtime",
+            json!({
+                "container_name": name,
+                "vnic_configs": [],
+                "serial_configs": [{"name": "modbus", "device_id": "/dev/ttyS0",
+                                    "container_path": "/dev/modbus0"}],
+            }),
+        )
+        .await;
+    assert_eq!(ack["status"], "creating", "{ack}");
+    let s = w
+        .wait_status(&name, |s| {
+            s["status"] == "error" || (s["is_running"] == true && port(s)["status"] == "connected")
+        })
+        .await;
+    assert_eq!(s["status"], "success", "{s}\n{}", w.logs());
+    // Made the original's way, in the runtime (its image has rm, mknod and chmod).
+    assert_eq!(char_device(&name, "/dev/modbus0"), Some((4, 64)));
+    let on_host = format!("/proc/{}/root/dev/modbus0", pid_of(&name));
+    let mode = std::fs::metadata(&on_host).unwrap().mode() & 0o777;
+    assert_eq!(mode, 0o666, "{mode:o}");
+
+    // Unplugged: removed the same way.
+    push.send(
+        json!({"type": "device_change", "data": {"action": "remove", "device":
+            {"path": "/dev/ttyS0", "by_id": null, "major": null, "minor": null,
+             "subsystem": "tty"}}})
+        .to_string(),
+    )
+    .unwrap();
+    w.wait_status(&name, |s| port(s)["status"] == "disconnected")
+        .await;
+    eventually(SLOW, "the node is removed", || {
+        char_device(&name, "/dev/modbus0").is_none().then_some(())
+    })
+    .await;
+    fake.abort();
+}

@@ -18,6 +18,7 @@ mod containers;
 mod encode;
 mod error;
 mod events;
+mod exec;
 mod filters;
 #[doc(hidden)]
 pub mod fuzzing;

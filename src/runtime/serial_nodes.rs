@@ -3,7 +3,8 @@
 //! character device at the port's `container_path` inside the running container
 //! (`provision_serial_node` with the container's PID), and the port record in
 //! `data/serial_configs.json` says `connected`; an unplugged device's node is removed
-//! (`remove_serial_node`) and its port says `disconnected`.
+//! (`remove_serial_node`) and its port says `disconnected`. With an older netmon that has no such
+//! commands (the Python one) the node is made the original's way, by Docker exec in the runtime.
 //!
 //! When (fixing Defects S1 and S2 of the original): after every start of the container
 //! (`host_side::after_start`, so restarts by any path get their nodes back) and after a create;
@@ -14,6 +15,8 @@
 //!
 //! Never does: touch a container it does not own, delete a runtime's serial entry (only
 //! `delete_device` does), or create a node for a device netmon did not report.
+
+use std::time::Duration;
 
 use docker_api::ContainerInspect;
 use tokio::sync::broadcast;
@@ -148,7 +151,7 @@ async fn sync(rt: &Runtimes, name: &str, scope: Scope<'_>) -> Vec<String> {
                     debug!(runtime = name, port = %port.name, "not running: node made at its next start");
                     continue;
                 };
-                match provision(rt, pid, port, d).await {
+                match provision(rt, name, pid, port, d).await {
                     Ok(()) => PortState::Connected(d),
                     Err(e) => {
                         let w = format!(
@@ -165,7 +168,7 @@ async fn sync(rt: &Runtimes, name: &str, scope: Scope<'_>) -> Vec<String> {
                 // Unplugged: its node must not stay behind (Defect S1).
                 if let Some(pid) = pid
                     && port.is_connected()
-                    && let Err(e) = remove(rt, pid, port).await
+                    && let Err(e) = remove(rt, name, pid, port).await
                 {
                     warnings.push(format!(
                         "serial port {}: could not remove {} from the container: {e}",
@@ -204,21 +207,38 @@ async fn record(rt: &Runtimes, name: &str, port: &Port, state: &PortState<'_>) {
     }
 }
 
-/// The reason of a failed netmon answer, telling an older netmon (no such command) apart.
-fn failure(answer: netmon_proto::Response) -> String {
+/// How long one command of the Docker-exec fallback may take.
+const EXEC_LIMIT: Duration = Duration::from_secs(10);
+
+/// The reason of a failed netmon answer; `None` for an older netmon that has no such command
+/// (the Python one), which the caller replaces by Docker exec.
+fn failure(answer: netmon_proto::Response) -> Option<String> {
     let e = answer
         .error
         .unwrap_or_else(|| "the network monitor gave no reason".to_owned());
-    if e.starts_with("Unknown command") {
-        // The Python netmon: the original made nodes by Docker exec, which needs `mknod` in the
-        // runtime's image; not done here.
-        format!("the network monitor cannot make device nodes (an older netmon: {e})")
-    } else {
-        e
+    (!e.starts_with("Unknown command")).then_some(e)
+}
+
+/// Runs `argv` in the runtime as root, as the original made nodes (`rm -f`, `mknod`, `chmod`):
+/// needs those programs in the runtime's image, which netmon's way does not.
+async fn exec(rt: &Runtimes, name: &str, argv: &[&str]) -> Result<(), String> {
+    match rt.docker().exec(name, argv, "root", EXEC_LIMIT).await {
+        Ok(0) => Ok(()),
+        Ok(code) => Err(format!(
+            "`{}` in the runtime exited with {code}",
+            argv.join(" ")
+        )),
+        Err(e) => Err(format!("`{}` in the runtime: {e}", argv.join(" "))),
     }
 }
 
-async fn provision(rt: &Runtimes, pid: u32, port: &Port, d: &SerialDevice) -> Result<(), String> {
+async fn provision(
+    rt: &Runtimes,
+    name: &str,
+    pid: u32,
+    port: &Port,
+    d: &SerialDevice,
+) -> Result<(), String> {
     let (Some(major), Some(minor)) = (d.major, d.minor) else {
         return Err(format!(
             "the network monitor reported no device number for {}",
@@ -235,13 +255,26 @@ async fn provision(rt: &Runtimes, pid: u32, port: &Port, d: &SerialDevice) -> Re
         })
         .await;
     if answer.success {
-        Ok(())
-    } else {
-        Err(failure(answer))
+        return Ok(());
     }
+    if let Some(e) = failure(answer) {
+        return Err(e);
+    }
+    debug!(runtime = name, port = %port.name, "an older netmon: making the node by Docker exec");
+    let path = port.container_path.as_str();
+    // A failed `rm` is the original's "nothing there"; `mknod` says whether it worked.
+    let _ = exec(rt, name, &["rm", "-f", path]).await;
+    exec(
+        rt,
+        name,
+        &["mknod", path, "c", &major.to_string(), &minor.to_string()],
+    )
+    .await?;
+    // mknod honours the umask: the mode the original gives, set explicitly.
+    exec(rt, name, &["chmod", "666", path]).await
 }
 
-async fn remove(rt: &Runtimes, pid: u32, port: &Port) -> Result<(), String> {
+async fn remove(rt: &Runtimes, name: &str, pid: u32, port: &Port) -> Result<(), String> {
     let answer = rt
         .interfaces()
         .command(NetmonCommand::RemoveSerialNode {
@@ -250,8 +283,10 @@ async fn remove(rt: &Runtimes, pid: u32, port: &Port) -> Result<(), String> {
         })
         .await;
     if answer.success {
-        Ok(())
-    } else {
-        Err(failure(answer))
+        return Ok(());
+    }
+    match failure(answer) {
+        Some(e) => Err(e),
+        None => exec(rt, name, &["rm", "-f", &port.container_path]).await,
     }
 }

@@ -411,3 +411,44 @@ async fn update_changes_the_restart_policy_of_an_existing_container_and_missing_
         .unwrap_err();
     assert!(e.is_not_found(), "{e}");
 }
+
+#[tokio::test]
+async fn exec_runs_a_command_in_a_running_container_and_returns_its_exit_code() {
+    let docker = engine().await;
+    let name = unique("exec");
+    let _g = ContainerGuard(name.clone());
+    docker.create_container(&name, &sleeper()).await.unwrap();
+    let limit = Duration::from_secs(20);
+    // Not running: the engine refuses (409).
+    let e = docker
+        .exec(&name, &["/bin/busybox", "true"], "root", limit)
+        .await
+        .unwrap_err();
+    assert!(e.is_conflict(), "{e}");
+    docker.start_container(&name).await.unwrap();
+
+    let code = |argv: &'static [&'static str]| {
+        let docker = docker.clone();
+        let name = name.clone();
+        async move { docker.exec(&name, argv, "root", limit).await.unwrap() }
+    };
+    assert_eq!(code(&["/bin/busybox", "true"]).await, 0);
+    assert_eq!(code(&["/bin/sh", "-c", "exit 3"]).await, 3);
+    // What it did is there afterwards (it ran to its end before the answer).
+    assert_eq!(
+        code(&["/bin/busybox", "mknod", "/tmp/node", "c", "4", "64"]).await,
+        0
+    );
+    assert_eq!(code(&["/bin/busybox", "test", "-c", "/tmp/node"]).await, 0);
+    // No shell: a program that is not there is an error, not a pretended success.
+    let e = docker
+        .exec(&name, &["/no/such/program"], "root", limit)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("/no/such/program"), "{e}");
+    let e = docker
+        .exec(&unique("gone"), &["true"], "root", limit)
+        .await
+        .unwrap_err();
+    assert!(e.is_not_found(), "{e}");
+}
