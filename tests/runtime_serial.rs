@@ -97,6 +97,16 @@ async fn a_serial_port_follows_plug_unplug_and_restarts_and_leaves_with_the_runt
                 "status": "connected", "current_host_path": "/dev/ttyS0"})
     );
     assert_eq!(char_device(&name, "/dev/modbus0"), Some((4, 64)));
+    // The runtime can open it: its device-cgroup rules allow the serial majors.
+    let opened = std::process::Command::new("docker")
+        .args(["exec", &name, "/bin/busybox", "stty", "-F", "/dev/modbus0"])
+        .output()
+        .unwrap();
+    assert!(
+        opened.status.success(),
+        "opening /dev/modbus0 in the runtime: {}",
+        String::from_utf8_lossy(&opened.stderr)
+    );
     let persisted: Value =
         serde_json::from_str(&w.read_state("data/serial_configs.json").unwrap()).unwrap();
     assert_eq!(
