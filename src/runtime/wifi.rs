@@ -139,22 +139,33 @@ pub(super) async fn ensure(rt: &Runtimes, name: &str) -> Vec<String> {
             )];
         }
     };
-    let mut warnings = Vec::new();
+    let (mut warnings, mut notes) = (Vec::new(), Vec::new());
     for v in &vnics {
-        if let Err(e) = ensure_one(rt, name, pid, v).await {
-            warnings.push(format!(
+        match ensure_one(rt, name, pid, v).await {
+            Ok(None) => {}
+            // Built, but the host's firewall may drop its traffic: said, not retried.
+            Ok(Some(w)) => notes.push(format!("vnic_configs[{}] ({}): {w}", v.index, v.name)),
+            Err(e) => warnings.push(format!(
                 "vnic_configs[{}] ({}): Wi-Fi bridge on {} not built (retrying): {e}",
                 v.index, v.name, v.parent
-            ));
+            )),
         }
     }
     if !warnings.is_empty() {
         rt.dhcp_retries().schedule(name);
     }
+    warnings.extend(notes);
     warnings
 }
 
-async fn ensure_one(rt: &Runtimes, name: &str, pid: u32, v: &WifiVnic) -> Result<(), String> {
+/// Asks netmon for one vNIC's bridge or client. `Ok(Some(w))`: done, with netmon's warning (the
+/// host's firewall could not be opened for it).
+async fn ensure_one(
+    rt: &Runtimes,
+    name: &str,
+    pid: u32,
+    v: &WifiVnic,
+) -> Result<Option<String>, String> {
     let command = match &v.fixed {
         Some(f) => NetmonCommand::SetupProxyArpBridge {
             container_name: name.to_owned(),
@@ -178,16 +189,21 @@ async fn ensure_one(rt: &Runtimes, name: &str, pid: u32, v: &WifiVnic) -> Result
             .error
             .unwrap_or_else(|| "the network monitor gave no reason".to_owned()));
     }
-    if let Some(w) = answer.data.get("warning").and_then(Value::as_str) {
+    let warning = answer
+        .data
+        .get("warning")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    if let Some(w) = &warning {
         // The bridge is there; the host's firewall may still drop its traffic.
-        tracing::warn!(runtime = name, vnic = %v.name, "{w}");
+        warn!(runtime = name, vnic = %v.name, "{w}");
     }
     if v.fixed.is_none() {
         debug!(runtime = name, vnic = %v.name, message = ?answer.message, "Wi-Fi DHCP client running");
-        return Ok(());
+        return Ok(warning);
     }
     let Some(config) = answer.data.get("proxy_arp_config").cloned() else {
-        return Ok(());
+        return Ok(warning);
     };
     let index = v.index;
     let saved = rt
@@ -205,7 +221,7 @@ async fn ensure_one(rt: &Runtimes, name: &str, pid: u32, v: &WifiVnic) -> Result
     match saved {
         Ok(_) => {
             info!(runtime = name, vnic = %v.name, parent = %v.parent, "Wi-Fi proxy-ARP bridge built");
-            Ok(())
+            Ok(warning)
         }
         Err(e) => Err(format!("the bridge is built but cannot be recorded: {e}")),
     }
@@ -333,7 +349,7 @@ async fn reattach(
                     })
                     .await;
                 if answer.success {
-                    Ok(())
+                    Ok(None)
                 } else {
                     Err(answer.error.unwrap_or_default())
                 }
