@@ -127,18 +127,24 @@ async fn stop_device_of_an_adopted_runtime_switches_it_to_unless_stopped_first()
     assert!(stopped.contains(&adopted), "{stopped}");
 }
 
-/// Issue 12 item 4: a runtime the original agent (HEAD) attached to a Wi-Fi parent through its
-/// proxy-ARP bridge is adopted, but its status says this agent does not manage that vNIC (it is
-/// neither re-homed nor rebuilt as MACVLAN) instead of pretending all is well.
+/// Issue 12 item 4, as issue 14 changed it: a runtime the original agent (HEAD) attached to a
+/// Wi-Fi parent through its proxy-ARP bridge is adopted and its Wi-Fi vNIC managed like this
+/// agent's own (bridge rebuilt through netmon; `tests/runtime_wifi.rs`): the status shows the
+/// original's pseudo-network from the bridge the original recorded, and no warning that it is
+/// not managed.
 #[tokio::test]
-async fn an_adopted_proxy_arp_vnic_is_reported_as_not_managed() {
+async fn an_adopted_proxy_arp_vnic_is_shown_as_the_originals_wifi_pseudo_network() {
     require_engine(IMAGE);
     let adopted = unique("adopt-pywifi");
     let _adopted = python_style_container(&adopted, true);
     let state = tempfile::tempdir().expect("tempdir");
     let vnics = serde_json::json!({
         &adopted: [{"name": "wifi0", "parent_interface": "wlan0", "network_mode": "dhcp",
-            "_interface_type": "wifi", "_is_wifi": true, "_network_method": "proxy_arp"}]
+            "_interface_type": "wifi", "_is_wifi": true, "_network_method": "proxy_arp",
+            "dhcp_ip": "192.168.77.40", "dhcp_gateway": "192.168.77.1",
+            "_proxy_arp_config": {"veth_host": "veth-adopt-py", "veth_container": "eth1",
+                "ip_address": "192.168.77.40", "gateway": "192.168.77.1",
+                "parent_interface": "wlan0"}}]
     });
     std::fs::write(
         state.path().join("runtime_vnics.json"),
@@ -149,9 +155,12 @@ async fn an_adopted_proxy_arp_vnic_is_reported_as_not_managed() {
     let rt = open(&state).await;
     let status = rt.device_status(&adopted).await.expect("status");
     assert_eq!(status["status"], "success", "{status:?}");
-    let warnings = serde_json::Value::from(status.get("warnings").cloned()).to_string();
-    assert!(
-        warnings.contains("vnic_configs[0] (wifi0)") && warnings.contains("proxy-ARP"),
+    assert_eq!(
+        status["networks"]["wifi_wlan0_wifi0"],
+        serde_json::json!({"ip_address": "192.168.77.40", "mac_address": null,
+            "gateway": "192.168.77.1"}),
         "{status:?}"
     );
+    let warnings = serde_json::Value::from(status.get("warnings").cloned()).to_string();
+    assert!(!warnings.contains("does not manage"), "{status:?}");
 }
