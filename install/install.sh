@@ -41,8 +41,10 @@ CONTAINER_MTLS_DIR=/root/.mtls
 # SYS_PTRACE to open /proc/<pid>/ns/net of a runtime that holds capabilities netmon lacks. With
 # --pid host, so a runtime's PID is netmon's too. Serial ports: MKNOD to create a port's node in a
 # runtime's /dev, SYS_CHROOT (with SYS_ADMIN) to setns into the runtime's mount namespace for it,
-# and the host's /dev read-only (NETMON_MOUNTS) to see the ports and their by-id links. Not --privileged.
-NETMON_CAPS=(NET_ADMIN SYS_ADMIN SYS_PTRACE MKNOD SYS_CHROOT)
+# and the host's /dev read-only (NETMON_MOUNTS) to see the ports and their by-id links. DHCP:
+# NET_BIND_SERVICE for the client's port 68 (a Wi-Fi vNIC's client runs in the host's namespace,
+# where ports below 1024 are privileged). Not --privileged.
+NETMON_CAPS=(NET_ADMIN NET_BIND_SERVICE SYS_ADMIN SYS_PTRACE MKNOD SYS_CHROOT)
 # Read-only is enough: netmon only stats the host's nodes; it creates nodes in runtimes' own /dev.
 NETMON_MOUNTS=(-v /dev:/dev:ro)
 

@@ -8,7 +8,12 @@
 //! `delete_orchestrator` gives the NIC back and removes the runtime, its networks, netmon's
 //! container and, last, its own.
 //!
-//! Fixed subnets: 10.203.170.0/24, 10.203.171.0/24 and 10.203.172.0/24 (this test's octets).
+//! Then, with netmon as the installer runs it, a second runtime gets a DHCP lease from a LAN's
+//! server (dnsmasq in a namespace), a Wi-Fi vNIC's proxy-ARP bridge that carries traffic, and a
+//! serial node for the machine's `ttyS0`.
+//!
+//! Fixed subnets: 10.203.170.0/24, 10.203.171.0/24, 10.203.172.0/24, 10.203.177.0/24 and
+//! 10.203.178.0/24 (this test's octets).
 
 // Tests: a failed expectation is the test's message; casts of test data need no checks.
 #![allow(
@@ -26,6 +31,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use support::ship::{Deployment, Stack, WAIT};
 use support::{SERVER_IMAGE_LOOPBACK, Veth, docker, endpoints, eventually, inspect, ip, unique};
+use test_support::{Dnsmasq, Netns, Pool, run_try};
+
+/// Moves the far end of `veth` into `ns` with `addr` and up; returns its name.
+fn move_peer(veth: &Veth, ns: &Netns, addr: &str) -> String {
+    let peer = format!("{}p", veth.name);
+    ip(&["link", "set", &peer, "netns", &ns.name]);
+    ns.ip(&["addr", "add", addr, "dev", &peer]);
+    ns.ip(&["link", "set", &peer, "up"]);
+    peer
+}
 
 async fn call(stack: &Stack, id: &str, topic: &str, payload: Value) -> Value {
     stack
@@ -166,6 +181,123 @@ async fn the_installed_agent_runs_a_runtime_rehomes_it_and_removes_everything_on
     .await;
     assert_eq!(net, new_net);
     assert!(addr.starts_with("10.203.171."), "{addr}");
+
+    // Issues 14 and 15 as deployed: netmon in its container with the installer's privileges
+    // leases a DHCP vNIC's address in the runtime's namespace from the LAN's server, builds Wi-Fi
+    // vNICs' proxy-ARP bridges (FORWARD rules included) that carry traffic, a static one and one
+    // leased on the host's Wi-Fi (port 68 in the host's namespace: NET_BIND_SERVICE), and makes a
+    // serial port's node in the runtime's /dev.
+    let wifi = Veth::named(&unique("wlx"), 177);
+    let wifi_lan = Netns::new("sdw");
+    let wifi_peer = move_peer(&wifi, &wifi_lan, "10.203.177.2/24");
+    let rt2 = unique("sdrw");
+    // The Wi-Fi LAN's server leases by the original's client id (`<runtime>:<vnic>`), given in hex.
+    let mut wifi_dnsmasq = Dnsmasq::new(
+        &wifi_lan.name,
+        &wifi_peer,
+        Pool {
+            first: "10.203.177.100".into(),
+            last: "10.203.177.150".into(),
+            router: "10.203.177.2".into(),
+            dns: "10.203.177.53".into(),
+        },
+    );
+    let client_id: Vec<String> = format!("{rt2}:wl1")
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    wifi_dnsmasq.start_hosts(&[format!("id:{},10.203.177.77", client_id.join(":"))]);
+    let lan = Veth::named(&unique("sq"), 178);
+    let lan_ns = Netns::new("sdq");
+    let lan_peer = move_peer(&lan, &lan_ns, "10.203.178.2/24");
+    let mut dnsmasq = Dnsmasq::new(
+        &lan_ns.name,
+        &lan_peer,
+        Pool {
+            first: "10.203.178.100".into(),
+            last: "10.203.178.150".into(),
+            router: "10.203.178.2".into(),
+            dns: "10.203.178.53".into(),
+        },
+    );
+    dnsmasq.start(None);
+    let ack = call(
+        &stack,
+        &id,
+        "create_new_runtime",
+        json!({"correlation_id": 30, "container_name": rt2, "vnic_configs": [
+            {"name": "wl0", "parent_interface": wifi.name, "network_mode": "static",
+             "ip": "10.203.177.50", "subnet": "255.255.255.0", "gateway": "10.203.177.2"},
+            {"name": "wl1", "parent_interface": wifi.name, "network_mode": "dhcp"},
+            {"name": "d0", "parent_interface": lan.name, "network_mode": "dhcp"}],
+            "serial_configs": [{"name": "modbus", "device_id": "ttyS0",
+                                "container_path": "/dev/modbus0"}]}),
+    )
+    .await;
+    assert_eq!(ack["status"], "creating", "{ack}\n{}", dep.agent_logs());
+    let lan_net = format!("macvlan_{}_10.203.178.0_24", lan.name);
+    let wifi_net = format!("wifi_{}_wl0", wifi.name);
+    let wifi_dhcp_net = format!("wifi_{}_wl1", wifi.name);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut n = 0;
+    let s = loop {
+        n += 1;
+        let s = call(
+            &stack,
+            &id,
+            "get_device_status",
+            json!({"correlation_id": 100 + n, "device_id": rt2}),
+        )
+        .await;
+        let leased = s["networks"][&lan_net]["ip_address"]
+            .as_str()
+            .is_some_and(|ip| ip.starts_with("10.203.178.1"));
+        let bridged = s["networks"][&wifi_net]["ip_address"] == "10.203.177.50"
+            && s["networks"][&wifi_dhcp_net]["ip_address"] == "10.203.177.77";
+        let serial = s["serial_ports"][0]["status"] == "connected";
+        if leased && bridged && serial {
+            break s;
+        }
+        assert!(
+            s["status"] != "error" && tokio::time::Instant::now() < deadline,
+            "DHCP lease, Wi-Fi bridge and serial node as deployed: {s}\n{}\n{}",
+            dep.agent_logs(),
+            docker(&["logs", "--tail", "40", &dep.netmon])
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    assert!(
+        dnsmasq.leases().contains("10.203.178.1"),
+        "{s}\n{}",
+        dnsmasq.leases()
+    );
+    for addr in ["10.203.177.50", "10.203.177.77"] {
+        let pinged = eventually(WAIT, "the runtime answers over its Wi-Fi bridges", || {
+            run_try(
+                "ip",
+                &[
+                    "netns",
+                    "exec",
+                    &wifi_lan.name,
+                    "/bin/busybox",
+                    "ping",
+                    "-c",
+                    "1",
+                    "-W",
+                    "1",
+                    addr,
+                ],
+            )
+        })
+        .await;
+        assert!(pinged.contains("1 packets received"), "{pinged}");
+    }
+    let pid = docker(&["inspect", "-f", "{{.State.Pid}}", &rt2]);
+    let node = std::fs::symlink_metadata(format!("/proc/{}/root/dev/modbus0", pid.trim()))
+        .expect("the serial node in the runtime");
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &node.file_type()
+    ));
 
     // delete_orchestrator: everything goes, the agent's own container last. Removals are counted
     // from here (a create may remove and make its container again, e.g. where the engine refuses

@@ -203,6 +203,7 @@ async fn a_first_install_runs_the_agent_and_a_second_run_keeps_its_identity() {
         [
             "MKNOD",
             "NET_ADMIN",
+            "NET_BIND_SERVICE",
             "SYS_ADMIN",
             "SYS_CHROOT",
             "SYS_PTRACE"

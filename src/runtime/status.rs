@@ -138,6 +138,24 @@ fn lease_warnings(vnics: &[Value]) -> Vec<String> {
                 v.index, v.name
             )
         })
+        .chain(
+            super::wifi::wifi_vnics(vnics)
+                .into_iter()
+                .filter(|v| {
+                    v.fixed.is_none()
+                        && vnics[v.index]
+                            .get("dhcp_ip")
+                            .and_then(Value::as_str)
+                            .is_none_or(str::is_empty)
+                })
+                .map(|v| {
+                    format!(
+                        "vnic_configs[{}] ({}): no DHCP lease yet on the Wi-Fi {} (no address, no \
+                 bridge until the LAN's server answers)",
+                        v.index, v.name, v.parent
+                    )
+                }),
+        )
         .collect()
 }
 
@@ -355,6 +373,28 @@ fn orchestrator(rt: &Runtimes) -> Map<String, Value> {
 mod tests {
     use super::*;
     use crate::runtime::ops::Operations;
+
+    #[test]
+    fn dhcp_vnics_without_a_lease_are_named_wifi_ones_too() {
+        let vnics = vec![
+            json!({"name": "lan", "parent_interface": "eth1", "network_mode": "dhcp"}),
+            json!({"name": "w1", "parent_interface": "wlan0", "network_mode": "dhcp",
+                   "_is_wifi": true}),
+            json!({"name": "w2", "parent_interface": "wlan0", "network_mode": "dhcp",
+                   "_is_wifi": true, "dhcp_ip": "192.168.1.7"}),
+            json!({"name": "w3", "parent_interface": "wlan0", "network_mode": "static",
+                   "ip": "192.168.1.9", "gateway": "192.168.1.1", "_is_wifi": true}),
+        ];
+        assert_eq!(
+            lease_warnings(&vnics),
+            [
+                "vnic_configs[0] (lan): no DHCP lease yet (the address shown is the engine's \
+                 placeholder)",
+                "vnic_configs[1] (w1): no DHCP lease yet on the Wi-Fi wlan0 (no address, no \
+                 bridge until the LAN's server answers)"
+            ]
+        );
+    }
 
     #[test]
     fn the_census_counts_every_state_and_runtimes_without_a_container() {
