@@ -325,6 +325,8 @@ async fn the_agent_binary_rehomes_on_netmon_events_and_reports_it_in_the_device_
         state[&name][0],
         json!({"name": "eth0", "parent_interface": parent, "network_mode": "static",
             "ip": "10.203.144.80", "subnet": "255.255.254.0", "gateway": "10.203.144.1",
+            // The original's marks, given at create (upstream-head §5.1).
+            "_interface_type": "ethernet", "_is_wifi": false, "_network_method": "macvlan",
             // The MAC given at create (02:42 + the address) is persisted and kept.
             "mac": "02:42:0a:cb:90:50"})
     );
