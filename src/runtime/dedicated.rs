@@ -16,7 +16,7 @@ use docker_api::ContainerInspect;
 use tracing::{debug, info, warn};
 
 use super::spec::CreateSpec;
-use super::{Error, Runtimes};
+use super::{Error, Runtimes, running_pid};
 use crate::netevents::{NetmonCommand, Pid, is_virtual};
 
 /// The original's checks (upstream-head §6.2), in its order and words: the interface exists on
@@ -76,14 +76,6 @@ fn python_list(names: &[String]) -> String {
         .map(|n| format!("'{n}'"))
         .collect();
     format!("[{}]", quoted.join(", "))
-}
-
-/// The PID of a running container, `None` when it does not run.
-fn running_pid(c: &ContainerInspect) -> Option<u32> {
-    if !c.state.running {
-        return None;
-    }
-    u32::try_from(c.state.pid).ok().filter(|p| *p > 0)
 }
 
 /// netmon's answer as a result: its error text on failure.

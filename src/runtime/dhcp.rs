@@ -30,7 +30,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use super::{Runtimes, vnic};
+use super::{Runtimes, running_pid, vnic};
 use crate::netevents::{DhcpUpdate, NetmonCommand, Pid};
 
 /// First retry delay and the cap of the backoff.
@@ -153,14 +153,6 @@ impl Retries {
     pub(crate) fn pending(&self, name: &str) -> bool {
         self.lock().contains_key(name)
     }
-}
-
-/// The PID of a running container.
-fn running_pid(c: &ContainerInspect) -> Option<u32> {
-    if !c.state.running {
-        return None;
-    }
-    u32::try_from(c.state.pid).ok().filter(|p| *p > 0)
 }
 
 /// Asks netmon to run (or keep running) a DHCP client for every `dhcp` vNIC of the runtime, if

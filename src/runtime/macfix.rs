@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 
 use super::net::{Ipv4Net, MacAddr};
 use super::vnic::PersistedVnic;
-use super::{Runtimes, naming};
+use super::{Runtimes, naming, running_pid};
 use crate::netevents::{NetmonCommand, Pid};
 
 /// Per runtime, the container run whose endpoints netmon gave their persisted MAC.
@@ -128,14 +128,6 @@ fn endpoint_of<'a>(c: &'a ContainerInspect, w: &Wanted) -> Option<&'a str> {
         .keys()
         .map(String::as_str)
         .find(|n| is_macvlan_of(n, &w.parent))
-}
-
-/// The PID of a running container.
-fn running_pid(c: &ContainerInspect) -> Option<u32> {
-    if !c.state.running {
-        return None;
-    }
-    u32::try_from(c.state.pid).ok().filter(|p| *p > 0)
 }
 
 /// Gives the endpoint of `network` in the runtime's running container `c` the MAC `wanted`

@@ -648,6 +648,15 @@ fn is_docker_name(name: &str) -> bool {
         && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
+/// The PID of a running container's init, `None` when it does not run: what netmon enters the
+/// runtime's namespaces by.
+pub(crate) fn running_pid(c: &ContainerInspect) -> Option<u32> {
+    if !c.state.running {
+        return None;
+    }
+    u32::try_from(c.state.pid).ok().filter(|p| *p > 0)
+}
+
 /// The runtime's address on `<name>_internal`, from an inspect.
 pub fn internal_ip_of(c: &ContainerInspect, name: &str) -> Option<Ipv4Addr> {
     c.network_settings

@@ -18,12 +18,11 @@
 
 use std::time::Duration;
 
-use docker_api::ContainerInspect;
 use tokio::sync::broadcast;
 use tracing::{debug, info, warn};
 
 use super::serial::{self, Port, PortState};
-use super::{Runtimes, naming};
+use super::{Runtimes, naming, running_pid};
 use crate::netevents::{DeviceEvent, NetmonCommand, Pid, SerialDevice};
 
 /// Which ports of a runtime a sync looks at.
@@ -102,14 +101,6 @@ pub(super) async fn follow_netmon(rt: Runtimes) {
             Err(broadcast::error::RecvError::Closed) => return,
         }
     }
-}
-
-/// The PID of a running container.
-fn running_pid(c: &ContainerInspect) -> Option<u32> {
-    if !c.state.running {
-        return None;
-    }
-    u32::try_from(c.state.pid).ok().filter(|p| *p > 0)
 }
 
 /// Brings the ports of `scope` of runtime `name` in line with the device cache. The caller holds

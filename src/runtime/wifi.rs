@@ -126,11 +126,10 @@ pub(super) async fn ensure(rt: &Runtimes, name: &str) -> Vec<String> {
         return Vec::new();
     }
     let pid = match rt.docker().inspect_container(name).await {
-        Ok(c) if c.state.running => match u32::try_from(c.state.pid) {
-            Ok(pid) if pid > 0 => pid,
-            _ => return Vec::new(),
+        Ok(c) => match super::running_pid(&c) {
+            Some(pid) => pid,
+            None => return Vec::new(),
         },
-        Ok(_) => return Vec::new(),
         Err(e) if e.is_not_found() => return Vec::new(),
         Err(e) => {
             rt.dhcp_retries().schedule(name);
@@ -311,12 +310,15 @@ async fn reattach(
     vnics: &[WifiVnic],
     how: Reattach,
 ) -> Vec<String> {
-    let pid = match rt.docker().inspect_container(name).await {
-        Ok(c) if c.state.running => match u32::try_from(c.state.pid) {
-            Ok(pid) if pid > 0 => pid,
-            _ => return Vec::new(),
-        },
-        _ => return Vec::new(),
+    let Some(pid) = rt
+        .docker()
+        .inspect_container(name)
+        .await
+        .ok()
+        .as_ref()
+        .and_then(super::running_pid)
+    else {
+        return Vec::new();
     };
     let mut warnings = Vec::new();
     for v in vnics {
