@@ -65,6 +65,9 @@ const NF_ACCEPT: u32 = 1;
 /// libnftnl's `NFTNL_UDATA_RULE_COMMENT`: how `-m comment` is stored by iptables-nft.
 const UDATA_RULE_COMMENT: u8 = 0;
 
+/// The kernel's answer for a table or chain (or rule) that does not exist.
+const ENOENT: i32 = nix::libc::ENOENT;
+
 const TABLE: &str = "filter";
 const CHAIN: &str = "FORWARD";
 /// Every comment of netmon's rules starts so; then the host veth's name.
@@ -87,7 +90,7 @@ pub fn allow(veth: &str, parent: &str) -> Result<Allowed, String> {
     let stale = nft.own_rules(|c| c == comment(veth));
     let stale = match stale {
         Ok(handles) => handles,
-        Err(e) if e.raw_os_error() == Some(libc_enoent()) => return no_chain(veth, parent),
+        Err(e) if e.raw_os_error() == Some(ENOENT) => return no_chain(veth, parent),
         Err(e) => return Err(format!("listing FORWARD rules: {e}")),
     };
     for handle in stale {
@@ -99,7 +102,7 @@ pub fn allow(veth: &str, parent: &str) -> Result<Allowed, String> {
         .and_then(|()| nft.insert_accept(parent, veth, &comment(veth)));
     match inserted {
         Ok(()) => Ok(Allowed::Inserted),
-        Err(e) if e.raw_os_error() == Some(libc_enoent()) => no_chain(veth, parent),
+        Err(e) if e.raw_os_error() == Some(ENOENT) => no_chain(veth, parent),
         Err(e) => {
             // Never half: one direction without the other helps no one.
             let _ = revoke(veth);
@@ -122,7 +125,7 @@ fn remove_where(keep: impl Fn(&str) -> bool) -> Result<usize, String> {
     let mut nft = Nft::open().map_err(|e| format!("nftables netlink: {e}"))?;
     let handles = match nft.own_rules(keep) {
         Ok(h) => h,
-        Err(e) if e.raw_os_error() == Some(libc_enoent()) => return Ok(0),
+        Err(e) if e.raw_os_error() == Some(ENOENT) => return Ok(0),
         Err(e) => return Err(format!("listing FORWARD rules: {e}")),
     };
     let mut removed = 0;
@@ -130,7 +133,7 @@ fn remove_where(keep: impl Fn(&str) -> bool) -> Result<usize, String> {
         match nft.delete(handle) {
             Ok(()) => removed += 1,
             // Someone flushed it meanwhile: gone is what was wanted.
-            Err(e) if e.raw_os_error() == Some(libc_enoent()) => {}
+            Err(e) if e.raw_os_error() == Some(ENOENT) => {}
             Err(e) => return Err(format!("removing a FORWARD rule: {e}")),
         }
     }
@@ -139,10 +142,6 @@ fn remove_where(keep: impl Fn(&str) -> bool) -> Result<usize, String> {
 
 fn comment(veth: &str) -> String {
     format!("{MARK}{veth}")
-}
-
-const fn libc_enoent() -> i32 {
-    2
 }
 
 /// No nftables `ip filter FORWARD`: either no firewall, or the legacy one nftables cannot reach.
