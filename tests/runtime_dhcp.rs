@@ -34,11 +34,8 @@ struct Server {
 impl Server {
     fn new(parent: &Veth) -> Self {
         let ns = Netns::new("rdh");
-        let peer = format!("{}p", parent.name);
-        ip(&["link", "set", &peer, "netns", &ns.name]);
         let addr = |host: u8| format!("10.203.{}.{host}", parent.octet);
-        ns.ip(&["addr", "add", &format!("{}/24", addr(2)), "dev", &peer]);
-        ns.ip(&["link", "set", &peer, "up"]);
+        let peer = parent.move_peer(&ns, &format!("{}/24", addr(2)));
         let pool = Pool {
             first: addr(*POOL.start()),
             last: addr(*POOL.end()),

@@ -33,16 +33,7 @@ struct Lan {
 impl Lan {
     fn new(parent: &Veth) -> Self {
         let ns = Netns::new("rwf");
-        let peer = format!("{}p", parent.name);
-        ip(&["link", "set", &peer, "netns", &ns.name]);
-        ns.ip(&[
-            "addr",
-            "add",
-            &format!("10.203.{}.2/24", parent.octet),
-            "dev",
-            &peer,
-        ]);
-        ns.ip(&["link", "set", &peer, "up"]);
+        parent.move_peer(&ns, &format!("10.203.{}.2/24", parent.octet));
         Lan {
             ns,
             octet: parent.octet,

@@ -33,15 +33,6 @@ use support::ship::{Deployment, Stack, WAIT};
 use support::{SERVER_IMAGE_LOOPBACK, Veth, docker, endpoints, eventually, inspect, ip, unique};
 use test_support::{Dnsmasq, Netns, Pool, run_try};
 
-/// Moves the far end of `veth` into `ns` with `addr` and up; returns its name.
-fn move_peer(veth: &Veth, ns: &Netns, addr: &str) -> String {
-    let peer = format!("{}p", veth.name);
-    ip(&["link", "set", &peer, "netns", &ns.name]);
-    ns.ip(&["addr", "add", addr, "dev", &peer]);
-    ns.ip(&["link", "set", &peer, "up"]);
-    peer
-}
-
 async fn call(stack: &Stack, id: &str, topic: &str, payload: Value) -> Value {
     stack
         .cloud
@@ -189,7 +180,7 @@ async fn the_installed_agent_runs_a_runtime_rehomes_it_and_removes_everything_on
     // serial port's node in the runtime's /dev.
     let wifi = Veth::named(&unique("wlx"), 177);
     let wifi_lan = Netns::new("sdw");
-    let wifi_peer = move_peer(&wifi, &wifi_lan, "10.203.177.2/24");
+    let wifi_peer = wifi.move_peer(&wifi_lan, "10.203.177.2/24");
     let rt2 = unique("sdrw");
     // The Wi-Fi LAN's server leases by the original's client id (`<runtime>:<vnic>`), given in hex.
     let mut wifi_dnsmasq = Dnsmasq::new(
@@ -209,7 +200,7 @@ async fn the_installed_agent_runs_a_runtime_rehomes_it_and_removes_everything_on
     wifi_dnsmasq.start_hosts(&[format!("id:{},10.203.177.77", client_id.join(":"))]);
     let lan = Veth::named(&unique("sq"), 178);
     let lan_ns = Netns::new("sdq");
-    let lan_peer = move_peer(&lan, &lan_ns, "10.203.178.2/24");
+    let lan_peer = lan.move_peer(&lan_ns, "10.203.178.2/24");
     let mut dnsmasq = Dnsmasq::new(
         &lan_ns.name,
         &lan_peer,

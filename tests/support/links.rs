@@ -9,7 +9,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use super::unique;
-use test_support::{run, run_try};
+use test_support::{Netns, run, run_try};
 
 /// Runs `ip <args>`, panicking with its stderr on failure.
 pub fn ip(args: &[&str]) {
@@ -76,6 +76,16 @@ impl Veth {
     /// `10.203.<octet>.<host>`.
     pub fn addr(&self, host: u8) -> String {
         format!("10.203.{}.{host}", self.octet)
+    }
+
+    /// Moves the far end (`<name>p`) into `ns` with `addr` (`a.b.c.d/len`) and up, as a LAN host
+    /// or server at the other end of the parent; returns its name.
+    pub fn move_peer(&self, ns: &Netns, addr: &str) -> String {
+        let peer = format!("{}p", self.name);
+        ip(&["link", "set", &peer, "netns", &ns.name]);
+        ns.ip(&["addr", "add", addr, "dev", &peer]);
+        ns.ip(&["link", "set", &peer, "up"]);
+        peer
     }
 
     /// The MACVLAN network name the agent gives this parent's subnet.
